@@ -1,0 +1,51 @@
+//! # proc-smol: the smol driver of proc-mcp
+//!
+//! Runs the sans-IO core ([`proc_state::Server`]) against the real world on the
+//! [smol](https://docs.rs/smol) runtime: it reads MCP messages from stdin and writes the core's
+//! lines to stdout, spawns each task in its own session and process group, pumps the tasks'
+//! stdout and stderr into the core, reports their exits, signals their process groups, and
+//! keeps the core's one timer. The whole API is [`serve_stdio`].
+//!
+//! ## How the OS is used
+//! - **Spawning** (setsid(2), prctl(2)): each task is the leader of a new session and process
+//!   group (pid == pgid), with stdin `/dev/null` (or a pipe), stdout and stderr pipes, default
+//!   signal dispositions, and on Linux `SIGKILL` as its parent-death signal.
+//! - **Output**: both pipes are read concurrently in 64 KiB chunks into a small shared pool of
+//!   buffers; when the core falls behind, readers wait for a buffer and a flooding child blocks
+//!   on its full pipe (bounded memory, no thread per task).
+//! - **Exits** (waitid(2)): on SIGCHLD each live run is checked with
+//!   `WEXITED | WNOHANG | WNOWAIT`: the exit is reported but the zombie is kept, so its pid and
+//!   process group id stay reserved and killpg(3) can never reach a stranger. The process is
+//!   reaped (waitpid(2)) only when the core releases the run.
+//! - **Client**: stdin is read by one blocking thread and stdout written with blocking writes;
+//!   neither is made non-blocking, as both are shared with the parent. Nothing but the core's
+//!   lines goes to stdout; diagnostics go to stderr.
+//! - **Signals to the server**: SIGTERM and SIGINT become [`proc_state::Input::Terminate`],
+//!   each time.
+//!
+//! Modules: `process` (spawn, killpg, waitid, reap), `pipes` (buffer pool, output pumps),
+//! `runs` (the table of live runs), `stdio` (client in and out), `event_loop` (the loop).
+
+mod event_loop;
+mod pipes;
+mod process;
+mod runs;
+mod stdio;
+#[cfg(test)]
+mod testutil;
+
+/// Serves MCP over this process's stdin and stdout until the core has stopped every task and
+/// says [`proc_state::Output::Exit`] (after the client closed stdin, or after SIGTERM/SIGINT).
+///
+/// While it runs it handles SIGCHLD, SIGTERM and SIGINT (registered through `async-signal`,
+/// removed on return), runs on the calling thread (which must live until it returns: on Linux
+/// the tasks' parent-death signal is tied to it), and reads stdin on one extra thread, which
+/// ends at its next read after this returns. Task ids come from `nanoid` (6 characters).
+///
+/// # Errors
+/// Only for failures to set up: the signal handlers or the stdin thread could not be created.
+/// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
+/// is handled by the core or reported on stderr.
+pub fn serve_stdio(config: proc_state::Config) -> std::io::Result<()> {
+    event_loop::serve(config, std::io::stdin(), std::io::stdout().lock())
+}

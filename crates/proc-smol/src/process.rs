@@ -1,0 +1,497 @@
+//! Processes and process groups: spawning a task in its own session, signalling its group,
+//! seeing its exit without reaping it, and reaping it at last.
+//!
+//! Everything here is synchronous and talks to the kernel directly; the event loop decides when
+//! to call it. POSIX references: setsid(2), prctl(2) `PR_SET_PDEATHSIG`, killpg(3),
+//! waitid(2) with `WNOWAIT`, waitpid(2).
+
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::Signal as NixSignal;
+use nix::unistd::Pid;
+use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode};
+
+/// A freshly started process: the leader of its own session and process group
+/// (`pid == pgid == sid`), with the parent's ends of its pipes.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// Process id; also the process group id and the session id.
+    pub pid: Pid,
+    /// Write end of the child's stdin, for [`StdinMode::Piped`].
+    pub stdin: Option<ChildStdin>,
+    /// Read end of the child's stdout pipe.
+    pub stdout: ChildStdout,
+    /// Read end of the child's stderr pipe.
+    pub stderr: ChildStderr,
+}
+
+/// Starts `spec` as the leader of a new session and process group.
+///
+/// The child gets stdin from `/dev/null` (or a pipe for [`StdinMode::Piped`]), stdout and
+/// stderr as pipes, the server's environment plus `spec.env`, default dispositions for all
+/// signals, and on Linux `SIGKILL` as its parent-death signal. Note that Linux delivers the
+/// parent-death signal when the *thread* that forked exits (prctl(2)), so call this from a
+/// thread that lives as long as the server.
+///
+/// # Errors
+/// A one-line message for people: the working directory does not exist or is not a
+/// directory, the command is not found, is not executable, or `fork`/`exec` failed otherwise
+/// (with the OS error).
+pub(crate) fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
+    if let Some(cwd) = &spec.cwd {
+        check_cwd(cwd)?;
+    }
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(match spec.stdin {
+            StdinMode::Piped => Stdio::piped(),
+            _ => Stdio::null(),
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    let parent = nix::unistd::getpid();
+    // SAFETY: `setup_child` only makes async-signal-safe system calls (setsid, signal, prctl,
+    // getppid, _exit) and does not allocate, as required between fork and exec.
+    unsafe {
+        command.pre_exec(move || setup_child(parent));
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|err| describe_spawn_error(&spec.program, &err))?;
+    // Dropping a `std::process::Child` neither kills nor reaps it: from here on the process is
+    // ours to wait for, by pid.
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| "pid out of range".to_owned())?);
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("internal error: the child's output pipes are missing".to_owned());
+    };
+    Ok(Spawned {
+        pid,
+        stdin: child.stdin.take(),
+        stdout,
+        stderr,
+    })
+}
+
+/// Runs in the child between `fork` and `exec`; async-signal-safe calls only.
+fn setup_child(parent: Pid) -> io::Result<()> {
+    // New session, hence new process group: pgid == sid == pid (setsid(2)).
+    nix::unistd::setsid()?;
+    // Signals the server ignores would stay ignored across exec (signal(7)); give the task the
+    // defaults so that SIGINT, SIGHUP, SIGTERM stop it as the tools promise. Handled signals
+    // are reset by exec anyway. The same as libuv does for its children.
+    for signo in 1..32 {
+        if signo != libc::SIGKILL && signo != libc::SIGSTOP {
+            // SAFETY: signal(2) is async-signal-safe; SIG_DFL is a valid disposition.
+            unsafe { libc::signal(signo, libc::SIG_DFL) };
+        }
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        nix::sys::prctl::set_pdeathsig(NixSignal::SIGKILL)?;
+        // The server may have died between fork and prctl: then nobody would kill us later.
+        if nix::unistd::getppid() != parent {
+            // SAFETY: _exit(2) is async-signal-safe and ends the child at once.
+            unsafe { libc::_exit(1) };
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = parent;
+    Ok(())
+}
+
+/// Tells "the working directory is wrong" apart from "the command is wrong" before spawning:
+/// afterwards both are the same `ENOENT`.
+fn check_cwd(cwd: &str) -> Result<(), String> {
+    match std::fs::metadata(cwd) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("working directory {cwd:?} is not a directory")),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return Err(format!("working directory {cwd:?} does not exist"));
+        }
+        Err(err) => return Err(format!("cannot use working directory {cwd:?}: {err}")),
+    }
+    match nix::unistd::access(cwd, nix::unistd::AccessFlags::X_OK) {
+        Ok(()) => Ok(()),
+        Err(errno) => Err(format!(
+            "cannot use working directory {cwd:?}: {}",
+            io::Error::from(errno)
+        )),
+    }
+}
+
+fn describe_spawn_error(program: &str, err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::NotFound if program.contains('/') => {
+            format!("cannot start {program:?}: no such file (or its #! interpreter is missing)")
+        }
+        io::ErrorKind::NotFound => format!("command not found: {program:?} is not in PATH"),
+        io::ErrorKind::PermissionDenied => {
+            format!("cannot start {program:?}: permission denied (not an executable file)")
+        }
+        _ => format!("cannot start {program:?}: {err}"),
+    }
+}
+
+/// Sends `signal` to the whole process group `pgid` (killpg(3)). A group that no longer exists
+/// (`ESRCH`) is not an error: the task ended on its own.
+///
+/// # Errors
+/// `EPERM` (a member changed its user id), `EINVAL` (a signal number the system does not
+/// have), or `InvalidInput` for a pgid of 0 or 1, which would hit our own group or init.
+pub(crate) fn signal_group(pgid: Pid, signal: Signal) -> io::Result<()> {
+    if pgid.as_raw() <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pgid}"),
+        ));
+    }
+    let Some(signo) = signal_number(signal) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no signal number for {signal}"),
+        ));
+    };
+    // SAFETY: killpg(3) has no memory-safety preconditions; pgid > 1 was checked above.
+    match Errno::result(unsafe { libc::killpg(pgid.as_raw(), signo) }) {
+        Ok(_) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// How the child `pid` ended, if it has, **without reaping it**: waitid(2) with
+/// `WEXITED | WNOHANG | WNOWAIT`. The zombie keeps its pid, and so its process group id,
+/// reserved until [`reap`].
+///
+/// Calls libc rather than `nix::sys::wait::waitid`, which fails with `EINVAL` for a child killed
+/// by a signal outside nix's `Signal` enum (real-time signals).
+///
+/// # Errors
+/// `ECHILD` if `pid` is not an unreaped child of this process.
+pub(crate) fn exit_status(pid: Pid) -> io::Result<Option<ExitStatus>> {
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value (and means "no child").
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let id = libc::id_t::try_from(pid.as_raw())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative pid"))?;
+    loop {
+        // SAFETY: `info` is a valid, writable siginfo_t.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                id,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        match Errno::result(rc) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    // SAFETY: waitid filled `info` for SIGCHLD (or left it zeroed): si_pid/si_status are valid.
+    let (si_pid, si_status) = unsafe { (info.si_pid(), info.si_status()) };
+    if si_pid == 0 {
+        return Ok(None);
+    }
+    Ok(match info.si_code {
+        libc::CLD_EXITED => Some(ExitStatus::Code(si_status)),
+        libc::CLD_KILLED | libc::CLD_DUMPED => Some(ExitStatus::Signaled(signal_from_number(si_status))),
+        // Only WEXITED was asked for; anything else is not an exit.
+        _ => None,
+    })
+}
+
+/// Reaps the child `pid` (waitpid(2)), freeing its pid and process group id. Blocks until it
+/// has exited, so call it after [`exit_status`] returned `Some`.
+///
+/// # Errors
+/// `ECHILD` if `pid` is not an unreaped child of this process.
+pub(crate) fn reap(pid: Pid) -> io::Result<()> {
+    wait_pid(pid, 0).map(drop)
+}
+
+/// Reaps the child `pid` if it has exited (`WNOHANG`); `Ok(false)` if it still runs.
+///
+/// # Errors
+/// `ECHILD` if `pid` is not an unreaped child of this process.
+pub(crate) fn try_reap(pid: Pid) -> io::Result<bool> {
+    wait_pid(pid, libc::WNOHANG)
+}
+
+fn wait_pid(pid: Pid, flags: libc::c_int) -> io::Result<bool> {
+    loop {
+        // SAFETY: a null status pointer is allowed by waitpid(2).
+        let rc = unsafe { libc::waitpid(pid.as_raw(), std::ptr::null_mut(), flags) };
+        match Errno::result(rc) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// The core's signals and nix's, which carry the platform's numbers.
+const SIGNALS: [(Signal, NixSignal); 29] = [
+    (Signal::Hup, NixSignal::SIGHUP),
+    (Signal::Int, NixSignal::SIGINT),
+    (Signal::Quit, NixSignal::SIGQUIT),
+    (Signal::Ill, NixSignal::SIGILL),
+    (Signal::Trap, NixSignal::SIGTRAP),
+    (Signal::Abrt, NixSignal::SIGABRT),
+    (Signal::Bus, NixSignal::SIGBUS),
+    (Signal::Fpe, NixSignal::SIGFPE),
+    (Signal::Kill, NixSignal::SIGKILL),
+    (Signal::Usr1, NixSignal::SIGUSR1),
+    (Signal::Segv, NixSignal::SIGSEGV),
+    (Signal::Usr2, NixSignal::SIGUSR2),
+    (Signal::Pipe, NixSignal::SIGPIPE),
+    (Signal::Alrm, NixSignal::SIGALRM),
+    (Signal::Term, NixSignal::SIGTERM),
+    (Signal::Chld, NixSignal::SIGCHLD),
+    (Signal::Cont, NixSignal::SIGCONT),
+    (Signal::Stop, NixSignal::SIGSTOP),
+    (Signal::Tstp, NixSignal::SIGTSTP),
+    (Signal::Ttin, NixSignal::SIGTTIN),
+    (Signal::Ttou, NixSignal::SIGTTOU),
+    (Signal::Urg, NixSignal::SIGURG),
+    (Signal::Xcpu, NixSignal::SIGXCPU),
+    (Signal::Xfsz, NixSignal::SIGXFSZ),
+    (Signal::Vtalrm, NixSignal::SIGVTALRM),
+    (Signal::Prof, NixSignal::SIGPROF),
+    (Signal::Winch, NixSignal::SIGWINCH),
+    (Signal::Io, NixSignal::SIGIO),
+    (Signal::Sys, NixSignal::SIGSYS),
+];
+
+/// The platform's number for `signal`; `None` only for a name this platform lacks.
+pub(crate) fn signal_number(signal: Signal) -> Option<i32> {
+    if let Signal::Other(number) = signal {
+        return Some(number);
+    }
+    SIGNALS
+        .iter()
+        .find(|(ours, _)| *ours == signal)
+        .map(|(_, nix)| *nix as i32)
+        // A variant added to the core after this table: nix knows signals by the same names.
+        .or_else(|| signal.name().parse::<NixSignal>().ok().map(|nix| nix as i32))
+}
+
+/// The core's name for the platform's signal `number` ([`Signal::Other`] when it has none).
+pub(crate) fn signal_from_number(number: i32) -> Signal {
+    SIGNALS
+        .iter()
+        .find(|(_, nix)| *nix as i32 == number)
+        .map_or(Signal::Other(number), |(ours, _)| *ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    use std::time::Duration;
+
+    use proc_state::{ExitStatus, Signal, StdinMode};
+
+    use super::*;
+    use crate::testutil::{self, group_members, sh, spec, stat, wait_exited, wait_terminated};
+
+    fn read_all(mut pipe: impl std::io::Read) -> String {
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).expect("read pipe");
+        text
+    }
+
+    /// Runs `spec` to completion: (stdout, stderr, status); reaps it.
+    fn run(spec: &SpawnSpec) -> (String, String, ExitStatus) {
+        let child = spawn(spec).expect("spawn");
+        let stderr = child.stderr;
+        let reader = std::thread::spawn(move || read_all(stderr));
+        let stdout = read_all(child.stdout);
+        let stderr = reader.join().expect("stderr reader");
+        let status = wait_exited(child.pid);
+        reap(child.pid).expect("reap");
+        (stdout, stderr, status)
+    }
+
+    #[test]
+    fn child_leads_its_own_session_and_process_group() {
+        let child = spawn(&spec("sleep", &["1000"])).expect("spawn sleep");
+        let pid = child.pid.as_raw();
+        let ours = stat(std::process::id().try_into().expect("pid")).expect("our stat");
+        let theirs = stat(pid).expect("child stat");
+        assert_eq!((theirs.pgrp, theirs.session), (pid, pid));
+        assert_ne!(theirs.session, ours.session);
+        signal_group(child.pid, Signal::Kill).expect("killpg");
+        assert_eq!(wait_exited(child.pid), ExitStatus::Signaled(Signal::Kill));
+        reap(child.pid).expect("reap");
+    }
+
+    #[test]
+    fn stdin_is_dev_null_unless_piped() {
+        let (out, _, status) = run(&spec("readlink", &["/proc/self/fd/0"]));
+        assert_eq!((out.as_str(), status), ("/dev/null\n", ExitStatus::Code(0)));
+
+        let mut piped = spec("readlink", &["/proc/self/fd/0"]);
+        piped.stdin = StdinMode::Piped;
+        let child = spawn(&piped).expect("spawn");
+        assert!(child.stdin.is_some());
+        let out = read_all(child.stdout);
+        assert!(out.starts_with("pipe:"), "{out}");
+        wait_exited(child.pid);
+        reap(child.pid).expect("reap");
+    }
+
+    #[test]
+    fn stdout_and_stderr_are_separate_pipes_and_cwd_env_apply() {
+        let mut spec = sh("echo \"$GREETING\"; pwd; echo oops >&2; exit 7");
+        spec.env = vec![("GREETING".to_owned(), "hello there".to_owned())];
+        spec.cwd = Some("/tmp".to_owned());
+        let (out, err, status) = run(&spec);
+        assert_eq!(out, "hello there\n/tmp\n");
+        assert_eq!(err, "oops\n");
+        assert_eq!(status, ExitStatus::Code(7));
+    }
+
+    #[test]
+    fn exit_is_seen_without_reaping_until_reap() {
+        let child = spawn(&sh("exit 3")).expect("spawn");
+        let pid = child.pid;
+        assert_eq!(wait_exited(pid), ExitStatus::Code(3));
+        // WNOWAIT: asking again gives the same answer, and the zombie holds pid and pgid.
+        assert_eq!(exit_status(pid).expect("waitid"), Some(ExitStatus::Code(3)));
+        assert_eq!(stat(pid.as_raw()).map(|s| s.state), Some('Z'));
+        assert_eq!(group_members(pid.as_raw()), vec![(pid.as_raw(), 'Z')]);
+        reap(pid).expect("reap");
+        assert_eq!(stat(pid.as_raw()), None);
+        assert_eq!(
+            exit_status(pid).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ECHILD))
+        );
+    }
+
+    #[test]
+    fn a_running_child_has_no_exit_status() {
+        let child = spawn(&spec("sleep", &["1000"])).expect("spawn");
+        assert_eq!(exit_status(child.pid).expect("waitid"), None);
+        assert!(!try_reap(child.pid).expect("waitpid"));
+        signal_group(child.pid, Signal::Term).expect("killpg");
+        assert_eq!(wait_exited(child.pid), ExitStatus::Signaled(Signal::Term));
+        assert!(try_reap(child.pid).expect("waitpid"));
+    }
+
+    #[test]
+    fn signal_deaths_are_mapped_including_real_time_signals() {
+        let (_, _, status) = run(&sh("kill -s SEGV $$"));
+        assert_eq!(status, ExitStatus::Signaled(Signal::Segv));
+
+        let rt = libc::SIGRTMIN() + 2;
+        let child = spawn(&spec("sleep", &["1000"])).expect("spawn");
+        signal_group(child.pid, Signal::Other(rt)).expect("killpg");
+        assert_eq!(wait_exited(child.pid), ExitStatus::Signaled(Signal::Other(rt)));
+        reap(child.pid).expect("reap");
+    }
+
+    #[test]
+    fn killpg_reaches_grandchildren() {
+        let child = spawn(&sh("sleep 1000 & sleep 1000 & echo ready; wait")).expect("spawn");
+        let pgid = child.pid.as_raw();
+        let mut stdout = BufReader::new(child.stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        assert_eq!(line, "ready\n");
+        let members = group_members(pgid);
+        assert_eq!(members.len(), 3, "sh and two sleeps: {members:?}");
+
+        signal_group(child.pid, Signal::Term).expect("killpg");
+        for (pid, _) in &members {
+            assert!(wait_terminated(*pid, Duration::from_secs(10)), "{pid} survived");
+        }
+        assert_eq!(wait_exited(child.pid), ExitStatus::Signaled(Signal::Term));
+        reap(child.pid).expect("reap");
+        // The orphaned sleeps belong to init now, which may be slow to (or never) reap them
+        // here: nothing in the group may be alive, zombies aside.
+        let alive: Vec<_> = group_members(pgid)
+            .into_iter()
+            .filter(|(_, state)| !matches!(state, 'Z' | 'X'))
+            .collect();
+        assert_eq!(alive, vec![]);
+        // Nothing left to signal: not an error.
+        signal_group(child.pid, Signal::Kill).expect("ESRCH is fine");
+    }
+
+    #[test]
+    fn signal_group_refuses_our_own_group_and_init() {
+        for pgid in [0, 1, -5] {
+            let err = signal_group(Pid::from_raw(pgid), Signal::Term).expect_err("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
+    }
+
+    #[test]
+    fn spawn_failures_say_what_is_wrong() {
+        let mut in_missing_dir = spec("true", &[]);
+        in_missing_dir.cwd = Some("/nonexistent/dir".to_owned());
+        let err = spawn(&in_missing_dir).expect_err("missing cwd");
+        assert_eq!(err, "working directory \"/nonexistent/dir\" does not exist");
+
+        let mut in_file = spec("true", &[]);
+        in_file.cwd = Some("/etc/passwd".to_owned());
+        let err = spawn(&in_file).expect_err("cwd is a file");
+        assert_eq!(err, "working directory \"/etc/passwd\" is not a directory");
+
+        let err = spawn(&spec("no-such-command-7f3a", &[])).expect_err("missing program");
+        assert_eq!(err, "command not found: \"no-such-command-7f3a\" is not in PATH");
+
+        let err = spawn(&spec("/nonexistent/prog", &[])).expect_err("missing path");
+        assert!(err.starts_with("cannot start \"/nonexistent/prog\": no such file"), "{err}");
+
+        let err = spawn(&spec("/etc/passwd", &[])).expect_err("not executable");
+        assert!(err.contains("permission denied"), "{err}");
+
+        let err = spawn(&spec("echo", &["nul\0byte"])).expect_err("nul byte");
+        assert!(err.starts_with("cannot start \"echo\": "), "{err}");
+    }
+
+    #[test]
+    fn ignored_signals_are_not_inherited() {
+        // The test process ignores SIGPIPE (Rust's runtime) and, from here on, SIGHUP.
+        // SAFETY: SIG_IGN is a valid disposition; nothing in the tests relies on SIGHUP.
+        unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+        eprintln!("{}", std::fs::read_to_string("/proc/self/status").unwrap().lines().find(|l| l.starts_with("SigIgn")).unwrap());
+        let (out, _, _) = run(&sh("grep SigIgn /proc/self/status"));
+        assert_eq!(out, "SigIgn:\t0000000000000000\n");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn child_is_killed_when_the_spawning_thread_dies() {
+        let pid = std::thread::spawn(|| {
+            let child = spawn(&spec("sleep", &["1000"])).expect("spawn");
+            child.pid
+        })
+        .join()
+        .expect("spawning thread");
+        assert_eq!(wait_exited(pid), ExitStatus::Signaled(Signal::Kill));
+        reap(pid).expect("reap");
+    }
+
+    #[test]
+    fn signal_numbers_round_trip() {
+        for (ours, nix) in SIGNALS {
+            assert_eq!(signal_number(ours), Some(nix as i32));
+            assert_eq!(signal_from_number(nix as i32), ours);
+        }
+        assert_eq!(signal_number(Signal::Other(40)), Some(40));
+        assert_eq!(signal_from_number(40), Signal::Other(40));
+        let _ = testutil::sh;
+    }
+}

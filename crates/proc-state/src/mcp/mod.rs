@@ -1,0 +1,14 @@
+//! The MCP side of the core: turning client bytes into messages and results into lines.
+//!
+//! - [`framing`]: stdio framing, one JSON message per `\n`-terminated line, bounded in length.
+//! - [`jsonrpc`]: JSON-RPC 2.0 envelopes, classified the way MCP needs them.
+//! - [`protocol`]: protocol versions and what each one changes on the wire.
+//! - [`tools`]: the tool definitions (names, schemas, descriptions) and their arguments.
+//!
+//! The session itself (handshake state, pending requests) lives in the [`Server`](crate::Server),
+//! because answering a call needs the tasks too. Nothing here performs I/O.
+
+pub mod framing;
+pub mod jsonrpc;
+pub mod protocol;
+pub mod tools;

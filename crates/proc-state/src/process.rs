@@ -1,0 +1,184 @@
+//! The vocabulary the core and a driver share about processes: what to spawn, which stream,
+//! which signal, how a process ended. POSIX names throughout (see signal(7), wait(2)).
+
+use core::fmt;
+
+/// Identifies one spawned process of a task (one *run*). A task that is restarted gets a new
+/// `RunId`, so late events of the old process can never be mistaken for the new one.
+///
+/// Run ids are never reused for the life of a [`Server`](crate::Server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(pub u64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "run#{}", self.0)
+    }
+}
+
+/// One of a process's two output pipes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stream {
+    /// File descriptor 1.
+    Stdout,
+    /// File descriptor 2.
+    Stderr,
+}
+
+impl Stream {
+    /// `"stdout"` or `"stderr"`, as the tools spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// What to do with the child's standard input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StdinMode {
+    /// Connect it to `/dev/null`: reads see end-of-file at once.
+    Null,
+    /// Keep a pipe open so the core can write to it.
+    Piped,
+}
+
+/// Everything a driver needs to start one process.
+///
+/// The driver must put the process in a new session and process group (`setsid(2)`), connect
+/// stdout and stderr to pipes it reads, set stdin as [`StdinMode`] says, and on Linux ask for
+/// `SIGKILL` when the server dies (`prctl(PR_SET_PDEATHSIG)`). It must never let the child
+/// inherit the server's own stdout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpawnSpec {
+    /// Program to execute, looked up in `PATH` when it has no `/`.
+    pub program: String,
+    /// Arguments after the program name (`argv[1..]`).
+    pub args: Vec<String>,
+    /// Working directory; `None` keeps the server's.
+    pub cwd: Option<String>,
+    /// Variables set on top of the server's environment, in order.
+    pub env: Vec<(String, String)>,
+    /// The child's stdin.
+    pub stdin: StdinMode,
+}
+
+/// A POSIX signal, named as in signal(7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    Hup,
+    Int,
+    Quit,
+    Ill,
+    Trap,
+    Abrt,
+    Bus,
+    Fpe,
+    Kill,
+    Usr1,
+    Segv,
+    Usr2,
+    Pipe,
+    Alrm,
+    Term,
+    Chld,
+    Cont,
+    Stop,
+    Tstp,
+    Ttin,
+    Ttou,
+    Urg,
+    Xcpu,
+    Xfsz,
+    Vtalrm,
+    Prof,
+    Winch,
+    Io,
+    Sys,
+    /// A signal without a portable name (e.g. a real-time signal), by its platform number.
+    Other(i32),
+}
+
+const NAMED: [(Signal, &str); 29] = [
+    (Signal::Hup, "SIGHUP"),
+    (Signal::Int, "SIGINT"),
+    (Signal::Quit, "SIGQUIT"),
+    (Signal::Ill, "SIGILL"),
+    (Signal::Trap, "SIGTRAP"),
+    (Signal::Abrt, "SIGABRT"),
+    (Signal::Bus, "SIGBUS"),
+    (Signal::Fpe, "SIGFPE"),
+    (Signal::Kill, "SIGKILL"),
+    (Signal::Usr1, "SIGUSR1"),
+    (Signal::Segv, "SIGSEGV"),
+    (Signal::Usr2, "SIGUSR2"),
+    (Signal::Pipe, "SIGPIPE"),
+    (Signal::Alrm, "SIGALRM"),
+    (Signal::Term, "SIGTERM"),
+    (Signal::Chld, "SIGCHLD"),
+    (Signal::Cont, "SIGCONT"),
+    (Signal::Stop, "SIGSTOP"),
+    (Signal::Tstp, "SIGTSTP"),
+    (Signal::Ttin, "SIGTTIN"),
+    (Signal::Ttou, "SIGTTOU"),
+    (Signal::Urg, "SIGURG"),
+    (Signal::Xcpu, "SIGXCPU"),
+    (Signal::Xfsz, "SIGXFSZ"),
+    (Signal::Vtalrm, "SIGVTALRM"),
+    (Signal::Prof, "SIGPROF"),
+    (Signal::Winch, "SIGWINCH"),
+    (Signal::Io, "SIGIO"),
+    (Signal::Sys, "SIGSYS"),
+];
+
+impl Signal {
+    /// The signal's name with the `SIG` prefix (`"SIGTERM"`); `"SIG<n>"` for [`Signal::Other`].
+    pub fn name(self) -> String {
+        match self {
+            Signal::Other(n) => format!("SIG{n}"),
+            named => NAMED
+                .iter()
+                .find(|(s, _)| *s == named)
+                .map(|(_, name)| (*name).to_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Parses a name with the `SIG` prefix (`"SIGTERM"`), as the tools accept it.
+    pub fn from_name(name: &str) -> Option<Signal> {
+        NAMED.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// How a process ended, as `waitid(2)` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit` with this code (`WIFEXITED`, `WEXITSTATUS`).
+    Code(i32),
+    /// A signal ended it (`WIFSIGNALED`, `WTERMSIG`).
+    Signaled(Signal),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_round_trip() {
+        for (signal, name) in NAMED {
+            assert_eq!(signal.name(), name);
+            assert_eq!(Signal::from_name(name), Some(signal));
+        }
+        assert_eq!(Signal::Other(34).name(), "SIG34");
+        assert_eq!(Signal::from_name("TERM"), None);
+    }
+}

@@ -1,0 +1,640 @@
+//! The server driven on virtual time by a scripted driver: every test feeds inputs and checks
+//! the outputs, as a real driver would see them. No I/O, no clock, no threads.
+
+use std::time::Duration;
+
+use proc_state::{
+    Config, ExitStatus, Input, Instant, Now, Output, RunId, Server, Signal, StdinMode, Stream,
+};
+use rstest::rstest;
+use serde_json::{Value, json};
+
+/// A scripted driver around one server.
+struct Harness {
+    server: Server,
+    now_ms: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    fn with_config(config: Config) -> Self {
+        let mut counter = 0u32;
+        let ids = Box::new(move || {
+            counter += 1;
+            format!("t{counter:05}")
+        });
+        Self {
+            server: Server::new(config, ids),
+            now_ms: 0,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now::new(
+            Instant::from_nanos(self.now_ms * 1_000_000),
+            1_790_000_000_000 + self.now_ms,
+        )
+    }
+
+    /// An initialized session at `version`.
+    fn initialized(version: &str) -> Self {
+        let mut h = Self::new();
+        let reply = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+        assert_eq!(reply["result"]["protocolVersion"], version);
+        h.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+        assert!(h.drain().is_empty());
+        h
+    }
+
+    fn input(&mut self, input: Input<'_>) -> Vec<Output> {
+        let now = self.now();
+        self.server.handle_input(now, input);
+        self.drain()
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        let now = self.now();
+        self.server.handle_input(now, Input::ClientBytes(bytes));
+    }
+
+    /// Every output up to the timeout.
+    fn drain(&mut self) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        loop {
+            match self.server.poll_output() {
+                Output::Timeout(_) => return outputs,
+                other => outputs.push(other),
+            }
+        }
+    }
+
+    fn send(&mut self, message: Value) -> Vec<Output> {
+        let mut line = serde_json::to_vec(&message).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line);
+        self.drain()
+    }
+
+    /// Sends a message and returns the one line it caused.
+    fn request(&mut self, message: Value) -> Value {
+        let lines = transmitted(&self.send(message));
+        assert_eq!(lines.len(), 1, "expected one response, got {lines:?}");
+        lines.into_iter().next().unwrap()
+    }
+
+    fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Vec<Output> {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}}))
+    }
+
+    /// Calls a tool that answers at once and returns its result.
+    fn call_now(&mut self, tool: &str, arguments: Value) -> Value {
+        let lines = transmitted(&self.call(99, tool, arguments));
+        assert_eq!(lines.len(), 1, "expected one response, got {lines:?}");
+        lines[0]["result"].clone()
+    }
+
+    /// Starts `command`, answers the spawn with `pid`, returns (run, result).
+    fn start(&mut self, arguments: Value, pid: u32) -> (RunId, Value) {
+        let outputs = self.call(1, "start", arguments);
+        let run = match outputs.as_slice() {
+            [Output::Spawn { run, .. }] => *run,
+            other => panic!("expected a spawn, got {other:?}"),
+        };
+        let lines = transmitted(&self.input(Input::Spawned { run, pid }));
+        (run, lines[0]["result"].clone())
+    }
+
+    fn advance(&mut self, ms: u64) -> Vec<Output> {
+        self.now_ms += ms;
+        let now = self.now();
+        self.server.handle_timeout(now);
+        self.drain()
+    }
+
+    /// The process exits with `status` and closes both pipes.
+    fn exit(&mut self, run: RunId, status: ExitStatus) -> Vec<Output> {
+        let mut outputs = self.input(Input::Exited { run, status });
+        outputs.extend(self.input(Input::StreamClosed {
+            run,
+            stream: Stream::Stdout,
+        }));
+        outputs.extend(self.input(Input::StreamClosed {
+            run,
+            stream: Stream::Stderr,
+        }));
+        outputs
+    }
+}
+
+fn transmitted(outputs: &[Output]) -> Vec<Value> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(line) => {
+                assert_eq!(line.last(), Some(&b'\n'));
+                assert_eq!(
+                    line.iter().filter(|b| **b == b'\n').count(),
+                    1,
+                    "one line per message"
+                );
+                let text = std::str::from_utf8(line).unwrap();
+                assert!(!text.contains("\"params\":null"), "params null in {text}");
+                Some(serde_json::from_str(text).unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_code(response: &Value) -> i64 {
+    response["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error: {response}"))
+}
+
+#[rstest]
+#[case::tools_list("tools/list")]
+#[case::tools_call("tools/call")]
+#[case::server_discover("server/discover")]
+#[case::unknown("no/such/method")]
+fn requests_before_initialize_get_method_not_found_at_once(#[case] method: &str) {
+    let mut h = Harness::new();
+    let reply = h.request(json!({"jsonrpc": "2.0", "id": 5, "method": method, "params": {}}));
+    assert_eq!(error_code(&reply), -32601);
+    assert_eq!(reply["id"], 5);
+}
+
+#[test]
+fn ping_is_answered_before_initialize() {
+    let mut h = Harness::new();
+    let reply = h.request(json!({"jsonrpc": "2.0", "id": "p", "method": "ping"}));
+    assert_eq!(reply, json!({"jsonrpc": "2.0", "id": "p", "result": {}}));
+}
+
+#[rstest]
+#[case("2024-11-05")]
+#[case("2025-03-26")]
+#[case("2025-06-18")]
+#[case("2025-11-25")]
+fn initialize_echoes_a_supported_version(#[case] version: &str) {
+    let mut h = Harness::new();
+    let reply = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    assert_eq!(reply["id"], 0);
+    assert_eq!(reply["result"]["protocolVersion"], version);
+    assert_eq!(reply["result"]["serverInfo"]["name"], "proc-mcp");
+    assert!(reply["result"]["capabilities"]["tools"].is_object());
+}
+
+#[test]
+fn initialize_with_an_unknown_version_offers_the_latest() {
+    let mut h = Harness::new();
+    let reply = h.request(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "1999-01-01", "capabilities": {}}}));
+    assert_eq!(reply["result"]["protocolVersion"], "2025-11-25");
+}
+
+#[rstest]
+#[case::malformed_json(&b"{\"jsonrpc\": \"2.0\", \"id\": 1,\n"[..], -32700, Value::Null)]
+#[case::number(&b"42\n"[..], -32600, Value::Null)]
+#[case::string(&b"\"x\"\n"[..], -32600, Value::Null)]
+#[case::missing_jsonrpc(&b"{\"id\":3,\"method\":\"ping\"}\n"[..], -32600, json!(3))]
+#[case::unknown_method(&b"{\"jsonrpc\":\"2.0\",\"id\":-7,\"method\":\"nope\"}\n"[..], -32601, json!(-7))]
+#[case::params_not_object(&b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"ping\",\"params\":[]}\n"[..], -32602, json!(0))]
+#[case::unknown_tool(&b"{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{\"name\":\"fly\"}}\n"[..], -32602, json!(8))]
+#[case::tool_without_name(&b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/call\",\"params\":{}}\n"[..], -32602, json!(9))]
+#[case::bad_cursor(&b"{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"tools/list\",\"params\":{\"cursor\":\"x\"}}\n"[..], -32602, json!(10))]
+#[case::batch_after_2025_03_26(&b"[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]\n"[..], -32600, Value::Null)]
+#[case::second_initialize(&b"{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\"}}\n"[..], -32600, json!(11))]
+fn bad_messages_get_the_right_error_and_the_session_goes_on(
+    #[case] line: &[u8],
+    #[case] code: i64,
+    #[case] id: Value,
+) {
+    let mut h = Harness::initialized("2025-11-25");
+    h.send_raw(line);
+    let replies = transmitted(&h.drain());
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(error_code(&replies[0]), code, "{}", replies[0]);
+    assert_eq!(replies[0]["id"], id);
+    let pong = h.request(json!({"jsonrpc": "2.0", "id": 100, "method": "ping"}));
+    assert_eq!(pong["result"], json!({}));
+}
+
+#[test]
+fn over_long_message_is_refused_without_buffering_it_and_the_next_is_served() {
+    let mut config = Config::default();
+    config.max_message_bytes = 1024;
+    let mut h = Harness::with_config(config);
+    let big = vec![b'x'; 5 * 1024 * 1024];
+    h.send_raw(&big);
+    assert!(h.drain().is_empty(), "nothing until the line ends");
+    h.send_raw(b"\n");
+    let replies = transmitted(&h.drain());
+    assert_eq!(error_code(&replies[0]), -32600);
+    assert!(
+        replies[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("5242880 bytes")
+    );
+    let pong = h.request(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
+    assert_eq!(pong["id"], 1);
+}
+
+#[test]
+fn notifications_and_client_responses_are_never_answered() {
+    let mut h = Harness::initialized("2025-11-25");
+    assert!(
+        h.send(json!({"jsonrpc": "2.0", "method": "notifications/whatever"}))
+            .is_empty()
+    );
+    assert!(
+        h.send(json!({"jsonrpc": "2.0", "id": 4, "result": {}}))
+            .is_empty()
+    );
+    assert!(
+        h.send(json!({"jsonrpc": "2.0", "id": 4, "error": {"code": 1, "message": "x"}}))
+            .is_empty()
+    );
+}
+
+#[test]
+fn batch_is_answered_with_one_array_in_2025_03_26() {
+    let mut h = Harness::initialized("2025-03-26");
+    let replies = transmitted(&h.send(json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+        {"jsonrpc": "2.0", "id": 3, "method": "nope"},
+    ])));
+    assert_eq!(replies.len(), 1);
+    let array = replies[0].as_array().expect("an array response");
+    let ids: Vec<&Value> = array.iter().map(|r| &r["id"]).collect();
+    assert_eq!(ids, [&json!(1), &json!(2), &json!(3)]);
+    assert_eq!(error_code(&array[2]), -32601);
+}
+
+#[test]
+fn batch_waits_for_a_deferred_start() {
+    let mut h = Harness::initialized("2025-03-26");
+    let outputs = h.send(json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "start", "arguments": {"command": "true"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+    ]));
+    assert!(
+        transmitted(&outputs).is_empty(),
+        "the batch is answered as a whole"
+    );
+    let Output::Spawn { run, .. } = &outputs[0] else {
+        panic!("{outputs:?}")
+    };
+    let replies = transmitted(&h.input(Input::Spawned { run: *run, pid: 10 }));
+    assert_eq!(replies[0].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn tools_list_matches_the_protocol_version() {
+    let mut h = Harness::initialized("2025-06-18");
+    let reply = h.request(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    let names: Vec<&str> = reply["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["start", "status", "logs", "stop", "list", "remove"]);
+    assert!(reply["result"]["tools"][0]["outputSchema"].is_object());
+
+    let mut old = Harness::initialized("2025-03-26");
+    let reply = old.request(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    assert!(reply["result"]["tools"][0].get("outputSchema").is_none());
+    assert!(reply["result"]["tools"][0]["annotations"].is_object());
+}
+
+#[test]
+fn start_spawns_a_shell_in_a_clean_environment_and_answers_with_the_pid() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(
+        1,
+        "start",
+        json!({"command": "echo hi", "env": {"PAGER": "less", "A": "b"}, "cwd": "sub"}),
+    );
+    let [Output::Spawn { run, spec }] = outputs.as_slice() else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!(spec.program, "/bin/sh");
+    assert_eq!(spec.args, ["-c", "echo hi"]);
+    assert_eq!(spec.cwd.as_deref(), Some("./sub"));
+    assert_eq!(spec.stdin, StdinMode::Null);
+    let env: Vec<(&str, &str)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("NO_COLOR", "1"),
+            ("GIT_PAGER", "cat"),
+            ("PYTHONUNBUFFERED", "1"),
+            ("A", "b"),
+            ("PAGER", "less")
+        ]
+    );
+
+    let replies = transmitted(&h.input(Input::Spawned {
+        run: *run,
+        pid: 4242,
+    }));
+    let result = &replies[0]["result"];
+    assert_eq!(result["structuredContent"]["pid"], 4242);
+    assert_eq!(result["structuredContent"]["state"], "running");
+    assert_eq!(result["structuredContent"]["id"], "t00001");
+    assert!(result.get("isError").is_none());
+}
+
+#[test]
+fn start_with_args_runs_the_program_without_a_shell() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(1, "start", json!({"command": "ls", "args": ["-l", "a b"]}));
+    let [Output::Spawn { spec, .. }] = outputs.as_slice() else {
+        panic!("{outputs:?}")
+    };
+    assert_eq!(spec.program, "ls");
+    assert_eq!(spec.args, ["-l", "a b"]);
+}
+
+#[test]
+fn spawn_failure_is_a_tool_error_and_leaves_a_failed_task() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(
+        1,
+        "start",
+        json!({"command": "nope", "args": [], "name": "x"}),
+    );
+    let [Output::Spawn { run, .. }] = outputs.as_slice() else {
+        panic!("{outputs:?}")
+    };
+    let outputs = h.input(Input::SpawnFailed {
+        run: *run,
+        error: "program not found".into(),
+    });
+    assert!(outputs.contains(&Output::Release { run: *run }));
+    let replies = transmitted(&outputs);
+    assert_eq!(replies[0]["result"]["isError"], true);
+    assert!(
+        replies[0]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("program not found")
+    );
+    let status = h.call_now("status", json!({"id": "x"}));
+    assert_eq!(status["structuredContent"]["state"], "failed");
+}
+
+#[rstest]
+#[case::wrong_type("start", json!({"command": 5}), "`command`")]
+#[case::missing("start", json!({}), "missing field `command`")]
+#[case::unknown_field("logs", json!({"id": "a", "lines": 3}), "unknown field `lines`")]
+#[case::negative("logs", json!({"id": "a", "since": -1}), "`since`")]
+#[case::bad_regex("logs", json!({"id": "t00001", "grep": "("}), "`grep`")]
+#[case::bad_signal("stop", json!({"id": "t00001", "signal": "SIGWHAT"}), "`signal`")]
+#[case::tail_too_big("status", json!({"id": "t00001", "tail": 5000}), "`tail`")]
+#[case::unknown_task("status", json!({"id": "ghost"}), "no task with id or name \"ghost\"")]
+#[case::not_an_object("list", json!([1]), "must be an object")]
+fn bad_arguments_are_tool_errors_with_a_reason(
+    #[case] tool: &str,
+    #[case] arguments: Value,
+    #[case] reason: &str,
+) {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "sleep 9"}), 1);
+    let result = h.call_now(tool, arguments);
+    assert_eq!(result["isError"], true, "{result}");
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains(reason), "{text:?} should mention {reason:?}");
+}
+
+#[test]
+fn stop_escalates_to_sigkill_after_grace_and_answers_once_released() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(
+        json!({"command": "trap '' TERM; sleep 1000", "name": "stubborn"}),
+        77,
+    );
+    let outputs = h.call(2, "stop", json!({"id": "stubborn", "grace_ms": 500}));
+    assert_eq!(
+        outputs,
+        [Output::Signal {
+            run,
+            signal: Signal::Term
+        }]
+    );
+    assert_eq!(h.advance(499), []);
+    assert_eq!(
+        h.advance(1),
+        [Output::Signal {
+            run,
+            signal: Signal::Kill
+        }]
+    );
+    let outputs = h.exit(run, ExitStatus::Signaled(Signal::Kill));
+    let release = outputs
+        .iter()
+        .position(|o| *o == Output::Release { run })
+        .expect("released");
+    let reply = outputs
+        .iter()
+        .position(|o| matches!(o, Output::Transmit(_)))
+        .expect("answered");
+    assert!(release < reply, "reaped before the answer");
+    let result = &transmitted(&outputs)[0]["result"]["structuredContent"];
+    assert_eq!(result["escalated"], true);
+    assert_eq!(result["signal"], "SIGKILL");
+    assert_eq!(result["state"], "exited");
+    assert_eq!(result["stopped"], true);
+    assert_eq!(result["runtime_ms"], 500);
+}
+
+#[test]
+fn stop_of_an_ended_task_returns_its_status_at_once() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "true"}), 5);
+    let _ = h.exit(run, ExitStatus::Code(0));
+    let result = h.call_now("stop", json!({"id": "t00001"}));
+    assert_eq!(result["structuredContent"]["exit_code"], 0);
+    assert_eq!(result["structuredContent"]["escalated"], false);
+    assert_eq!(result["structuredContent"]["stopped"], false);
+}
+
+#[test]
+fn logs_since_returns_only_new_lines() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "server"}), 5);
+    let _ = h.input(Input::Output {
+        run,
+        stream: Stream::Stderr,
+        bytes: b"listening on 8000\n",
+    });
+    let first = h.call_now("logs", json!({"id": "t00001"}));
+    assert_eq!(first["structuredContent"]["next_cursor"], 1);
+    let _ = h.input(Input::Output {
+        run,
+        stream: Stream::Stdout,
+        bytes: b"GET / 200\nGET /x 404\n",
+    });
+    let next = h.call_now("logs", json!({"id": "t00001", "since": 1}));
+    let lines = &next["structuredContent"]["lines"];
+    assert_eq!(
+        lines,
+        &json!([
+            {"n": 1, "stream": "stdout", "text": "GET / 200"},
+            {"n": 2, "stream": "stdout", "text": "GET /x 404"},
+        ])
+    );
+    assert_eq!(next["structuredContent"]["next_cursor"], 3);
+}
+
+#[test]
+fn names_are_references_and_are_unique_among_live_tasks() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "a", "name": "web"}), 5);
+    let clash = h.call_now("start", json!({"command": "b", "name": "web"}));
+    assert_eq!(clash["isError"], true);
+    let _ = h.exit(run, ExitStatus::Code(0));
+    let (_, second) = h.start(json!({"command": "b", "name": "web"}), 6);
+    assert_eq!(second["structuredContent"]["id"], "t00002");
+    let status = h.call_now("status", json!({"id": "web"}));
+    assert_eq!(
+        status["structuredContent"]["id"], "t00002",
+        "the newest task owns the name"
+    );
+}
+
+#[test]
+fn remove_refuses_a_running_task_and_forgets_an_ended_one() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "sleep 1"}), 5);
+    assert_eq!(
+        h.call_now("remove", json!({"id": "t00001"}))["isError"],
+        true
+    );
+    let _ = h.exit(run, ExitStatus::Code(0));
+    let removed = h.call_now("remove", json!({"id": "t00001"}));
+    assert_eq!(
+        removed["structuredContent"],
+        json!({"id": "t00001", "removed": true})
+    );
+    assert_eq!(
+        h.call_now("list", json!({}))["structuredContent"]["tasks"],
+        json!([])
+    );
+}
+
+#[test]
+fn client_eof_stops_every_task_then_exits() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (a, _) = h.start(json!({"command": "sleep 1000"}), 5);
+    let (b, _) = h.start(json!({"command": "sleep 1000"}), 6);
+    let outputs = h.input(Input::ClientEof);
+    assert_eq!(
+        outputs,
+        [
+            Output::Signal {
+                run: a,
+                signal: Signal::Term
+            },
+            Output::Signal {
+                run: b,
+                signal: Signal::Term
+            },
+        ]
+    );
+    let _ = h.exit(a, ExitStatus::Signaled(Signal::Term));
+    assert_eq!(
+        h.advance(1000),
+        [Output::Signal {
+            run: b,
+            signal: Signal::Kill
+        }],
+        "shutdown grace is 1 s"
+    );
+    let outputs = h.exit(b, ExitStatus::Signaled(Signal::Kill));
+    assert_eq!(outputs.last(), Some(&Output::Exit));
+    assert_eq!(
+        h.server.poll_output(),
+        Output::Timeout(None),
+        "exit is said once"
+    );
+}
+
+#[test]
+fn second_terminate_kills_at_once() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (a, _) = h.start(json!({"command": "sleep 1000"}), 5);
+    let _ = h.input(Input::Terminate);
+    assert_eq!(
+        h.input(Input::Terminate),
+        [Output::Signal {
+            run: a,
+            signal: Signal::Kill
+        }]
+    );
+}
+
+#[test]
+fn late_events_for_released_runs_are_ignored() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "true"}), 5);
+    let _ = h.exit(run, ExitStatus::Code(0));
+    assert!(
+        h.input(Input::Output {
+            run,
+            stream: Stream::Stdout,
+            bytes: b"late\n"
+        })
+        .is_empty()
+    );
+    assert!(
+        h.input(Input::Exited {
+            run,
+            status: ExitStatus::Code(1)
+        })
+        .is_empty()
+    );
+    assert!(
+        h.input(Input::Spawned {
+            run: RunId(999),
+            pid: 1
+        })
+        .is_empty()
+    );
+    let status = h.call_now("status", json!({"id": "t00001"}));
+    assert_eq!(status["structuredContent"]["exit_code"], 0);
+    assert_eq!(status["structuredContent"]["output"]["lines"], 0);
+}
+
+#[test]
+fn the_same_inputs_give_byte_identical_outputs() {
+    fn script() -> Vec<Output> {
+        let mut h = Harness::initialized("2025-11-25");
+        let (run, _) = h.start(json!({"command": "x"}), 5);
+        let mut all = h.input(Input::Output {
+            run,
+            stream: Stream::Stdout,
+            bytes: b"\x1b[31mred\x1b[0m\xff\n",
+        });
+        all.extend(h.call(3, "logs", json!({"id": "t00001"})));
+        all.extend(h.call(4, "stop", json!({})));
+        all.extend(h.call(5, "list", json!({})));
+        all.extend(h.advance(Duration::from_secs(1).as_millis() as u64));
+        all
+    }
+    assert_eq!(script(), script());
+}

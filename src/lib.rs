@@ -1,0 +1,1 @@
+//! Test-and-bench package; see tests/ and benches/.
