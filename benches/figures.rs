@@ -1,1 +1,167 @@
-fn main() {}
+//! Headline figures of the release binary, printed as a table:
+//!
+//! - time from spawning `proc-mcp` to its `initialize` reply (median of 20 runs);
+//! - round trip of `tools/call start` with command `true` (median of 200 calls);
+//! - time until a 2,000,000-line `seq` flood is seen as exited, and the server's peak RSS;
+//! - the server's RSS with 300 running `sleep 1000` tasks.
+//!
+//! `cargo bench --bench figures` (builds the release binary, or uses `PROC_MCP_BIN`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{LATEST, RawServer, id_of, server_bin, vm_kib};
+use serde_json::json;
+
+const INIT_RUNS: usize = 20;
+const START_CALLS: usize = 200;
+const FLOOD_LINES: u64 = 2_000_000;
+const SLEEPERS: usize = 300;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Decimal megabytes (10^6 bytes) from KiB.
+fn mb(kib: u64) -> f64 {
+    (kib * 1024) as f64 / 1e6
+}
+
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    goal: Option<f64>,
+}
+
+fn initialize_time() -> Duration {
+    let samples = (0..INIT_RUNS)
+        .map(|_| {
+            let spawned = Instant::now();
+            let mut server = RawServer::spawn();
+            server.initialize(LATEST);
+            let took = spawned.elapsed();
+            server.finish();
+            took
+        })
+        .collect();
+    median(samples)
+}
+
+fn start_round_trip() -> Duration {
+    let mut server = RawServer::initialized(LATEST);
+    let mut samples = Vec::with_capacity(START_CALLS);
+    for _ in 0..START_CALLS {
+        let sent = Instant::now();
+        let task = server.call("start", json!({"command": "true"}));
+        samples.push(sent.elapsed());
+        let id = id_of(&task);
+        server.wait_exited(&id);
+        server.call("remove", json!({"id": id}));
+    }
+    server.finish();
+    median(samples)
+}
+
+/// (time until the flood is seen as exited, server VmHWM in KiB)
+fn flood() -> (Duration, u64) {
+    let mut server = RawServer::initialized(LATEST);
+    let started = Instant::now();
+    let id = id_of(&server.call("start", json!({"command": format!("seq 1 {FLOOD_LINES}")})));
+    let status = loop {
+        let status = server.call("status", json!({"id": id, "tail": 0}));
+        if status["state"] == "exited" {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "flood still running: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let took = started.elapsed();
+    let peak = vm_kib(server.pid, "VmHWM");
+    assert_eq!(status["output"]["lines"], FLOOD_LINES, "status: {status}");
+    server.finish();
+    (took, peak)
+}
+
+/// Server VmRSS in KiB with `SLEEPERS` running tasks.
+fn rss_with_sleepers() -> u64 {
+    let mut server = RawServer::initialized(LATEST);
+    for _ in 0..SLEEPERS {
+        server.call("start", json!({"command": "sleep 1000"}));
+    }
+    let listed = server.call("list", json!({"state": "running"}));
+    let running = listed["tasks"].as_array().map_or(0, Vec::len);
+    assert_eq!(running, SLEEPERS, "not all sleepers run");
+    let rss = vm_kib(server.pid, "VmRSS");
+    server.finish();
+    rss
+}
+
+fn main() {
+    println!("proc-mcp figures ({})", server_bin().display());
+
+    let init = initialize_time();
+    let start = start_round_trip();
+    let (flood_time, flood_peak) = flood();
+    let sleepers_rss = rss_with_sleepers();
+
+    let figures = [
+        Figure {
+            name: "spawn → initialize reply (median of 20)",
+            value: ms(init),
+            unit: "ms",
+            goal: Some(10.0),
+        },
+        Figure {
+            name: "tools/call start `true` round trip (median of 200)",
+            value: ms(start),
+            unit: "ms",
+            goal: Some(0.9),
+        },
+        Figure {
+            name: "2,000,000-line flood seen as exited",
+            value: ms(flood_time),
+            unit: "ms",
+            goal: None,
+        },
+        Figure {
+            name: "server peak RSS (VmHWM) during the flood",
+            value: mb(flood_peak),
+            unit: "MB",
+            goal: Some(20.0),
+        },
+        Figure {
+            name: "server RSS (VmRSS) with 300 running tasks",
+            value: mb(sleepers_rss),
+            unit: "MB",
+            goal: Some(15.0),
+        },
+    ];
+    println!();
+    println!("{:<55} {:>10}  {:>10}", "figure", "value", "goal");
+    for f in &figures {
+        let goal = f
+            .goal
+            .map_or(String::new(), |g| format!("< {g} {}", f.unit));
+        let verdict = match f.goal {
+            Some(g) if f.value < g => "ok",
+            Some(_) => "MISSED",
+            None => "",
+        };
+        println!(
+            "{:<55} {:>7.3} {:<2}  {:>10}  {verdict}",
+            f.name, f.value, f.unit, goal
+        );
+    }
+    println!("(MB = 10^6 bytes)");
+}

@@ -1,1 +1,131 @@
-fn main(){}
+//! Throughput of a task's output buffer (`proc_state::log::LogBuffer`).
+//!
+//! - `ingest/*`: raw output pushed in 64 KiB chunks (a pipe read's size) into a buffer that is
+//!   already full, so every push also evicts (the steady state of a chatty task). Throughput is
+//!   in bytes of output.
+//! - `read/*`: the `logs` tool's typical reads of a full 4 MiB buffer of ~80-byte lines.
+//!
+//! Run with `cargo bench --bench log_buffer` (about 30 s).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use proc_state::Stream;
+use proc_state::log::{LogBuffer, LogLimits, Query, Regex};
+
+const BUDGET: usize = 4 << 20;
+const CHUNK: usize = 64 << 10;
+
+fn limits() -> LogLimits {
+    LogLimits {
+        budget_bytes: BUDGET,
+        max_line_bytes: 64 << 10,
+    }
+}
+
+/// About `len` bytes of log lines of 60 to 100 bytes (~80 on average), like a server's log.
+/// One line in 1000 is an error, for the grep bench.
+fn typical_output(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 128);
+    let mut i = 0u64;
+    while out.len() < len {
+        let level = if i % 1000 == 999 { "ERROR" } else { "INFO" };
+        let pad = "x".repeat((i * 7 % 41) as usize);
+        let line = format!(
+            "2025-01-01T12:00:{:02}.{:03}Z {level} http: GET /api/items/{i} 200 {pad}\n",
+            i % 60,
+            i % 1000
+        );
+        out.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    out
+}
+
+/// About `len` bytes of `seq` output: short lines of 2 to 8 bytes.
+fn short_output(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 16);
+    let mut i = 0u64;
+    while out.len() < len {
+        out.extend_from_slice(format!("{}\n", i % 10_000_000).as_bytes());
+        i += 1;
+    }
+    out
+}
+
+/// 64 KiB chunks of `output`; lines straddle chunk boundaries as they do in pipe reads.
+fn chunks(output: &[u8]) -> Vec<&[u8]> {
+    output.chunks(CHUNK).filter(|c| c.len() == CHUNK).collect()
+}
+
+/// A buffer that has evicted at least once, filled with `output`.
+fn full_buffer(output: &[u8]) -> LogBuffer {
+    let mut log = LogBuffer::new(limits());
+    for chunk in output.chunks(CHUNK) {
+        log.push(Stream::Stdout, chunk);
+    }
+    assert!(log.dropped_lines() > 0, "fill more than the budget");
+    log
+}
+
+fn ingest(c: &mut Criterion) {
+    let typical = typical_output(2 * BUDGET);
+    let short = short_output(2 * BUDGET);
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Bytes(CHUNK as u64));
+    for (name, output) in [("typical_80B_lines", &typical), ("short_8B_lines", &short)] {
+        let chunks = chunks(output);
+        let mut log = full_buffer(output);
+        let mut next = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let chunk = chunks[next % chunks.len()];
+                next += 1;
+                black_box(log.push(Stream::Stdout, black_box(chunk)))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let log = full_buffer(&typical_output(2 * BUDGET));
+    let retained = (log.next_cursor() - log.first_retained()) as usize;
+    let error = Regex::new(r"\bERROR\b").expect("valid regex");
+    let mut group = c.benchmark_group("read");
+
+    group.bench_function("tail_100", |b| {
+        b.iter(|| black_box(log.read(black_box(&Query::default()))))
+    });
+
+    let forward = Query {
+        since: Some(0),
+        max_bytes: 32 << 10,
+        ..Query::default()
+    };
+    group.bench_function("since_start_32KiB", |b| {
+        b.iter(|| black_box(log.read(black_box(&forward))))
+    });
+
+    // The rare-match grep scans every retained line: report it per line scanned.
+    group.throughput(Throughput::Elements(retained as u64));
+    let grep = Query {
+        grep: Some(&error),
+        ..Query::default()
+    };
+    group.bench_function("grep_whole_buffer", |b| {
+        b.iter(|| black_box(log.read(black_box(&grep))))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = ingest, read
+}
+criterion_main!(benches);

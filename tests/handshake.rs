@@ -13,8 +13,14 @@ const TOOLS: [&str; 6] = ["list", "logs", "remove", "start", "status", "stop"];
 async fn assert_handshake(version: ProtocolVersion) {
     let client = Client::connect(version.clone()).await;
     let info = client.server_info();
-    assert_eq!(info.protocol_version, version, "the server must answer with the version asked for");
-    assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("proc-mcp"));
+    assert_eq!(
+        info.protocol_version, version,
+        "the server must answer with the version asked for"
+    );
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("proc-mcp")
+    );
 
     let mut names: Vec<String> = client
         .tools()
@@ -60,29 +66,54 @@ async fn every_tool_has_title_schemas_and_honest_annotations() {
 
         let input = &tool["inputSchema"];
         assert_eq!(input["type"], "object", "{name}: inputSchema {input}");
-        assert_eq!(input["additionalProperties"], false, "{name}: inputSchema {input}");
+        assert_eq!(
+            input["additionalProperties"], false,
+            "{name}: inputSchema {input}"
+        );
         let required = |field: &str| {
-            input["required"].as_array().is_some_and(|r| r.iter().any(|f| f == field))
+            input["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|f| f == field))
         };
         match name {
             "start" => assert!(required("command"), "start must require `command`: {input}"),
             "list" => {}
             _ => assert!(required("id"), "{name} must require `id`: {input}"),
         }
-        assert_eq!(tool["outputSchema"]["type"], "object", "{name}: outputSchema {}", tool["outputSchema"]);
+        assert_eq!(
+            tool["outputSchema"]["type"], "object",
+            "{name}: outputSchema {}",
+            tool["outputSchema"]
+        );
 
         let hints = &tool["annotations"];
         let hint = |h: &str| hints.get(h).cloned().unwrap_or(Value::Null);
         assert_eq!(hint("openWorldHint"), false, "{name}: annotations {hints}");
         match name {
             "status" | "logs" | "list" => {
-                assert_eq!(hint("readOnlyHint"), true, "{name} reads only: annotations {hints}")
+                assert_eq!(
+                    hint("readOnlyHint"),
+                    true,
+                    "{name} reads only: annotations {hints}"
+                )
             }
             "stop" | "remove" => {
-                assert_ne!(hint("readOnlyHint"), true, "{name} is not read-only: annotations {hints}");
-                assert_eq!(hint("destructiveHint"), true, "{name} is destructive: annotations {hints}");
+                assert_ne!(
+                    hint("readOnlyHint"),
+                    true,
+                    "{name} is not read-only: annotations {hints}"
+                );
+                assert_eq!(
+                    hint("destructiveHint"),
+                    true,
+                    "{name} is destructive: annotations {hints}"
+                );
             }
-            "start" => assert_ne!(hint("readOnlyHint"), true, "start is not read-only: annotations {hints}"),
+            "start" => assert_ne!(
+                hint("readOnlyHint"),
+                true,
+                "start is not read-only: annotations {hints}"
+            ),
             other => panic!("unexpected tool {other}"),
         }
     }

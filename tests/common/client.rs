@@ -37,7 +37,11 @@ impl Client {
     }
 
     /// Starts the server with CLI arguments and extra environment, then the handshake.
-    pub async fn connect_with(version: ProtocolVersion, args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub async fn connect_with(
+        version: ProtocolVersion,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let cmd = tokio::process::Command::from(server_command(args, env));
         let (transport, stderr) = TokioChildProcess::builder(cmd)
             .stderr(Stdio::piped())
@@ -64,11 +68,16 @@ impl Client {
             Implementation::new("proc-mcp-suite", env!("CARGO_PKG_VERSION")),
         )
         .with_protocol_version(version.clone());
-        let service = tokio::time::timeout(RESPONSE_TIMEOUT, config.serve(transport))
-            .await
-            .unwrap_or_else(|_| panic!("no initialize reply within {RESPONSE_TIMEOUT:?} ({version})"))
-            .unwrap_or_else(|e| panic!("initialize at {version} failed: {e}"));
-        Client { service: Some(service), server_pid, stderr: log }
+        let Ok(served) = tokio::time::timeout(RESPONSE_TIMEOUT, config.serve(transport)).await
+        else {
+            panic!("no initialize reply within {RESPONSE_TIMEOUT:?} ({version})");
+        };
+        let service = served.unwrap_or_else(|e| panic!("initialize at {version} failed: {e}"));
+        Client {
+            service: Some(service),
+            server_pid,
+            stderr: log,
+        }
     }
 
     fn service(&self) -> &RunningService<RoleClient, ClientConfig> {
@@ -86,7 +95,11 @@ impl Client {
             .await
             .expect("tools/list timed out")
             .expect("tools/list failed");
-        listed.tools.iter().map(|t| serde_json::to_value(t).expect("tool to JSON")).collect()
+        listed
+            .tools
+            .iter()
+            .map(|t| serde_json::to_value(t).expect("tool to JSON"))
+            .collect()
     }
 
     /// `tools/call`: the whole result (panics on a JSON-RPC error or a timeout).
@@ -105,7 +118,12 @@ impl Client {
     /// `tools/call` that must succeed: its `structuredContent`.
     pub async fn call(&self, tool: &str, arguments: Value) -> Value {
         let result = self.call_result(tool, arguments.clone()).await;
-        assert_ne!(result.is_error, Some(true), "{tool} {arguments} failed: {}", text(&result));
+        assert_ne!(
+            result.is_error,
+            Some(true),
+            "{tool} {arguments} failed: {}",
+            text(&result)
+        );
         result
             .structured_content
             .unwrap_or_else(|| panic!("{tool} {arguments}: no structuredContent"))
@@ -154,17 +172,21 @@ impl Client {
 
     /// Polls `status` until the task's state is `exited`; returns that status.
     pub async fn wait_exited(&self, id: &str) -> Value {
-        self.poll("status", serde_json::json!({"id": id, "tail": 0}), |s| s["state"] == "exited")
-            .await
+        self.poll("status", serde_json::json!({"id": id, "tail": 0}), |s| {
+            s["state"] == "exited"
+        })
+        .await
     }
 
     /// Polls `logs` (with `arguments`) until some line's text contains `needle`; returns
     /// that `logs` result.
     pub async fn wait_for_line(&self, arguments: Value, needle: &str) -> Value {
         self.poll("logs", arguments, |logs| {
-            logs["lines"]
-                .as_array()
-                .is_some_and(|lines| lines.iter().any(|l| l["text"].as_str().is_some_and(|t| t.contains(needle))))
+            logs["lines"].as_array().is_some_and(|lines| {
+                lines
+                    .iter()
+                    .any(|l| l["text"].as_str().is_some_and(|t| t.contains(needle)))
+            })
         })
         .await
     }
@@ -186,7 +208,11 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- proc-mcp (pid {}) stderr:\n{}", self.server_pid, self.stderr());
+            eprintln!(
+                "--- proc-mcp (pid {}) stderr:\n{}",
+                self.server_pid,
+                self.stderr()
+            );
         }
     }
 }

@@ -84,7 +84,11 @@ fn build_server() -> PathBuf {
             .join(if release { "release" } else { "debug" })
             .join("proc-mcp")
     });
-    assert!(bin.is_file(), "built proc-mcp not found at {}", bin.display());
+    assert!(
+        bin.is_file(),
+        "built proc-mcp not found at {}",
+        bin.display()
+    );
     bin
 }
 
@@ -146,7 +150,11 @@ impl RawServer {
         let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>();
         thread::spawn(move || {
             for bytes in stdin_rx {
-                if stdin.write_all(&bytes).and_then(|()| stdin.flush()).is_err() {
+                if stdin
+                    .write_all(&bytes)
+                    .and_then(|()| stdin.flush())
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -163,7 +171,9 @@ impl RawServer {
                 match stdout.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let text = String::from_utf8_lossy(&line).trim_end_matches('\n').to_owned();
+                        let text = String::from_utf8_lossy(&line)
+                            .trim_end_matches('\n')
+                            .to_owned();
                         log.lock().unwrap().push(line);
                         let _ = stdout_tx.send(text);
                     }
@@ -227,7 +237,10 @@ impl RawServer {
                 "clientInfo": {"name": "proc-mcp-suite", "version": "0"},
             })),
         );
-        assert_eq!(result["protocolVersion"], version, "initialize result: {result}");
+        assert_eq!(
+            result["protocolVersion"], version,
+            "initialize result: {result}"
+        );
         self.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
         result
     }
@@ -276,12 +289,14 @@ impl RawServer {
     /// The next message on stdout; panics on timeout, EOF or a line that is not JSON.
     pub fn recv(&mut self, timeout: Duration) -> Value {
         let Some(line) = self.recv_line(timeout) else {
-            panic!(
-                "no message from the server within {timeout:?} ({})",
-                if self.stdout_eof { "stdout closed" } else { "still running" }
-            );
+            if self.stdout_eof {
+                let exit = self.wait_exit(Duration::from_secs(1));
+                panic!("the server closed stdout instead of answering (exit status: {exit:?})");
+            }
+            panic!("no message from the server within {timeout:?}");
         };
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("server wrote non-JSON ({e}): {line:?}"))
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("server wrote non-JSON ({e}): {line:?}"))
     }
 
     /// The next response (an object without `method`, or a batch array), setting aside
@@ -301,7 +316,12 @@ impl RawServer {
 
     /// Sends a request with a fresh id and returns the whole response message (result or
     /// error), asserting that it carries that id.
-    pub fn request_within(&mut self, method: &str, params: Option<Value>, timeout: Duration) -> Value {
+    pub fn request_within(
+        &mut self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Value {
         let id = self.next_id();
         let mut msg = json!({"jsonrpc": "2.0", "id": id, "method": method});
         if let Some(params) = params {
@@ -309,7 +329,10 @@ impl RawServer {
         }
         self.send(&msg);
         let response = self.next_response(timeout);
-        assert_eq!(response["id"], id, "response to {method} (id {id}) expected, got {response}");
+        assert_eq!(
+            response["id"], id,
+            "response to {method} (id {id}) expected, got {response}"
+        );
         response
     }
 
@@ -321,25 +344,40 @@ impl RawServer {
     /// Sends a request and returns its `result`, panicking on an error response.
     pub fn result(&mut self, method: &str, params: Option<Value>) -> Value {
         let response = self.request(method, params);
-        assert!(response.get("error").is_none(), "{method} failed: {response}");
-        response.get("result").cloned().unwrap_or_else(|| panic!("{method}: no result in {response}"))
+        assert!(
+            response.get("error").is_none(),
+            "{method} failed: {response}"
+        );
+        response
+            .get("result")
+            .cloned()
+            .unwrap_or_else(|| panic!("{method}: no result in {response}"))
     }
 
     /// Sends a request and returns its `error`, panicking on a result.
     pub fn error(&mut self, method: &str, params: Option<Value>) -> Value {
         let response = self.request(method, params);
-        response.get("error").cloned().unwrap_or_else(|| panic!("{method}: expected an error, got {response}"))
+        response
+            .get("error")
+            .cloned()
+            .unwrap_or_else(|| panic!("{method}: expected an error, got {response}"))
     }
 
     /// `tools/call`: the whole `CallToolResult` object.
     pub fn call_tool(&mut self, name: &str, arguments: Value) -> Value {
-        self.result("tools/call", Some(json!({"name": name, "arguments": arguments})))
+        self.result(
+            "tools/call",
+            Some(json!({"name": name, "arguments": arguments})),
+        )
     }
 
     /// `tools/call` that must succeed: its `structuredContent`.
     pub fn call(&mut self, name: &str, arguments: Value) -> Value {
         let result = self.call_tool(name, arguments.clone());
-        assert_ne!(result["isError"], true, "{name} {arguments} failed: {result}");
+        assert_ne!(
+            result["isError"], true,
+            "{name} {arguments} failed: {result}"
+        );
         result
             .get("structuredContent")
             .cloned()
@@ -349,13 +387,22 @@ impl RawServer {
     /// `tools/call` that must be a tool execution error (`isError: true`): its text.
     pub fn call_err(&mut self, name: &str, arguments: Value) -> String {
         let result = self.call_tool(name, arguments.clone());
-        assert_eq!(result["isError"], true, "{name} {arguments} should fail: {result}");
+        assert_eq!(
+            result["isError"], true,
+            "{name} {arguments} should fail: {result}"
+        );
         tool_text(&result)
     }
 
     /// Calls `tool` every [`POLL_INTERVAL`] until `done(structuredContent)`, for at most
     /// `timeout`; returns the last structuredContent.
-    pub fn poll(&mut self, tool: &str, arguments: Value, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub fn poll(
+        &mut self,
+        tool: &str,
+        arguments: Value,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let value = self.call(tool, arguments.clone());
@@ -372,12 +419,18 @@ impl RawServer {
 
     /// Polls `status` until the task's state is `exited`; returns that status.
     pub fn wait_exited(&mut self, id: &str) -> Value {
-        self.poll("status", json!({"id": id, "tail": 0}), POLL_TIMEOUT, |s| s["state"] == "exited")
+        self.poll("status", json!({"id": id, "tail": 0}), POLL_TIMEOUT, |s| {
+            s["state"] == "exited"
+        })
     }
 
     /// `ping` must still be answered with `{}`: the session is alive.
     pub fn assert_alive(&mut self) {
-        assert_eq!(self.result("ping", None), json!({}), "server stopped answering ping");
+        assert_eq!(
+            self.result("ping", None),
+            json!({}),
+            "server stopped answering ping"
+        );
         assert!(self.exit.try_recv().is_err(), "server exited");
     }
 
@@ -421,10 +474,8 @@ impl RawServer {
             if left.is_zero() {
                 return false;
             }
-            if let Some(line) = self.recv_line(left) {
-                if let Ok(msg) = serde_json::from_str(&line) {
-                    self.notifications.push(msg);
-                }
+            if let Some(Ok(msg)) = self.recv_line(left).map(|l| serde_json::from_str(&l)) {
+                self.notifications.push(msg);
             }
         }
         true
@@ -435,8 +486,14 @@ impl RawServer {
     pub fn finish(mut self) {
         self.close_stdin();
         let status = self.wait_exit(Duration::from_secs(5));
-        assert!(status.is_some(), "server did not exit within 5 s of stdin EOF");
-        assert!(self.drain_to_eof(Duration::from_secs(5)), "stdout stayed open after exit");
+        assert!(
+            status.is_some(),
+            "server did not exit within 5 s of stdin EOF"
+        );
+        assert!(
+            self.drain_to_eof(Duration::from_secs(5)),
+            "stdout stayed open after exit"
+        );
         assert_jsonrpc_lines(&self.stdout_lines());
     }
 
@@ -461,7 +518,10 @@ impl Drop for RawServer {
         if thread::panicking() {
             let lines = self.stdout_lines();
             let from = lines.len().saturating_sub(10);
-            eprintln!("--- proc-mcp (pid {}) exit: {:?}", self.pid, self.exit_status);
+            eprintln!(
+                "--- proc-mcp (pid {}) exit: {:?}",
+                self.pid, self.exit_status
+            );
             for line in &lines[from..] {
                 let line = String::from_utf8_lossy(line);
                 eprintln!("--- stdout: {}", truncate(&line, 2000));
@@ -477,17 +537,28 @@ pub fn assert_jsonrpc_lines(lines: &[Vec<u8>]) {
     for (i, raw) in lines.iter().enumerate() {
         let shown = String::from_utf8_lossy(raw);
         let shown = truncate(&shown, 500);
-        assert!(raw.ends_with(b"\n"), "stdout line {i} is not newline-terminated: {shown}");
-        let text = std::str::from_utf8(raw).unwrap_or_else(|_| panic!("stdout line {i} is not UTF-8: {shown}"));
-        let value: Value =
-            serde_json::from_str(text).unwrap_or_else(|e| panic!("stdout line {i} is not JSON ({e}): {shown}"));
+        assert!(
+            raw.ends_with(b"\n"),
+            "stdout line {i} is not newline-terminated: {shown}"
+        );
+        let text = std::str::from_utf8(raw)
+            .unwrap_or_else(|_| panic!("stdout line {i} is not UTF-8: {shown}"));
+        let value: Value = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("stdout line {i} is not JSON ({e}): {shown}"));
         let messages = match &value {
             Value::Array(batch) => batch.iter().collect(),
             single => vec![single],
         };
         for msg in messages {
-            assert_eq!(msg["jsonrpc"], "2.0", "stdout line {i} is not JSON-RPC 2.0: {shown}");
-            assert_ne!(msg.get("params"), Some(&Value::Null), "stdout line {i} has \"params\": null: {shown}");
+            assert_eq!(
+                msg["jsonrpc"], "2.0",
+                "stdout line {i} is not JSON-RPC 2.0: {shown}"
+            );
+            assert_ne!(
+                msg.get("params"),
+                Some(&Value::Null),
+                "stdout line {i} has \"params\": null: {shown}"
+            );
         }
     }
 }
@@ -519,19 +590,29 @@ pub fn texts(logs: &Value) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("no lines in {logs}"))
         .iter()
-        .map(|l| l["text"].as_str().unwrap_or_else(|| panic!("line without text: {l}")).to_owned())
+        .map(|l| {
+            l["text"]
+                .as_str()
+                .unwrap_or_else(|| panic!("line without text: {l}"))
+                .to_owned()
+        })
         .collect()
 }
 
 /// A task's pid from a `start`/`status` result.
 pub fn pid_of(task: &Value) -> i32 {
-    let pid = task["pid"].as_i64().unwrap_or_else(|| panic!("no pid in {task}"));
+    let pid = task["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {task}"));
     i32::try_from(pid).expect("pid fits i32")
 }
 
 /// A task's id from a `start` result.
 pub fn id_of(task: &Value) -> String {
-    task["id"].as_str().unwrap_or_else(|| panic!("no id in {task}")).to_owned()
+    task["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {task}"))
+        .to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,16 +643,21 @@ pub fn proc_entry_exists(pid: i32) -> bool {
 /// Live (non-zombie) members of process group `pgid`, as "pid state cmdline" for messages.
 pub fn live_group_members(pgid: i32) -> Vec<String> {
     let mut members = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return members };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return members;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        if let Some((state, group)) = stat(&entry.path().join("stat")) {
-            if group == pgid && !matches!(state, 'Z' | 'X') {
-                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                members.push(format!("{pid} {state} {cmdline}"));
-            }
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Some((state, group)) = stat(&entry.path().join("stat")) else {
+            continue;
+        };
+        if group == pgid && !matches!(state, 'Z' | 'X') {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            members.push(format!("{pid} {state} {cmdline}"));
         }
     }
     members
@@ -596,7 +682,10 @@ pub fn assert_group_gone(pgid: i32, timeout: Duration) {
         if members.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "process group {pgid} still has live members after {timeout:?}: {members:?}");
+        assert!(
+            Instant::now() < deadline,
+            "process group {pgid} still has live members after {timeout:?}: {members:?}"
+        );
         thread::sleep(POLL_INTERVAL);
     }
 }

@@ -1,1 +1,182 @@
-fn main(){}
+//! `proc-mcp`: the MCP server binary. Parses the command line (and `PROC_MCP_*` environment
+//! variables) into a [`proc_state::Config`] and serves MCP over stdio with the smol driver.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
+use clap::{CommandFactory as _, Parser};
+
+/// MCP server that lets AI assistants start, watch, read and stop background processes
+/// (dev servers, builds, test watchers) without blocking the conversation.
+#[derive(Debug, Parser)]
+#[command(
+    name = "proc-mcp",
+    version,
+    long_about = "MCP server that lets AI assistants start, watch, read and stop background \
+processes (dev servers, builds, test watchers) without blocking the conversation.
+
+It speaks the Model Context Protocol over stdio: an MCP client starts it as a subprocess and \
+exchanges JSON-RPC messages on its stdin and stdout, for example with this entry in the \
+client's server configuration:
+
+  { \"mcpServers\": { \"proc\": { \"command\": \"proc-mcp\" } } }
+
+Every task runs in its own process group; when the client closes stdin, or on SIGTERM or \
+SIGINT, proc-mcp stops them all and exits. Nothing but MCP messages is written to stdout; \
+diagnostics go to stderr.
+
+Sizes accept plain bytes or units: 4MiB, 512KiB, 64KB (KB/MB are powers of 1000, \
+KiB/MiB powers of 1024)."
+)]
+struct Cli {
+    /// Output kept per task (older lines are evicted)
+    #[arg(long, env = "PROC_MCP_OUTPUT_BUDGET", value_name = "SIZE", default_value = "4MiB", value_parser = parse_bytes)]
+    output_budget: usize,
+
+    /// Longest output line stored as one line; longer lines are split
+    #[arg(long, env = "PROC_MCP_MAX_LINE", value_name = "SIZE", default_value = "64KiB", value_parser = parse_bytes)]
+    max_line: usize,
+
+    /// Longest client message (one line on stdin); longer ones are rejected
+    #[arg(long, env = "PROC_MCP_MAX_MESSAGE", value_name = "SIZE", default_value = "1MiB", value_parser = parse_bytes)]
+    max_message: usize,
+
+    /// Milliseconds `stop` waits after the first signal before SIGKILL
+    #[arg(
+        long,
+        env = "PROC_MCP_STOP_GRACE_MS",
+        value_name = "MS",
+        default_value_t = 5000
+    )]
+    stop_grace_ms: u64,
+
+    /// Milliseconds to wait at shutdown after SIGTERM to every task before SIGKILL
+    #[arg(
+        long,
+        env = "PROC_MCP_SHUTDOWN_GRACE_MS",
+        value_name = "MS",
+        default_value_t = 1000
+    )]
+    shutdown_grace_ms: u64,
+
+    /// Most tasks kept at once (running, or exited and not yet removed)
+    #[arg(long, env = "PROC_MCP_MAX_TASKS", value_name = "N", default_value_t = 1024,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    max_tasks: usize,
+}
+
+/// Parses a byte size such as `4194304`, `4MiB` or `512 KiB`; at least one byte.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let bytes =
+        parse_size::parse_size(text).map_err(|err| format!("{err} (e.g. 4MiB, 512KiB, 65536)"))?;
+    let bytes = usize::try_from(bytes).map_err(|_| "too large for this platform".to_owned())?;
+    if bytes == 0 {
+        return Err("must be at least 1 byte".to_owned());
+    }
+    Ok(bytes)
+}
+
+impl Cli {
+    fn config(&self) -> proc_state::Config {
+        let mut config = proc_state::Config::default();
+        config.output_budget_bytes = self.output_budget;
+        config.max_line_bytes = self.max_line;
+        config.max_message_bytes = self.max_message;
+        config.default_grace = Duration::from_millis(self.stop_grace_ms);
+        config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
+        config.max_tasks = self.max_tasks;
+        config.server_version = env!("CARGO_PKG_VERSION").to_owned();
+        config
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.max_line > cli.output_budget {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--max-line ({}) must not be larger than --output-budget ({})",
+                    cli.max_line, cli.output_budget
+                ),
+            )
+            .exit();
+    }
+    match proc_smol::serve_stdio(cli.config()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("proc-mcp: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("proc-mcp").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_core() {
+        let config = parse(&[]).expect("no arguments").config();
+        let core = proc_state::Config::default();
+        assert_eq!(config.output_budget_bytes, core.output_budget_bytes);
+        assert_eq!(config.max_line_bytes, core.max_line_bytes);
+        assert_eq!(config.max_message_bytes, core.max_message_bytes);
+        assert_eq!(config.default_grace, core.default_grace);
+        assert_eq!(config.shutdown_grace, core.shutdown_grace);
+        assert_eq!(config.max_tasks, core.max_tasks);
+        assert_eq!(config.exit_drain, core.exit_drain);
+        assert_eq!(config.server_name, "proc-mcp");
+        assert_eq!(config.server_version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        let cli = parse(&[
+            "--output-budget",
+            "512KiB",
+            "--max-line",
+            "1000",
+            "--max-message",
+            "2MB",
+        ])
+        .expect("valid");
+        assert_eq!(
+            (cli.output_budget, cli.max_line, cli.max_message),
+            (512 << 10, 1000, 2_000_000)
+        );
+        for bad in ["0", "lots", "-1", "4 parsecs"] {
+            assert!(parse(&["--output-budget", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_and_counts() {
+        let config = parse(&[
+            "--stop-grace-ms",
+            "250",
+            "--shutdown-grace-ms",
+            "0",
+            "--max-tasks",
+            "3",
+        ])
+        .expect("valid")
+        .config();
+        assert_eq!(config.default_grace, Duration::from_millis(250));
+        assert_eq!(config.shutdown_grace, Duration::ZERO);
+        assert_eq!(config.max_tasks, 3);
+        assert!(parse(&["--max-tasks", "0"]).is_err());
+        assert!(parse(&["--stop-grace-ms", "soon"]).is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

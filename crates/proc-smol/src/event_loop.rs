@@ -81,7 +81,7 @@ where
     let (events_tx, events_rx) = smol::channel::bounded(EVENT_QUEUE);
     let executor = LocalExecutor::new();
     stdio::spawn_client_reader(input, events_tx.clone())?;
-    let result = smol::block_on(executor.run(async {
+    smol::block_on(executor.run(async {
         let _signals = executor.spawn(forward_signals(signals, events_tx.clone()));
         let mut driver = Driver {
             server: Server::new(config, Box::new(|| nanoid::nanoid!(6))),
@@ -91,15 +91,14 @@ where
             client_eof: false,
             clock,
         };
-        let result = driver.run(&events_rx).await;
+        driver.run(&events_rx).await;
         driver.runs.shutdown();
-        result
     }));
     // Give back every pooled buffer still queued, so the client reader is never stuck waiting
     // for one, and let it see the channel closed.
     events_rx.close();
     while events_rx.try_recv().is_ok() {}
-    result
+    Ok(())
 }
 
 /// Turns the signals the server handles into events, each time one arrives.
@@ -131,7 +130,8 @@ struct Driver<'ex, W> {
 }
 
 impl<W: Write> Driver<'_, W> {
-    async fn run(&mut self, events: &Receiver<Event>) -> io::Result<()> {
+    /// Runs the loop until the core says [`Output::Exit`].
+    async fn run(&mut self, events: &Receiver<Event>) {
         let mut timer = Timer::never();
         loop {
             // 1. Wait for one event.
@@ -164,7 +164,7 @@ impl<W: Write> Driver<'_, W> {
             // 3. Drain the outputs; 4. arm the timer.
             match self.drain() {
                 Some(deadline) => timer = deadline.map_or_else(Timer::never, Timer::at),
-                None => return Ok(()),
+                None => return,
             }
         }
     }
@@ -212,9 +212,8 @@ impl<W: Write> Driver<'_, W> {
                 // new. The first one now, so that this wake-up feeds exactly one input.
                 let mut exits = self.runs.collect_exits().into_iter();
                 if let Some((run, status)) = exits.next() {
-                    self.pending.extend(
-                        exits.map(|(run, status)| Pending::Exited { run, status }),
-                    );
+                    self.pending
+                        .extend(exits.map(|(run, status)| Pending::Exited { run, status }));
                     self.server.handle_input(now, Input::Exited { run, status });
                 }
             }
@@ -252,7 +251,9 @@ impl<W: Write> Driver<'_, W> {
                 Output::Timeout(deadline) => {
                     return Some(deadline.and_then(|deadline| self.clock.to_std(deadline)));
                 }
-                other => eprintln!("proc-smol: ignoring an output this driver does not know: {other:?}"),
+                other => {
+                    eprintln!("proc-smol: ignoring an output this driver does not know: {other:?}")
+                }
             }
         }
     }
@@ -275,7 +276,9 @@ impl Clock {
         let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
         Now::new(Instant::from_nanos(nanos), unix_ms)
     }
 
@@ -283,5 +286,102 @@ impl Clock {
     fn to_std(&self, deadline: Instant) -> Option<std::time::Instant> {
         self.origin
             .checked_add(Duration::from_nanos(deadline.as_nanos()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{self, Cursor, Read, Write};
+    use std::time::Duration;
+
+    use proc_state::Config;
+
+    use super::serve;
+
+    const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#;
+
+    /// Client input that never ends (the thread reading it is left blocked).
+    struct Endless(Cursor<Vec<u8>>);
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => loop {
+                    std::thread::park();
+                },
+                n => Ok(n),
+            }
+        }
+    }
+
+    /// A client that closed its end of our stdout.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn client_eof_ends_the_server() {
+        let mut out = Vec::new();
+        serve(Config::default(), Cursor::new(Vec::new()), &mut out).expect("serve");
+        assert_eq!(out, b"");
+    }
+
+    #[test]
+    fn answers_in_lines_then_ends_at_eof() {
+        let input = format!("{INITIALIZE}\n").into_bytes();
+        let mut out = Vec::new();
+        serve(Config::default(), Cursor::new(input), &mut out).expect("serve");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.ends_with('\n'));
+        assert!(
+            text.starts_with(r#"{"jsonrpc":"2.0","id":0,"result":"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn tasks_are_stopped_and_reaped_before_the_server_ends() {
+        let input = [
+            INITIALIZE,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"start","arguments":{"command":"sleep","args":["1000"]}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"start","arguments":{"command":"sleep 1000 & sleep 1000 & wait"}}}"#,
+            "",
+        ]
+        .join("\n");
+        let mut out = Vec::new();
+        serve(Config::default(), Cursor::new(input.into_bytes()), &mut out).expect("serve");
+        let text = String::from_utf8(out).expect("utf-8");
+        let pids: Vec<i32> = text
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON line"))
+            .filter_map(|message| message["result"]["structuredContent"]["pid"].as_i64())
+            .map(|pid| i32::try_from(pid).expect("pid"))
+            .collect();
+        assert_eq!(pids.len(), 2, "{text}");
+        for pid in pids {
+            // Reaped: gone from /proc; and everything in its process group was signalled
+            // (grandchildren may take a moment to die: wait for that, by pidfd).
+            assert_eq!(crate::testutil::stat(pid), None, "{pid} not reaped");
+            for (member, _) in crate::testutil::group_members(pid) {
+                let dead = crate::testutil::wait_terminated(member, Duration::from_secs(10));
+                assert!(dead, "{member} of group {pid} survives");
+            }
+        }
+    }
+
+    #[test]
+    fn a_closed_stdout_counts_as_client_eof() {
+        let input = format!("{INITIALIZE}\n").into_bytes();
+        // Returns although stdin never ends: the failed write ended the session.
+        serve(Config::default(), Endless(Cursor::new(input)), Closed).expect("serve");
     }
 }

@@ -41,11 +41,18 @@ mod testutil;
 /// removed on return), runs on the calling thread (which must live until it returns: on Linux
 /// the tasks' parent-death signal is tied to it), and reads stdin on one extra thread, which
 /// ends at its next read after this returns. Task ids come from `nanoid` (6 characters).
+/// A `config.cwd` of `"."` (the default) is replaced by the real working directory.
 ///
 /// # Errors
 /// Only for failures to set up: the signal handlers or the stdin thread could not be created.
 /// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
 /// is handled by the core or reported on stderr.
-pub fn serve_stdio(config: proc_state::Config) -> std::io::Result<()> {
+pub fn serve_stdio(mut config: proc_state::Config) -> std::io::Result<()> {
+    if config.cwd == "." {
+        // Show tasks the real directory. A path that is not UTF-8 stays ".".
+        if let Ok(dir) = std::env::current_dir().map(|dir| dir.into_os_string().into_string()) {
+            config.cwd = dir.unwrap_or(config.cwd);
+        }
+    }
     event_loop::serve(config, std::io::stdin(), std::io::stdout().lock())
 }

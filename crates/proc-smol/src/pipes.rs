@@ -130,7 +130,11 @@ async fn pump_until_eof(
             }
             Ok(len) => {
                 let chunk = pool.chunk(buf, len);
-                if events.send(Event::Output { run, stream, chunk }).await.is_err() {
+                if events
+                    .send(Event::Output { run, stream, chunk })
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }

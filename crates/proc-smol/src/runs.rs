@@ -39,7 +39,11 @@ pub(crate) struct Runs<'ex> {
 
 impl<'ex> Runs<'ex> {
     /// An empty table whose pumps run on `executor`, read into `pool` and send to `events`.
-    pub(crate) fn new(executor: &'ex LocalExecutor<'static>, events: Sender<Event>, pool: Pool) -> Self {
+    pub(crate) fn new(
+        executor: &'ex LocalExecutor<'static>,
+        events: Sender<Event>,
+        pool: Pool,
+    ) -> Self {
         Self {
             executor,
             events,
@@ -182,5 +186,259 @@ impl<'ex> Runs<'ex> {
             // Not our child any more: nothing to reap.
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use async_signal::{Signal as OsSignal, Signals};
+    use proc_state::{ExitStatus, RunId, Signal, Stream};
+    use smol::channel::Receiver;
+    use smol::stream::StreamExt as _;
+    use smol::{LocalExecutor, Timer};
+
+    use super::Runs;
+    use crate::event_loop::Event;
+    use crate::pipes::Pool;
+    use crate::testutil::{group_members, sh, spec, stat, wait_terminated};
+
+    /// What the event loop would have fed the core for one run.
+    #[derive(Debug, Default)]
+    struct Seen {
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        closed: Vec<Stream>,
+        exit: Option<ExitStatus>,
+        chunks: usize,
+    }
+
+    impl Seen {
+        fn done(&self) -> bool {
+            self.closed.len() == 2 && self.exit.is_some()
+        }
+    }
+
+    /// The loop's event sources without the core: events and SIGCHLD.
+    struct Harness {
+        events: Receiver<Event>,
+        signals: Signals,
+        seen: BTreeMap<RunId, Seen>,
+    }
+
+    impl Harness {
+        /// Waits for the next event (or SIGCHLD) and records it; panics after 30 s.
+        async fn step(&mut self, runs: &mut Runs<'_>) {
+            enum Woke {
+                Event(Event),
+                Child,
+            }
+            let woke = smol::future::or(
+                async { Woke::Event(self.events.recv().await.expect("channel open")) },
+                async {
+                    self.signals.next().await;
+                    Woke::Child
+                },
+            );
+            let woke = smol::future::or(woke, async {
+                Timer::after(Duration::from_secs(30)).await;
+                panic!("no event within 30 s");
+            })
+            .await;
+            match woke {
+                Woke::Child => {
+                    for (run, status) in runs.collect_exits() {
+                        let seen = self.seen.entry(run).or_default();
+                        assert_eq!(seen.exit, None, "{run} exited twice");
+                        seen.exit = Some(status);
+                    }
+                }
+                Woke::Event(Event::Output { run, stream, chunk }) => {
+                    let seen = self.seen.entry(run).or_default();
+                    seen.chunks += 1;
+                    match stream {
+                        Stream::Stdout => seen.stdout.extend_from_slice(chunk.bytes()),
+                        Stream::Stderr => seen.stderr.extend_from_slice(chunk.bytes()),
+                    }
+                }
+                Woke::Event(Event::StreamClosed { run, stream }) => {
+                    self.seen.entry(run).or_default().closed.push(stream);
+                }
+                Woke::Event(other) => panic!("unexpected {other:?}"),
+            }
+        }
+
+        async fn until(&mut self, runs: &mut Runs<'_>, done: impl Fn(&Self) -> bool) {
+            while !done(self) {
+                self.step(runs).await;
+            }
+        }
+    }
+
+    /// Runs `test` with a fresh table of runs on a local executor.
+    fn with_runs(test: impl AsyncFnOnce(&mut Runs<'_>, &mut Harness)) {
+        let executor = LocalExecutor::new();
+        let signals = Signals::new([OsSignal::Child]).expect("SIGCHLD handler");
+        let (tx, rx) = smol::channel::bounded(4);
+        let mut harness = Harness {
+            events: rx,
+            signals,
+            seen: BTreeMap::new(),
+        };
+        smol::block_on(executor.run(async {
+            let mut runs = Runs::new(&executor, tx, Pool::new(2));
+            test(&mut runs, &mut harness).await;
+            runs.shutdown();
+        }));
+    }
+
+    #[test]
+    fn output_closes_and_exit_are_reported_then_release_reaps() {
+        with_runs(async |runs, h| {
+            let run = RunId(1);
+            let pid = runs
+                .spawn(run, &sh("echo out; echo err >&2; exit 3"))
+                .expect("spawn");
+            let pid = i32::try_from(pid).expect("pid");
+            h.until(runs, |h| h.seen.get(&run).is_some_and(Seen::done))
+                .await;
+            let seen = &h.seen[&run];
+            assert_eq!(seen.stdout, b"out\n");
+            assert_eq!(seen.stderr, b"err\n");
+            assert_eq!(seen.exit, Some(ExitStatus::Code(3)));
+            // Exited but not reaped: the zombie holds pid and pgid until release.
+            assert!(runs.is_live(run));
+            assert_eq!(stat(pid).map(|s| s.state), Some('Z'));
+            runs.release(run);
+            assert!(!runs.is_live(run));
+            assert_eq!(stat(pid), None);
+            // Released: no signal reaches anything any more.
+            runs.signal(run, Signal::Kill);
+        });
+    }
+
+    #[test]
+    fn stop_reaches_the_whole_group_and_is_reported_once() {
+        with_runs(async |runs, h| {
+            let run = RunId(7);
+            let pid = runs
+                .spawn(run, &sh("sleep 1000 & sleep 1000 & echo ready; wait"))
+                .expect("spawn");
+            let pgid = i32::try_from(pid).expect("pid");
+            h.until(runs, |h| {
+                h.seen.get(&run).is_some_and(|s| s.stdout == b"ready\n")
+            })
+            .await;
+            let members = group_members(pgid);
+            assert_eq!(members.len(), 3, "{members:?}");
+            runs.signal(run, Signal::Term);
+            h.until(runs, |h| h.seen[&run].done()).await;
+            assert_eq!(h.seen[&run].exit, Some(ExitStatus::Signaled(Signal::Term)));
+            for (pid, _) in members {
+                assert!(
+                    wait_terminated(pid, Duration::from_secs(10)),
+                    "{pid} survived"
+                );
+            }
+            runs.release(run);
+            assert!(group_members(pgid).iter().all(|(_, state)| *state == 'Z'));
+        });
+    }
+
+    #[test]
+    fn a_spawn_failure_leaves_nothing_behind() {
+        with_runs(async |runs, _| {
+            let mut bad = spec("true", &[]);
+            bad.cwd = Some("/nonexistent".to_owned());
+            let err = runs.spawn(RunId(1), &bad).expect_err("fails");
+            assert_eq!(err, "working directory \"/nonexistent\" does not exist");
+            assert!(!runs.is_live(RunId(1)));
+            // The core releases failed runs too: a no-op.
+            runs.release(RunId(1));
+            runs.signal(RunId(1), Signal::Term);
+        });
+    }
+
+    #[test]
+    fn a_flood_arrives_complete_in_bounded_chunks() {
+        with_runs(async |runs, h| {
+            let run = RunId(2);
+            // 10 MB on stdout and 1 MB on stderr at once, through 2 pooled buffers.
+            runs.spawn(
+                run,
+                &sh("head -c 1000000 /dev/zero >&2 & head -c 10000000 /dev/zero; wait"),
+            )
+            .expect("spawn");
+            h.until(runs, |h| h.seen.get(&run).is_some_and(Seen::done))
+                .await;
+            let seen = &h.seen[&run];
+            assert_eq!(
+                (seen.stdout.len(), seen.stderr.len()),
+                (10_000_000, 1_000_000)
+            );
+            assert!(seen.stdout.iter().chain(&seen.stderr).all(|&b| b == 0));
+            assert!(seen.chunks >= 11_000_000 / crate::pipes::CHUNK_BYTES);
+            assert_eq!(seen.exit, Some(ExitStatus::Code(0)));
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn many_runs_exit_each_reported_once() {
+        with_runs(async |runs, h| {
+            let ids: Vec<_> = (0..20u64).map(RunId).collect();
+            for &run in &ids {
+                runs.spawn(run, &sh(&format!("exit {}", run.0)))
+                    .expect("spawn");
+            }
+            h.until(runs, |h| {
+                ids.iter().all(|r| h.seen.get(r).is_some_and(Seen::done))
+            })
+            .await;
+            for &run in &ids {
+                let code = i32::try_from(run.0).expect("small");
+                assert_eq!(h.seen[&run].exit, Some(ExitStatus::Code(code)));
+                runs.release(run);
+            }
+        });
+    }
+
+    #[test]
+    fn releasing_a_running_process_kills_its_group() {
+        with_runs(async |runs, _| {
+            let run = RunId(3);
+            let pid = runs.spawn(run, &spec("sleep", &["1000"])).expect("spawn");
+            let pid = i32::try_from(pid).expect("pid");
+            runs.release(run);
+            assert!(wait_terminated(pid, Duration::from_secs(10)));
+            // Reaped at shutdown (or after the next SIGCHLD), never blocking the loop.
+        });
+    }
+
+    #[test]
+    fn release_closes_pipes_held_by_an_escaped_grandchild() {
+        with_runs(async |runs, h| {
+            let run = RunId(4);
+            let pid = runs
+                .spawn(run, &sh("sleep 1000 & echo started"))
+                .expect("spawn");
+            let pgid = i32::try_from(pid).expect("pid");
+            h.until(runs, |h| h.seen.get(&run).is_some_and(|s| s.exit.is_some()))
+                .await;
+            // The sleep still holds stdout and stderr open.
+            assert!(h.seen[&run].closed.is_empty());
+            runs.release(run);
+            let sleepers: Vec<_> = group_members(pgid)
+                .into_iter()
+                .filter(|(_, state)| *state != 'Z')
+                .collect();
+            assert_eq!(sleepers.len(), 1, "{sleepers:?}");
+            // Clean up the orphan (the core would have signalled the group before release).
+            // SAFETY: plain syscall on a process group we created.
+            unsafe { nix::libc::killpg(pgid, nix::libc::SIGKILL) };
+            assert!(wait_terminated(sleepers[0].0, Duration::from_secs(10)));
+        });
     }
 }

@@ -54,7 +54,11 @@ pub(crate) fn stat(pid: i32) -> Option<Stat> {
 pub(crate) fn group_members(pgid: i32) -> Vec<(i32, char)> {
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         if let Some(stat) = stat(pid) {

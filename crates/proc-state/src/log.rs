@@ -11,9 +11,10 @@
 //!   (CRLF). The end of a stream ([`LogBuffer::close`]) also ends a line.
 //! - A line longer than [`LogLimits::max_line_bytes`] is split into several lines of at most
 //!   that many bytes. A cut never falls inside a UTF-8 character that starts at most 3 bytes
-//!   before it: the cut backs off to that character's first byte instead (see [`split_point`]).
-//!   Splitting happens as soon as the bytes are known, so it does not depend on how the output
-//!   was chunked. A split may cut an ANSI escape sequence in two; its halves then render as text.
+//!   before it: the cut backs off to that character's first byte instead. The cut looks at no
+//!   byte past it and happens as soon as those bytes are known, so lines do not depend on how
+//!   the output was chunked. A split may cut an ANSI escape sequence in two; its halves then
+//!   render as text.
 //! - Every complete line gets an absolute number, its *cursor*: 0, 1, 2, … in order of
 //!   completion, shared by stdout and stderr, never reused (not even after eviction or a
 //!   restart of the task).
@@ -26,7 +27,8 @@
 //! make room and counted in [`LogBuffer::dropped_lines`]. A line whose cost alone exceeds the
 //! budget is dropped as soon as it completes (with every older line, so that retained lines stay
 //! contiguous). The two pending partial lines are *not* part of the budget; each holds at most
-//! `max_line_bytes + 2` bytes, and is freed by [`LogBuffer::close`].
+//! `max_line_bytes + 1` bytes between calls (`+ 2` while a push is split), and its allocation
+//! is freed by [`LogBuffer::close`].
 //!
 //! Nothing is allocated until output arrives. Allocated capacity grows geometrically but is
 //! capped at `budget_bytes` for the text ring and at `budget_bytes` for the index, so a
@@ -38,6 +40,10 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use crate::process::Stream;
+
+/// The regular expressions [`Query::grep`] takes (the `regex` crate's), re-exported so that
+/// callers need not depend on the same `regex` version themselves.
+pub use regex::Regex;
 
 /// How many lines [`LogBuffer::read`] returns when the query has neither `since`, `head` nor
 /// `tail` (the `logs` tool's default).
@@ -131,8 +137,11 @@ impl IndexEntry {
 ///    applies first and `head` then takes the first lines of that window ("from 100 lines before
 ///    the end, show 10"). With none of `since`, `head`, `tail`: the last
 ///    [`DEFAULT_TAIL_LINES`].
-/// 4. Size: at most `max_bytes` of text in total, cut at line boundaries; when `tail` alone
-///    decides the count, the oldest lines are dropped, otherwise the newest.
+/// 4. Size: at most `max_bytes` of text in total, cut at line boundaries. Reading backward
+///    (`tail` without `head`, or the default) drops the oldest lines; reading forward (`since`
+///    or `head`) drops the newest, and [`Page::next_cursor`] resumes at the first line left
+///    out. If the first line kept is longer than `max_bytes` on its own, it is returned cut
+///    at a character boundary (its rest is not shown again).
 #[derive(Clone, Copy, Debug)]
 pub struct Query<'a> {
     /// Only lines numbered `≥ since` (pass the previous [`Page::next_cursor`]).
@@ -142,7 +151,7 @@ pub struct Query<'a> {
     /// Only the first N matching lines.
     pub head: Option<usize>,
     /// Only lines whose returned text matches.
-    pub grep: Option<&'a regex::Regex>,
+    pub grep: Option<&'a Regex>,
     /// Only lines of this stream; `None` means both.
     pub stream: Option<Stream>,
     /// Bound on the total length of the returned texts, in bytes (UTF-8).
@@ -507,14 +516,14 @@ impl LogBuffer {
         if query.stream.is_some_and(|s| s != stream) {
             return None;
         }
-        let text = render(&bytes, query.raw);
+        let text = render_cow(&bytes, query.raw);
         if query.grep.is_some_and(|re| !re.is_match(&text)) {
             return None;
         }
         Some(Line {
             n,
             stream,
-            text,
+            text: text.into_owned(),
             partial,
         })
     }
@@ -621,8 +630,14 @@ fn select_forward<C>(
 ///
 /// `raw` keeps everything as decoded, `\r` and escape sequences included.
 pub fn render(bytes: &[u8], raw: bool) -> String {
+    render_cow(bytes, raw).into_owned()
+}
+
+/// [`render`], borrowing when there is nothing to change (so `grep` can reject a line without
+/// copying it).
+fn render_cow(bytes: &[u8], raw: bool) -> Cow<'_, str> {
     if raw {
-        return String::from_utf8_lossy(bytes).into_owned();
+        return String::from_utf8_lossy(bytes);
     }
     let bytes = after_last_cr(bytes);
     if bytes
@@ -630,7 +645,7 @@ pub fn render(bytes: &[u8], raw: bool) -> String {
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
     {
         // Printable ASCII: nothing to decode or strip.
-        return String::from_utf8_lossy(bytes).into_owned();
+        return String::from_utf8_lossy(bytes);
     }
     let decoded = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(decoded.len());
@@ -641,7 +656,7 @@ pub fn render(bytes: &[u8], raw: bool) -> String {
         let stripped = strip_ansi_escapes::strip(piece);
         out.push_str(&String::from_utf8_lossy(&stripped));
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Where to cut `line` (longer than `max` ≥ 1 bytes) so that the head is at most `max` bytes:
@@ -765,7 +780,6 @@ fn reserve_vec_capped(vec: &mut Vec<u8>, additional: usize, cap: usize) {
 #[cfg(test)]
 mod tests {
     use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
-    use regex::Regex;
     use rstest::rstest;
 
     use super::*;

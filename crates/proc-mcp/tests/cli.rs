@@ -1,0 +1,161 @@
+//! The command line of the real binary: help, version, errors, environment variables.
+
+use std::process::{Command, Output, Stdio};
+
+fn proc_mcp(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_proc-mcp"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run proc-mcp")
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("utf-8")
+}
+
+#[test]
+fn help_says_what_it_is_and_how_it_is_run() {
+    let out = proc_mcp(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for needle in [
+        "MCP server",
+        "background",
+        "stdio",
+        "mcpServers",
+        "--output-budget <SIZE>",
+        "PROC_MCP_OUTPUT_BUDGET",
+        "[default: 4MiB]",
+        "--max-line",
+        "PROC_MCP_MAX_LINE",
+        "--max-message",
+        "PROC_MCP_MAX_MESSAGE",
+        "--stop-grace-ms",
+        "PROC_MCP_STOP_GRACE_MS",
+        "--shutdown-grace-ms",
+        "PROC_MCP_SHUTDOWN_GRACE_MS",
+        "--max-tasks",
+        "PROC_MCP_MAX_TASKS",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn version() {
+    let out = proc_mcp(&["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        format!("proc-mcp {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn invalid_options_exit_2_with_the_error_on_stderr_only() {
+    for (args, env) in [
+        (&["--no-such-option"][..], &[][..]),
+        (&["--output-budget", "lots"], &[]),
+        (&["--max-tasks", "0"], &[]),
+        (&["--max-line", "2MiB", "--output-budget", "1MiB"], &[]),
+        (&[], &[("PROC_MCP_MAX_MESSAGE", "0")]),
+        (&[], &[("PROC_MCP_STOP_GRACE_MS", "soon")]),
+    ] {
+        let out = proc_mcp(args, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
+        assert!(out.stdout.is_empty(), "stdout must stay clean: {args:?}");
+        assert!(
+            text(&out.stderr).contains("error:"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn environment_variables_are_read() {
+    // clap shows the value it took from the environment...
+    let out = proc_mcp(&["--help"], &[("PROC_MCP_MAX_TASKS", "5")]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("[env: PROC_MCP_MAX_TASKS=5]"));
+    // ...and validates it like the option.
+    let out = proc_mcp(&[], &[("PROC_MCP_OUTPUT_BUDGET", "nonsense")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--output-budget"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Starts the server with a task running, sends it `signal`, and checks that it stops the task
+/// and exits 0 with stdout holding nothing but JSON-RPC lines.
+fn stops_everything_on(signal: nix::sys::signal::Signal) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_proc-mcp"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start proc-mcp");
+    let mut stdin = server.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
+    for message in [
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli-test","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"start","arguments":{"command":"sleep","args":["1000"]}}}"#,
+    ] {
+        writeln!(stdin, "{message}").expect("write to proc-mcp");
+    }
+    let pid = loop {
+        let mut line = String::new();
+        assert_ne!(
+            stdout.read_line(&mut line).expect("read"),
+            0,
+            "proc-mcp ended early"
+        );
+        let message: serde_json::Value = serde_json::from_str(&line).expect("JSON-RPC line");
+        if message["id"] == 1 {
+            let pid = message["result"]["structuredContent"]["pid"].as_i64();
+            break i32::try_from(pid.expect("pid in start result")).expect("pid");
+        }
+    };
+    let server_pid = nix::unistd::Pid::from_raw(i32::try_from(server.id()).expect("pid"));
+    nix::sys::signal::kill(server_pid, signal).expect("signal proc-mcp");
+
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(server.wait());
+    });
+    let status = exited
+        .recv_timeout(Duration::from_secs(20))
+        .expect("proc-mcp exits after the signal")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    // The task was reaped by the server (its /proc entry is gone): it did not outlive it.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "task {pid} outlived the server"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read rest");
+    for line in rest.lines() {
+        let _: serde_json::Value = serde_json::from_str(line).expect("only JSON-RPC on stdout");
+    }
+    drop(stdin);
+}
+
+#[test]
+fn sigterm_stops_every_task_and_exits_0() {
+    stops_everything_on(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_stops_every_task_and_exits_0() {
+    stops_everything_on(nix::sys::signal::Signal::SIGINT);
+}

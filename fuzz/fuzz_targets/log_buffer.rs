@@ -1,0 +1,139 @@
+//! Drives one `LogBuffer` with small limits through an arbitrary list of pushes, closes and
+//! reads, and checks its invariants after every step: the budget holds, cursors only move
+//! forward and stay consistent, and reads never panic and return strictly increasing lines
+//! within `max_bytes`.
+
+#![no_main]
+
+use std::sync::LazyLock;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use proc_state::Stream;
+use proc_state::log::{LogBuffer, LogLimits, Query, Regex};
+
+#[derive(Arbitrary, Debug)]
+enum Which {
+    Stdout,
+    Stderr,
+}
+
+impl Which {
+    fn stream(&self) -> Stream {
+        match self {
+            Which::Stdout => Stream::Stdout,
+            Which::Stderr => Stream::Stderr,
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+struct Read {
+    since: Option<u8>,
+    tail: Option<u8>,
+    head: Option<u8>,
+    grep: Option<u8>,
+    stream: Option<Which>,
+    max_bytes: u8,
+    raw: bool,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Push(Which, Vec<u8>),
+    Close(Which),
+    Read(Read),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    budget_bytes: u8,
+    max_line_bytes: u8,
+    ops: Vec<Op>,
+}
+
+/// A few patterns, so that the fuzzer can find matches without writing regexes (compiled once:
+/// compiling per input would dominate the run time).
+static PATTERNS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    ["a", "^$", r"\d", "é", r"\x1b", "(?i)err", "."]
+        .iter()
+        .map(|p| Regex::new(p).expect("valid pattern"))
+        .collect()
+});
+
+fuzz_target!(|input: Input| {
+    let limits = LogLimits {
+        budget_bytes: usize::from(input.budget_bytes),
+        max_line_bytes: usize::from(input.max_line_bytes % 32),
+    };
+    let patterns = &*PATTERNS;
+    let mut log = LogBuffer::new(limits);
+    let mut pushed = 0u64;
+    for op in &input.ops {
+        let before = (log.next_cursor(), log.first_retained());
+        match op {
+            Op::Push(which, bytes) => {
+                pushed += bytes.len() as u64;
+                let done = log.push(which.stream(), bytes);
+                assert_eq!(done, before.0..log.next_cursor());
+            }
+            Op::Close(which) => {
+                let done = log.close(which.stream());
+                assert_eq!(done, before.0..log.next_cursor());
+                assert!(done.end - done.start <= 1);
+            }
+            Op::Read(read) => {
+                let grep = read
+                    .grep
+                    .map(|i| &patterns[usize::from(i) % patterns.len()]);
+                let query = Query {
+                    since: read.since.map(u64::from),
+                    tail: read.tail.map(usize::from),
+                    head: read.head.map(usize::from),
+                    grep,
+                    stream: read.stream.as_ref().map(Which::stream),
+                    max_bytes: usize::from(read.max_bytes),
+                    raw: read.raw,
+                };
+                let page = log.read(&query);
+                let n: Vec<u64> = page.lines.iter().map(|l| l.n).collect();
+                assert!(n.windows(2).all(|w| w[0] < w[1]), "not increasing: {n:?}");
+                let text: usize = page.lines.iter().map(|l| l.text.len()).sum();
+                assert!(text <= query.max_bytes, "{text} > {}", query.max_bytes);
+                assert!(page.next_cursor <= log.next_cursor());
+                assert!(
+                    page.lines
+                        .iter()
+                        .all(|l| l.partial == (l.n >= log.next_cursor())),
+                    "partial flags"
+                );
+                if let Some(since) = query.since {
+                    assert!(page.lines.iter().all(|l| l.n >= since));
+                    assert!(page.next_cursor >= since.min(log.next_cursor()));
+                }
+                if let Some(stream) = query.stream {
+                    assert!(page.lines.iter().all(|l| l.stream == stream));
+                }
+                if let Some(re) = grep {
+                    // A cut line may have lost its match; every other line matches.
+                    let cut = page.truncated as usize;
+                    let misses = page.lines.iter().filter(|l| !re.is_match(&l.text)).count();
+                    assert!(misses <= cut, "grep");
+                }
+            }
+        }
+        let (next, first) = (log.next_cursor(), log.first_retained());
+        assert!(
+            next >= before.0 && first >= before.1 && first <= next,
+            "cursors"
+        );
+        assert!(log.retained_cost() <= limits.budget_bytes, "over budget");
+        assert_eq!(log.dropped_lines(), first);
+        assert_eq!(log.total_lines(), next);
+        assert_eq!(log.total_bytes(), pushed);
+        assert!(log.line(next).is_none());
+        if next > first {
+            assert!(log.line(first).is_some() && log.line(next - 1).is_some());
+        }
+    }
+});
