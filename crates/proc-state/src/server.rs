@@ -721,18 +721,26 @@ impl Server {
         }
     }
 
+    /// A new id from the generator, unique among tasks' ids and names. A generator that keeps
+    /// clashing (a broken one; nanoid clashes once in billions) gets a numeric suffix.
     fn fresh_id(&mut self) -> String {
-        loop {
-            let id = (self.ids)();
-            let clash = id.is_empty()
-                || self
-                    .tasks
+        let taken = |tasks: &BTreeMap<u64, Task>, id: &str| {
+            id.is_empty()
+                || tasks
                     .values()
-                    .any(|t| t.id == id || t.name.as_deref() == Some(id.as_str()));
-            if !clash {
+                    .any(|t| t.id == id || t.name.as_deref() == Some(id))
+        };
+        let mut id = String::new();
+        for _ in 0..16 {
+            id = (self.ids)();
+            if !taken(&self.tasks, &id) {
                 return id;
             }
         }
+        (self.next_task..)
+            .map(|n| format!("{id}-{n}"))
+            .find(|candidate| !taken(&self.tasks, candidate))
+            .unwrap_or(id)
     }
 
     /// Finds a task by id, or else by name (the newest task with that name).

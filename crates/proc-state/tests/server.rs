@@ -638,3 +638,15 @@ fn the_same_inputs_give_byte_identical_outputs() {
     }
     assert_eq!(script(), script());
 }
+
+#[test]
+fn a_generator_that_repeats_itself_still_gives_unique_ids() {
+    let mut h = Harness::initialized("2025-11-25");
+    h.server = Server::new(Config::default(), Box::new(|| "same".to_owned()));
+    let _ = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25"}}));
+    let (_, a) = h.start(json!({"command": "a"}), 1);
+    let (_, b) = h.start(json!({"command": "b"}), 2);
+    assert_eq!(a["structuredContent"]["id"], "same");
+    assert_ne!(b["structuredContent"]["id"], "same");
+}
