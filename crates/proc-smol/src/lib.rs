@@ -10,6 +10,11 @@
 //! - **Spawning** (setsid(2), prctl(2)): each task is the leader of a new session and process
 //!   group (pid == pgid), with stdin `/dev/null` (or a pipe), stdout and stderr pipes, default
 //!   signal dispositions, and on Linux `SIGKILL` as its parent-death signal.
+//! - **Descriptors and limits** (close_range(2), setrlimit(2)): a task inherits fds 0, 1 and 2
+//!   only; every other descriptor is marked close-on-exec in the child before exec, including
+//!   any that were leaked to the server by whoever started it. The server raises its soft
+//!   `RLIMIT_NOFILE` to the hard limit at startup and gives each task the original soft limit
+//!   back (as Go's os/exec does).
 //! - **Output**: both pipes are read concurrently in 64 KiB chunks into a small shared pool of
 //!   buffers; when the core falls behind, readers wait for a buffer and a flooding child blocks
 //!   on its full pipe (bounded memory, no thread per task).
@@ -43,11 +48,18 @@ mod testutil;
 /// ends at its next read after this returns. Task ids come from `nanoid` (6 characters).
 /// A `config.cwd` of `"."` (the default) is replaced by the real working directory.
 ///
+/// At startup it raises this process's soft limit on open files (`RLIMIT_NOFILE`) to the hard
+/// limit, so that about a thousand tasks with their pipes fit; every task gets the original
+/// soft limit back, and inherits no file descriptor but 0, 1 and 2.
+///
 /// # Errors
 /// Only for failures to set up: the signal handlers or the stdin thread could not be created.
 /// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
 /// is handled by the core or reported on stderr.
 pub fn serve_stdio(mut config: proc_state::Config) -> std::io::Result<()> {
+    if let Err(err) = process::raise_nofile_limit() {
+        eprintln!("proc-smol: cannot raise the limit on open files (RLIMIT_NOFILE): {err}");
+    }
     if config.cwd == "." {
         // Show tasks the real directory. A path that is not UTF-8 stays ".".
         if let Ok(dir) = std::env::current_dir().map(|dir| dir.into_os_string().into_string()) {

@@ -2,12 +2,13 @@
 //! seeing its exit without reaping it, and reaping it at last.
 //!
 //! Everything here is synchronous and talks to the kernel directly; the event loop decides when
-//! to call it. POSIX references: setsid(2), prctl(2) `PR_SET_PDEATHSIG`, killpg(3),
-//! waitid(2) with `WNOWAIT`, waitpid(2).
+//! to call it. POSIX references: setsid(2), prctl(2) `PR_SET_PDEATHSIG`, close_range(2),
+//! setrlimit(2), killpg(3), waitid(2) with `WNOWAIT`, waitpid(2).
 
 use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::libc;
@@ -33,7 +34,11 @@ pub(crate) struct Spawned {
 ///
 /// The child gets stdin from `/dev/null` (or a pipe for [`StdinMode::Piped`]), stdout and
 /// stderr as pipes, the server's environment plus `spec.env`, default dispositions for all
-/// signals, and on Linux `SIGKILL` as its parent-death signal. Note that Linux delivers the
+/// signals, and on Linux `SIGKILL` as its parent-death signal. It inherits no other file
+/// descriptor: every descriptor from 3 up is marked close-on-exec (see [`mark_cloexec_from`]),
+/// so descriptors that whoever started the server leaked to it never reach a task. If
+/// [`raise_nofile_limit`] raised the server's `RLIMIT_NOFILE`, the child gets the original
+/// soft limit back. Note that Linux delivers the
 /// parent-death signal when the *thread* that forked exits (prctl(2)), so call this from a
 /// thread that lives as long as the server.
 ///
@@ -60,10 +65,13 @@ pub(crate) fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
     }
     let parent = nix::unistd::getpid();
     let last_signal = last_signal();
+    let nofile = ORIGINAL_NOFILE.get().copied();
+    let fd_limit = fd_limit();
     // SAFETY: `setup_child` only makes async-signal-safe system calls (setsid, signal, prctl,
-    // getppid, _exit) and does not allocate, as required between fork and exec.
+    // getppid, close_range, open, getdents64, fcntl, close, setrlimit, _exit) and does not
+    // allocate, as required between fork and exec.
     unsafe {
-        command.pre_exec(move || setup_child(parent, last_signal));
+        command.pre_exec(move || setup_child(parent, last_signal, nofile, fd_limit));
     }
     let mut child = command
         .spawn()
@@ -83,9 +91,27 @@ pub(crate) fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 }
 
 /// Runs in the child between `fork` and `exec`; async-signal-safe calls only.
-fn setup_child(parent: Pid, last_signal: libc::c_int) -> io::Result<()> {
+fn setup_child(
+    parent: Pid,
+    last_signal: libc::c_int,
+    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
+    fd_limit: libc::c_int,
+) -> io::Result<()> {
     // New session, hence new process group: pgid == sid == pid (setsid(2)).
     nix::unistd::setsid()?;
+    // Only 0, 1 and 2 cross exec. std has already put the pipes in place with dup2(2), and its
+    // own descriptors (the pipe that reports a failed exec) are close-on-exec already.
+    mark_cloexec_from(3, fd_limit)?;
+    // The limit the server started with, not the raised one: a task that relies on select(2)
+    // and FD_SETSIZE, or that sizes tables by the limit, sees what it would see elsewhere.
+    if let Some((soft, hard)) = nofile {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit(2) is a plain system call; `limit` is a valid rlimit.
+        Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    }
     // Signals the server ignores would stay ignored across exec (signal(7)); give the task the
     // defaults so that SIGINT, SIGHUP, SIGTERM stop it as the tools promise. Handled signals
     // are reset by exec anyway. libuv does the same for its children. (glibc refuses 32 and 33,
@@ -108,6 +134,191 @@ fn setup_child(parent: Pid, last_signal: libc::c_int) -> io::Result<()> {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = parent;
     Ok(())
+}
+
+/// The `RLIMIT_NOFILE` limits (soft, hard) the server started with, once
+/// [`raise_nofile_limit`] raised the soft one: children get them back.
+static ORIGINAL_NOFILE: OnceLock<(libc::rlim_t, libc::rlim_t)> = OnceLock::new();
+
+/// The server's limits on open files (`RLIMIT_NOFILE`, getrlimit(2)), in descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NofileLimit {
+    /// The soft limit the server started with, which every task gets back.
+    pub original: u64,
+    /// The soft limit now.
+    pub soft: u64,
+    /// The hard limit (unchanged).
+    pub hard: u64,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` of this process to its hard limit, so that many tasks
+/// (each holding two or three pipes) fit, and remembers the original soft limit, which
+/// [`spawn`] restores in every child, as Go's os/exec does (a task that uses select(2), whose
+/// `FD_SETSIZE` is 1024, would break on a raised limit). Call it once at startup, before
+/// the first spawn; later calls change nothing and report the same original.
+///
+/// # Errors
+/// getrlimit(2) or setrlimit(2) failed (e.g. a platform that refuses an unlimited soft
+/// limit); the limit is then unchanged and children inherit it as it is.
+pub(crate) fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if let Some(&(original, _)) = ORIGINAL_NOFILE.get() {
+        return Ok(NofileLimit {
+            original,
+            soft,
+            hard,
+        });
+    }
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        // A racing second call keeps the first original, which is the same value.
+        let _ = ORIGINAL_NOFILE.set((soft, hard));
+    }
+    Ok(NofileLimit {
+        original: soft,
+        soft: hard,
+        hard,
+    })
+}
+
+/// Marks every open file descriptor from `first` up close-on-exec, so that exec(2) closes it;
+/// `fd_limit` bounds the last-resort loop (see below). Async-signal-safe and allocation-free:
+/// meant for the child between `fork` and `exec`.
+///
+/// Linux 5.11 and later do it in one call, `close_range(first, ~0U, CLOSE_RANGE_CLOEXEC)`.
+/// Where that is missing (`ENOSYS` before 5.9, `EINVAL` for the flag before 5.11, or a seccomp
+/// filter) the descriptors listed in `/proc/self/fd` are marked one by one; without `/proc`,
+/// every number below `fd_limit` is tried (fcntl(2) on a closed one is a cheap `EBADF`).
+///
+/// # Errors
+/// fcntl(2) failed on an open descriptor.
+pub(crate) fn mark_cloexec_from(first: libc::c_int, fd_limit: libc::c_int) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let first_u = libc::c_uint::try_from(first).unwrap_or(0);
+        // SAFETY: close_range(2) only changes descriptor flags here; no memory is passed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first_u,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        if mark_cloexec_listed(first)? {
+            return Ok(());
+        }
+    }
+    mark_cloexec_each(first, fd_limit)
+}
+
+/// The fallback of [`mark_cloexec_from`]: the descriptors named in `/proc/self/fd`, read with
+/// getdents64(2) into a buffer on the stack. `Ok(false)` if `/proc` cannot be read.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
+    /// A buffer of `struct linux_dirent64` records, aligned for their 8-byte fields.
+    #[repr(C, align(8))]
+    struct Buf([u8; 2048]);
+
+    // SAFETY: a NUL-terminated path; the flags ask for a directory, closed on exec anyway.
+    let dir = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return Ok(false);
+    }
+    let mut buf = Buf([0; 2048]);
+    let mut result = Ok(true);
+    'read: loop {
+        // SAFETY: `buf` is writable for its whole length; `dir` is an open directory.
+        let len =
+            unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.0.as_mut_ptr(), buf.0.len()) };
+        let Ok(len) = usize::try_from(len) else {
+            result = Ok(false);
+            break;
+        };
+        if len == 0 {
+            break;
+        }
+        let mut at = 0;
+        while at + 19 < len {
+            // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
+            let reclen = usize::from(u16::from_ne_bytes([buf.0[at + 16], buf.0[at + 17]]));
+            if reclen == 0 || at + reclen > len {
+                result = Ok(false);
+                break 'read;
+            }
+            if let Some(fd) = parse_fd(&buf.0[at + 19..at + reclen]) {
+                if fd >= first && fd != dir {
+                    if let Err(err) = set_cloexec(fd) {
+                        result = Err(err);
+                        break 'read;
+                    }
+                }
+            }
+            at += reclen;
+        }
+    }
+    // SAFETY: `dir` was opened above and is closed once.
+    unsafe { libc::close(dir) };
+    result
+}
+
+/// A descriptor number from a NUL-terminated directory entry name; `None` for `.` and `..`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn parse_fd(name: &[u8]) -> Option<libc::c_int> {
+    let name = &name[..name.iter().position(|&b| b == 0)?];
+    if name.is_empty() || name.len() > 10 {
+        return None;
+    }
+    let mut fd: libc::c_int = 0;
+    for &digit in name {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        fd = fd
+            .checked_mul(10)?
+            .checked_add(libc::c_int::from(digit - b'0'))?;
+    }
+    Some(fd)
+}
+
+/// The last-resort fallback of [`mark_cloexec_from`]: every number from `first` below `limit`.
+pub(crate) fn mark_cloexec_each(first: libc::c_int, limit: libc::c_int) -> io::Result<()> {
+    for fd in first..limit {
+        match set_cloexec(fd) {
+            Err(err) if err.raw_os_error() == Some(libc::EBADF) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Sets `FD_CLOEXEC` on `fd` (fcntl(2)), keeping its other descriptor flags.
+fn set_cloexec(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl(2) with F_GETFD/F_SETFD only reads and sets descriptor flags.
+    let flags = Errno::result(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    if flags & libc::FD_CLOEXEC == 0 {
+        // SAFETY: as above.
+        Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    }
+    Ok(())
+}
+
+/// One more than the highest descriptor number this process can have: its soft
+/// `RLIMIT_NOFILE` (read before forking; the raised one, if raised).
+fn fd_limit() -> libc::c_int {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .and_then(|(soft, _)| libc::c_int::try_from(soft).ok())
+        .unwrap_or(libc::c_int::MAX)
 }
 
 /// The highest signal number: `SIGRTMAX` where there are real-time signals.
@@ -521,6 +732,84 @@ mod tests {
         .expect("spawning thread");
         assert_eq!(wait_exited(pid), ExitStatus::Signaled(Signal::Kill));
         reap(pid).expect("reap");
+    }
+
+    /// A descriptor open on /dev/null *without* `FD_CLOEXEC`, closed on drop.
+    struct Leaked(libc::c_int);
+
+    impl Leaked {
+        fn new() -> Self {
+            // SAFETY: a NUL-terminated path; no O_CLOEXEC on purpose.
+            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+            assert!(fd >= 3, "open: {}", io::Error::last_os_error());
+            Self(fd)
+        }
+
+        fn cloexec(&self) -> bool {
+            // SAFETY: F_GETFD on our own descriptor.
+            let flags = unsafe { libc::fcntl(self.0, libc::F_GETFD) };
+            assert!(flags >= 0);
+            flags & libc::FD_CLOEXEC != 0
+        }
+    }
+
+    impl Drop for Leaked {
+        fn drop(&mut self) {
+            // SAFETY: our descriptor, closed once.
+            unsafe { libc::close(self.0) };
+        }
+    }
+
+    fn fds_of(pid: Pid) -> Vec<i32> {
+        let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read fd dir")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        fds
+    }
+
+    #[test]
+    fn only_stdin_stdout_and_stderr_reach_the_child() {
+        let leaked = Leaked::new();
+        let mut piped = spec("sleep", &["1000"]);
+        piped.stdin = StdinMode::Piped;
+        let child = spawn(&piped).expect("spawn");
+        assert_eq!(fds_of(child.pid), vec![0, 1, 2], "leaked fd {}", leaked.0);
+        signal_group(child.pid, Signal::Kill).expect("killpg");
+        wait_exited(child.pid);
+        reap(child.pid).expect("reap");
+    }
+
+    #[test]
+    fn each_way_of_marking_descriptors_close_on_exec_works() {
+        let first = Leaked::new();
+        let second = Leaked::new();
+        let low = first.0.min(second.0);
+        // Only descriptors at or above `low` are touched; the test harness's own are already
+        // close-on-exec (std opens everything so), or are fine to mark.
+        mark_cloexec_listed(low).expect("listed");
+        assert!(first.cloexec() && second.cloexec());
+
+        let (first, second) = (Leaked::new(), Leaked::new());
+        let low = first.0.min(second.0);
+        mark_cloexec_each(low, fd_limit()).expect("each");
+        assert!(first.cloexec() && second.cloexec());
+
+        let (first, second) = (Leaked::new(), Leaked::new());
+        mark_cloexec_from(first.0.min(second.0), fd_limit()).expect("close_range");
+        assert!(first.cloexec() && second.cloexec());
+    }
+
+    #[test]
+    fn descriptor_names_parse() {
+        assert_eq!(parse_fd(b"0\0"), Some(0));
+        assert_eq!(parse_fd(b"1234\0\0\0"), Some(1234));
+        assert_eq!(parse_fd(b".\0"), None);
+        assert_eq!(parse_fd(b"..\0"), None);
+        assert_eq!(parse_fd(b"\0"), None);
+        assert_eq!(parse_fd(b"99999999999\0"), None);
+        assert_eq!(parse_fd(b"12"), None);
     }
 
     #[test]
