@@ -18,7 +18,7 @@
 use core::time::Duration;
 
 use crate::log::{LogBuffer, LogLimits};
-use crate::process::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
+use crate::process::{ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
 use crate::server::Output;
 use crate::time::{Instant, Now};
 
@@ -67,7 +67,7 @@ pub enum Progress {
     Finished,
 }
 
-/// What the user asked to run, kept for display (and for restarts).
+/// What the user asked to run, kept for display and for restarts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     /// The command line (with a shell) or program (with `args`).
@@ -78,6 +78,23 @@ pub struct Command {
     pub cwd: String,
     /// What the driver is asked to spawn.
     pub spec: SpawnSpec,
+    /// The `start` options that outlive the call.
+    pub options: Options,
+}
+
+/// `start` options kept with the task (a restart applies them again).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Send exit notifications when the task ends.
+    pub notify_on_exit: bool,
+    /// Regex a new output line must match before `start`/`restart` answer.
+    pub wait_for: Option<String>,
+    /// Bound for `wait_for`.
+    pub wait_timeout: Duration,
+    /// Stop the task once it has run this long.
+    pub max_runtime: Option<Duration>,
+    /// The grace period between SIGTERM and SIGKILL when `max_runtime` stops the task.
+    pub grace: Duration,
 }
 
 /// One supervised process and its output.
@@ -106,6 +123,10 @@ pub struct Task {
     deferred_stop: Option<(Signal, Duration)>,
     kill_at: Option<Instant>,
     drain_until: Option<Instant>,
+    /// When `max_runtime` runs out.
+    runtime_limit_at: Option<Instant>,
+    /// The stdin pipe is open (started with `stdin: true` and not closed by `write`).
+    stdin_open: bool,
 }
 
 impl Task {
@@ -137,7 +158,41 @@ impl Task {
             deferred_stop: None,
             kill_at: None,
             drain_until: None,
+            runtime_limit_at: None,
+            stdin_open: false,
         }
+    }
+
+    /// Starts the task over as `run`: same id, name, command and buffer (cursors continue);
+    /// `restarts` counts up. The caller emits [`Output::Spawn`] for `run`.
+    pub fn restart(&mut self, run: RunId, now: Now) {
+        self.run = run;
+        self.state = State::Starting;
+        self.pid = None;
+        self.exit = None;
+        self.failure = None;
+        self.stopped = false;
+        self.escalated = false;
+        self.started = now;
+        self.ended = None;
+        self.restarts += 1;
+        self.streams_open = [true, true];
+        self.deferred_stop = None;
+        self.kill_at = None;
+        self.drain_until = None;
+        self.runtime_limit_at = None;
+        self.stdin_open = false;
+    }
+
+    /// Whether `write` can reach the process: it runs, was started with `stdin: true`, and
+    /// stdin was not closed.
+    pub fn stdin_open(&self) -> bool {
+        self.stdin_open && self.exit.is_none() && !self.state.is_ended()
+    }
+
+    /// `write` with `eof`: no more writes after this one.
+    pub fn close_stdin(&mut self) {
+        self.stdin_open = false;
     }
 
     /// The current run (process) of this task.
@@ -213,12 +268,18 @@ impl Task {
     }
 
     /// The process started (`fork`/`exec` succeeded).
-    pub fn on_spawned(&mut self, pid: u32, out: &mut impl Extend<Output>) -> Progress {
+    pub fn on_spawned(&mut self, pid: u32, now: Now, out: &mut impl Extend<Output>) -> Progress {
         if self.state != State::Starting {
             return Progress::Unchanged;
         }
         self.pid = Some(pid);
         self.state = State::Running;
+        self.stdin_open = self.command.spec.stdin == StdinMode::Piped;
+        self.runtime_limit_at = self
+            .command
+            .options
+            .max_runtime
+            .map(|limit| now.instant.saturating_add(limit));
         if let Some((signal, grace)) = self.deferred_stop.take() {
             // The stop's own clock started when it was asked for; close enough to start now.
             self.send_stop(signal, grace, self.started, out);
@@ -276,6 +337,7 @@ impl Task {
         self.exit = Some(status);
         self.ended = Some(now);
         self.kill_at = None;
+        self.runtime_limit_at = None;
         out.extend([Output::Signal {
             run: self.run,
             signal: Signal::Kill,
@@ -356,14 +418,19 @@ impl Task {
 
     /// The earliest deadline this task needs a wake-up for.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.kill_at, self.drain_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.kill_at, self.drain_until, self.runtime_limit_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires the deadlines that passed; early calls are no-ops.
     pub fn on_timeout(&mut self, now: Now, out: &mut impl Extend<Output>) -> Progress {
+        if self.runtime_limit_at.is_some_and(|at| at <= now.instant) {
+            self.runtime_limit_at = None;
+            let grace = self.command.options.grace;
+            self.stop(Signal::Term, grace, now, out);
+        }
         if self.kill_at.is_some_and(|at| at <= now.instant) {
             self.kill_at = None;
             self.escalated = true;
@@ -388,6 +455,7 @@ impl Task {
         self.state = State::Exited;
         self.kill_at = None;
         self.drain_until = None;
+        self.runtime_limit_at = None;
         out.extend([Output::Release { run: self.run }]);
         Progress::Finished
     }
@@ -403,7 +471,6 @@ fn stream_index(stream: Stream) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::StdinMode;
 
     const GRACE: Duration = Duration::from_secs(5);
     const DRAIN: Duration = Duration::from_secs(1);
@@ -425,6 +492,11 @@ mod tests {
             args: None,
             cwd: "/".into(),
             spec,
+            options: Options {
+                max_runtime: Some(Duration::from_secs(60)),
+                grace: GRACE,
+                ..Options::default()
+            },
         };
         let limits = LogLimits {
             budget_bytes: 4096,
@@ -436,7 +508,7 @@ mod tests {
     fn running() -> Task {
         let mut t = task();
         let mut out = Vec::new();
-        assert_eq!(t.on_spawned(42, &mut out), Progress::Started);
+        assert_eq!(t.on_spawned(42, at(0), &mut out), Progress::Started);
         assert!(out.is_empty());
         t
     }
@@ -513,7 +585,7 @@ mod tests {
         let mut out = Vec::new();
         t.stop(Signal::Int, GRACE, at(1), &mut out);
         assert!(out.is_empty());
-        let _ = t.on_spawned(7, &mut out);
+        let _ = t.on_spawned(7, at(2), &mut out);
         assert_eq!(out, vec![signal(Signal::Int)]);
         assert_eq!(t.state(), State::Stopping);
         assert!(t.stopped());
@@ -525,7 +597,40 @@ mod tests {
         let mut out = Vec::new();
         t.stop(Signal::Kill, GRACE, at(0), &mut out);
         assert_eq!(out, vec![signal(Signal::Kill)]);
-        assert_eq!(t.next_deadline(), None);
+        assert_eq!(
+            t.next_deadline(),
+            Some(at(60_000).instant),
+            "only max_runtime is left"
+        );
+    }
+
+    #[test]
+    fn max_runtime_stops_the_task_with_the_grace_period() {
+        let mut t = running();
+        let mut out = Vec::new();
+        assert_eq!(t.next_deadline(), Some(at(60_000).instant));
+        let _ = t.on_timeout(at(60_000), &mut out);
+        assert_eq!(out, vec![signal(Signal::Term)]);
+        assert!(t.stopped());
+        assert_eq!(t.next_deadline(), Some(at(65_000).instant));
+    }
+
+    #[test]
+    fn restart_keeps_the_buffer_and_counts() {
+        let mut t = running();
+        let mut out = Vec::new();
+        t.on_output(Stream::Stdout, b"one\n");
+        let _ = t.on_exited(ExitStatus::Code(0), at(5), DRAIN, &mut out);
+        let _ = close_both(&mut t, &mut out);
+        t.restart(RunId(2), at(10));
+        assert_eq!(
+            (t.state(), t.run(), t.restarts()),
+            (State::Starting, RunId(2), 1)
+        );
+        assert_eq!(t.exit(), None);
+        let _ = t.on_spawned(43, at(11), &mut out);
+        t.on_output(Stream::Stdout, b"two\n");
+        assert_eq!(t.log.next_cursor(), 2, "cursors continue across runs");
     }
 
     #[test]

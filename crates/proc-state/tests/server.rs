@@ -101,10 +101,9 @@ impl Harness {
     /// Starts `command`, answers the spawn with `pid`, returns (run, result).
     fn start(&mut self, arguments: Value, pid: u32) -> (RunId, Value) {
         let outputs = self.call(1, "start", arguments);
-        let run = match outputs.as_slice() {
-            [Output::Spawn { run, .. }] => *run,
-            other => panic!("expected a spawn, got {other:?}"),
-        };
+        let run = spawned(&outputs)
+            .unwrap_or_else(|| panic!("expected a spawn, got {outputs:?}"))
+            .0;
         let lines = transmitted(&self.input(Input::Spawned { run, pid }));
         (run, lines[0]["result"].clone())
     }
@@ -131,7 +130,24 @@ impl Harness {
     }
 }
 
+/// The responses among the outputs (notifications left out).
 fn transmitted(outputs: &[Output]) -> Vec<Value> {
+    every_message(outputs)
+        .into_iter()
+        .filter(|m| m.is_array() || m.get("id").is_some())
+        .collect()
+}
+
+/// The notifications among the outputs.
+fn notifications(outputs: &[Output]) -> Vec<Value> {
+    every_message(outputs)
+        .into_iter()
+        .filter(|m| m.get("method").is_some() && m.get("id").is_none())
+        .collect()
+}
+
+/// Every line sent, parsed.
+fn every_message(outputs: &[Output]) -> Vec<Value> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -149,6 +165,17 @@ fn transmitted(outputs: &[Output]) -> Vec<Value> {
             _ => None,
         })
         .collect()
+}
+
+/// The one spawn among the outputs.
+fn spawned(outputs: &[Output]) -> Option<(RunId, proc_state::SpawnSpec)> {
+    let mut spawns = outputs.iter().filter_map(|o| match o {
+        Output::Spawn { run, spec } => Some((*run, spec.clone())),
+        _ => None,
+    });
+    let first = spawns.next();
+    assert!(spawns.next().is_none(), "one spawn expected: {outputs:?}");
+    first
 }
 
 fn error_code(response: &Value) -> i64 {
@@ -308,7 +335,13 @@ fn tools_list_matches_the_protocol_version() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["start", "status", "logs", "stop", "list", "remove"]);
+    assert_eq!(
+        names,
+        [
+            "start", "status", "logs", "wait", "write", "signal", "stop", "restart", "list",
+            "remove"
+        ]
+    );
     assert!(reply["result"]["tools"][0]["outputSchema"].is_object());
 
     let mut old = Harness::initialized("2025-03-26");
@@ -325,9 +358,12 @@ fn start_spawns_a_shell_in_a_clean_environment_and_answers_with_the_pid() {
         "start",
         json!({"command": "echo hi", "env": {"PAGER": "less", "A": "b"}, "cwd": "sub"}),
     );
-    let [Output::Spawn { run, spec }] = outputs.as_slice() else {
-        panic!("{outputs:?}")
-    };
+    let (run, spec) = spawned(&outputs).unwrap();
+    let run = &run;
+    assert_eq!(
+        notifications(&outputs)[0]["method"],
+        "notifications/resources/list_changed"
+    );
     assert_eq!(spec.program, "/bin/sh");
     assert_eq!(spec.args, ["-c", "echo hi"]);
     assert_eq!(spec.cwd.as_deref(), Some("./sub"));
@@ -363,9 +399,7 @@ fn start_spawns_a_shell_in_a_clean_environment_and_answers_with_the_pid() {
 fn start_with_args_runs_the_program_without_a_shell() {
     let mut h = Harness::initialized("2025-11-25");
     let outputs = h.call(1, "start", json!({"command": "ls", "args": ["-l", "a b"]}));
-    let [Output::Spawn { spec, .. }] = outputs.as_slice() else {
-        panic!("{outputs:?}")
-    };
+    let (_, spec) = spawned(&outputs).unwrap();
     assert_eq!(spec.program, "ls");
     assert_eq!(spec.args, ["-l", "a b"]);
 }
@@ -378,9 +412,8 @@ fn spawn_failure_is_a_tool_error_and_leaves_a_failed_task() {
         "start",
         json!({"command": "nope", "args": [], "name": "x"}),
     );
-    let [Output::Spawn { run, .. }] = outputs.as_slice() else {
-        panic!("{outputs:?}")
-    };
+    let (run, _) = spawned(&outputs).unwrap();
+    let run = &run;
     let outputs = h.input(Input::SpawnFailed {
         run: *run,
         error: "program not found".into(),
@@ -649,4 +682,420 @@ fn a_generator_that_repeats_itself_still_gives_unique_ids() {
     let (_, b) = h.start(json!({"command": "b"}), 2);
     assert_eq!(a["structuredContent"]["id"], "same");
     assert_ne!(b["structuredContent"]["id"], "same");
+}
+
+fn output(h: &mut Harness, run: RunId, bytes: &[u8]) -> Vec<Output> {
+    h.input(Input::Output {
+        run,
+        stream: Stream::Stdout,
+        bytes,
+    })
+}
+
+#[test]
+fn wait_matches_a_line_printed_before_the_call() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "server"}), 5);
+    let _ = output(&mut h, run, b"booting\nlistening on :8080\nmore\n");
+    let result = h.call_now(
+        "wait",
+        json!({"id": "t00001", "pattern": "listening on :(\\d+)"}),
+    );
+    let s = &result["structuredContent"];
+    assert_eq!(s["reason"], "matched");
+    assert_eq!(
+        s["line"],
+        json!({"n": 1, "stream": "stdout", "text": "listening on :8080"})
+    );
+    assert_eq!(s["next_cursor"], 2, "reading on starts after the match");
+}
+
+#[test]
+fn wait_answers_when_the_pattern_is_printed_later() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "server"}), 5);
+    assert!(
+        transmitted(&h.call(7, "wait", json!({"id": "t00001", "pattern": "ready"}))).is_empty()
+    );
+    assert!(transmitted(&output(&mut h, run, b"not yet\n")).is_empty());
+    h.now_ms += 1500;
+    let replies = transmitted(&output(&mut h, run, b"all ready\n"));
+    let s = &replies[0]["result"]["structuredContent"];
+    assert_eq!(replies[0]["id"], 7);
+    assert_eq!(s["reason"], "matched");
+    assert_eq!(s["line"]["n"], 1);
+    assert_eq!(s["waited_ms"], 1500);
+}
+
+#[test]
+fn wait_since_skips_earlier_matches() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "server"}), 5);
+    let _ = output(&mut h, run, b"error one\nok\n");
+    assert!(
+        transmitted(&h.call(
+            7,
+            "wait",
+            json!({"id": "t00001", "pattern": "error", "since": 1})
+        ))
+        .is_empty()
+    );
+    let replies = transmitted(&output(&mut h, run, b"error two\n"));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["line"]["text"],
+        "error two"
+    );
+}
+
+#[test]
+fn wait_times_out_at_its_deadline() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "server"}), 5);
+    let _ = h.call(
+        7,
+        "wait",
+        json!({"id": "t00001", "pattern": "never", "timeout_ms": 2000}),
+    );
+    assert!(transmitted(&h.advance(1999)).is_empty());
+    let replies = transmitted(&h.advance(1));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["reason"],
+        "timeout"
+    );
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["line"],
+        Value::Null
+    );
+}
+
+#[test]
+fn wait_returns_exited_when_the_task_ends_first() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "false"}), 5);
+    let _ = h.call(7, "wait", json!({"id": "t00001", "pattern": "never"}));
+    let replies = transmitted(&h.exit(run, ExitStatus::Code(1)));
+    let s = &replies[0]["result"]["structuredContent"];
+    assert_eq!(s["reason"], "exited");
+    assert_eq!(s["exit_code"], 1);
+    assert_eq!(s["state"], "exited");
+}
+
+#[test]
+fn wait_for_a_port_probes_until_it_opens() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "server"}), 5);
+    let outputs = h.call(7, "wait", json!({"id": "t00001", "port": 8080}));
+    let [Output::ProbePort { probe, port: 8080 }] = outputs.as_slice() else {
+        panic!("{outputs:?}")
+    };
+    assert!(
+        h.input(Input::PortProbed {
+            probe: *probe,
+            open: false
+        })
+        .is_empty()
+    );
+    assert!(h.advance(99).is_empty(), "probes are spaced");
+    let outputs = h.advance(1);
+    let [Output::ProbePort { probe, .. }] = outputs.as_slice() else {
+        panic!("{outputs:?}")
+    };
+    let replies = transmitted(&h.input(Input::PortProbed {
+        probe: *probe,
+        open: true,
+    }));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["reason"],
+        "port_open"
+    );
+}
+
+#[test]
+fn cancelled_wait_gets_no_response_and_the_session_goes_on() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "server"}), 5);
+    let _ = h.call(7, "wait", json!({"id": "t00001", "timeout_ms": 1000}));
+    assert!(h.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}})).is_empty());
+    assert!(h.advance(5000).is_empty(), "no response after cancellation");
+    assert_eq!(
+        h.request(json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}))["id"],
+        8
+    );
+}
+
+#[test]
+fn wait_sends_increasing_progress_about_once_a_second() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "server"}), 5);
+    let _ = h.send(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "wait", "arguments": {"id": "t00001", "timeout_ms": 3500}, "_meta": {"progressToken": "p1"}}}));
+    let mut progress = Vec::new();
+    for _ in 0..4 {
+        for n in notifications(&h.advance(1000)) {
+            assert_eq!(n["method"], "notifications/progress");
+            assert_eq!(n["params"]["progressToken"], "p1");
+            progress.push(n["params"]["progress"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(progress, [1, 2, 3]);
+}
+
+#[test]
+fn start_with_wait_for_answers_once_ready() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(
+        1,
+        "start",
+        json!({"command": "server", "wait_for": "Serving on port \\d+"}),
+    );
+    let (run, _) = spawned(&outputs).unwrap();
+    assert!(
+        transmitted(&h.input(Input::Spawned { run, pid: 9 })).is_empty(),
+        "not ready yet"
+    );
+    let replies = transmitted(&output(&mut h, run, b"Serving on port 8000\n"));
+    let s = &replies[0]["result"]["structuredContent"];
+    assert_eq!(
+        s["ready"],
+        json!({"matched": true, "line": "Serving on port 8000", "reason": "matched"})
+    );
+    assert_eq!(s["pid"], 9);
+}
+
+#[test]
+fn start_with_wait_for_reports_a_timeout_and_keeps_running() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(
+        1,
+        "start",
+        json!({"command": "server", "wait_for": "x", "wait_timeout_ms": 500}),
+    );
+    let (run, _) = spawned(&outputs).unwrap();
+    let _ = h.input(Input::Spawned { run, pid: 9 });
+    let replies = transmitted(&h.advance(500));
+    let s = &replies[0]["result"]["structuredContent"];
+    assert_eq!(s["ready"]["reason"], "timeout");
+    assert_eq!(s["state"], "running");
+}
+
+#[test]
+fn write_sends_bytes_to_stdin_and_answers_when_written() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "cat", "stdin": true}), 5);
+    let _ = output(&mut h, run, b"earlier\n");
+    let outputs = h.call(
+        3,
+        "write",
+        json!({"id": "t00001", "data": "hello\n", "eof": true}),
+    );
+    assert_eq!(
+        outputs,
+        [Output::WriteStdin {
+            run,
+            data: b"hello\n".to_vec(),
+            close: true
+        }]
+    );
+    let replies = transmitted(&h.input(Input::StdinWritten { run, result: Ok(6) }));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"],
+        json!({"id": "t00001", "bytes_written": 6, "next_cursor": 1})
+    );
+    let again = h.call_now("write", json!({"id": "t00001", "data": "more"}));
+    assert_eq!(again["isError"], true, "stdin was closed by eof");
+}
+
+#[test]
+fn write_needs_a_task_started_with_stdin() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "cat"}), 5);
+    let result = h.call_now("write", json!({"id": "t00001", "data": "x"}));
+    assert_eq!(result["isError"], true);
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("stdin: true")
+    );
+}
+
+#[test]
+fn signal_goes_to_the_group_without_waiting() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "python3 -i"}), 5);
+    let outputs = h.call(4, "signal", json!({"id": "t00001", "signal": "SIGINT"}));
+    assert_eq!(
+        outputs[0],
+        Output::Signal {
+            run,
+            signal: Signal::Int
+        }
+    );
+    let replies = transmitted(&outputs);
+    assert_eq!(
+        replies[0]["result"]["structuredContent"],
+        json!({"id": "t00001", "signal": "SIGINT", "state": "running"})
+    );
+}
+
+#[test]
+fn restart_keeps_id_name_and_cursors() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (old, _) = h.start(json!({"command": "server", "name": "web"}), 5);
+    let _ = output(&mut h, old, b"one\ntwo\n");
+    let outputs = h.call(5, "restart", json!({"id": "web"}));
+    assert_eq!(
+        outputs,
+        [Output::Signal {
+            run: old,
+            signal: Signal::Term
+        }]
+    );
+    let outputs = h.exit(old, ExitStatus::Signaled(Signal::Term));
+    let (new, spec) = spawned(&outputs).expect("respawned");
+    assert_ne!(new, old);
+    assert_eq!(spec.args, ["-c", "server"]);
+    let replies = transmitted(&h.input(Input::Spawned { run: new, pid: 6 }));
+    let s = &replies[0]["result"]["structuredContent"];
+    assert_eq!(
+        (
+            s["id"].as_str(),
+            s["name"].as_str(),
+            s["restarts"].as_u64(),
+            s["pid"].as_u64()
+        ),
+        (Some("t00001"), Some("web"), Some(1), Some(6))
+    );
+    let _ = output(&mut h, new, b"three\n");
+    let logs = h.call_now("logs", json!({"id": "web", "since": 2}));
+    assert_eq!(
+        logs["structuredContent"]["lines"],
+        json!([{"n": 2, "stream": "stdout", "text": "three"}])
+    );
+}
+
+#[test]
+fn max_runtime_stops_the_task() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(
+        1,
+        "start",
+        json!({"command": "sleep 1000", "max_runtime_ms": 3000}),
+    );
+    let (run, _) = spawned(&outputs).unwrap();
+    let _ = h.input(Input::Spawned { run, pid: 5 });
+    assert!(h.advance(2999).is_empty());
+    assert_eq!(
+        h.advance(1),
+        [Output::Signal {
+            run,
+            signal: Signal::Term
+        }]
+    );
+    let _ = h.exit(run, ExitStatus::Signaled(Signal::Term));
+    assert_eq!(
+        h.call_now("status", json!({"id": "t00001"}))["structuredContent"]["stopped"],
+        true
+    );
+}
+
+#[test]
+fn notify_on_exit_sends_a_log_message_and_process_exit() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "false", "notify_on_exit": true}), 5);
+    let sent = notifications(&h.exit(run, ExitStatus::Code(1)));
+    assert_eq!(sent[0]["method"], "notifications/message");
+    assert_eq!(sent[0]["params"]["level"], "warning");
+    assert_eq!(sent[0]["params"]["logger"], "proc-mcp");
+    assert_eq!(sent[0]["params"]["data"]["event"], "exit");
+    assert_eq!(sent[0]["params"]["data"]["exit_code"], 1);
+    assert_eq!(sent[1]["method"], "process/exit");
+    assert_eq!(sent[1]["params"]["exitCode"], 1);
+    assert_eq!(sent[1]["params"]["id"], "t00001");
+}
+
+#[test]
+fn set_level_filters_log_messages() {
+    let mut h = Harness::initialized("2025-11-25");
+    let reply = h.request(json!({"jsonrpc": "2.0", "id": 2, "method": "logging/setLevel", "params": {"level": "error"}}));
+    assert_eq!(reply["result"], json!({}));
+    let bad = h.request(json!({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel", "params": {"level": "loud"}}));
+    assert_eq!(error_code(&bad), -32602);
+    let (run, _) = h.start(json!({"command": "true", "notify_on_exit": true}), 5);
+    let sent = notifications(&h.exit(run, ExitStatus::Code(0)));
+    let methods: Vec<&str> = sent.iter().map(|n| n["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["process/exit"], "info is below error");
+}
+
+#[test]
+fn resources_list_read_and_unknown_uri() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "server", "name": "web"}), 5);
+    let _ = output(&mut h, run, b"hello\n");
+    let list = h.request(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list"}));
+    assert_eq!(
+        list["result"]["resources"][0]["uri"],
+        "proc://t00001/output"
+    );
+    assert_eq!(list["result"]["resources"][0]["mimeType"], "text/plain");
+    let read = h.request(json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": "proc://web/output"}}));
+    assert_eq!(read["result"]["contents"][0]["text"], "hello\n");
+    let missing = h.request(json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {"uri": "proc://nope/output"}}));
+    assert_eq!(error_code(&missing), -32002);
+    let templates =
+        h.request(json!({"jsonrpc": "2.0", "id": 5, "method": "resources/templates/list"}));
+    assert_eq!(
+        templates["result"]["resourceTemplates"][0]["uriTemplate"],
+        "proc://{id}/output"
+    );
+}
+
+#[test]
+fn subscribed_output_updates_are_coalesced_and_sent_at_exit() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "flood"}), 5);
+    let reply = h.request(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": "proc://t00001/output"}}));
+    assert_eq!(reply["result"], json!({}));
+    let mut updates = 0;
+    for _ in 0..100 {
+        h.now_ms += 10;
+        updates += notifications(&output(&mut h, run, b"line\n")).len();
+        updates += notifications(&h.advance(0)).len();
+    }
+    assert_eq!(
+        updates, 4,
+        "1000 ms of output: one update at once, then one per 250 ms"
+    );
+    let at_exit = notifications(&h.exit(run, ExitStatus::Code(0)));
+    assert_eq!(
+        at_exit[0],
+        json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "proc://t00001/output"}})
+    );
+}
+
+#[test]
+fn lists_are_paginated_with_opaque_cursors() {
+    let mut config = Config::default();
+    config.page_size = 4;
+    let mut h = Harness::with_config(config);
+    let _ = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}));
+    let mut names = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let page = h.request(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"cursor": cursor}}));
+        names.extend(
+            page["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].clone()),
+        );
+        cursor = page["result"]["nextCursor"].clone();
+        if cursor.is_null() {
+            break;
+        }
+    }
+    assert_eq!(names.len(), 10);
+    let bad = h.request(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list", "params": {"cursor": "tools:4"}}));
+    assert_eq!(error_code(&bad), -32602);
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`framing`]: stdio framing, one JSON message per `\n`-terminated line, bounded in length.
 //! - [`jsonrpc`]: JSON-RPC 2.0 envelopes, classified the way MCP needs them.
+//! - [`paging`]: opaque cursors for list results.
 //! - [`protocol`]: protocol versions and what each one changes on the wire.
 //! - [`tools`]: the tool definitions (names, schemas, descriptions) and their arguments.
 //!
@@ -10,5 +11,6 @@
 
 pub mod framing;
 pub mod jsonrpc;
+pub mod paging;
 pub mod protocol;
 pub mod tools;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::process::{Signal, Stream};
 
@@ -21,18 +21,26 @@ pub enum Tool {
     Start,
     Status,
     Logs,
+    Wait,
+    Write,
+    Signal,
     Stop,
+    Restart,
     List,
     Remove,
 }
 
 impl Tool {
     /// Every tool, in the order `tools/list` shows them.
-    pub const ALL: [Tool; 6] = [
+    pub const ALL: [Tool; 10] = [
         Tool::Start,
         Tool::Status,
         Tool::Logs,
+        Tool::Wait,
+        Tool::Write,
+        Tool::Signal,
         Tool::Stop,
+        Tool::Restart,
         Tool::List,
         Tool::Remove,
     ];
@@ -43,7 +51,11 @@ impl Tool {
             Tool::Start => "start",
             Tool::Status => "status",
             Tool::Logs => "logs",
+            Tool::Wait => "wait",
+            Tool::Write => "write",
+            Tool::Signal => "signal",
             Tool::Stop => "stop",
+            Tool::Restart => "restart",
             Tool::List => "list",
             Tool::Remove => "remove",
         }
@@ -81,6 +93,57 @@ impl Tool {
                 logs_input(),
                 logs_output(),
                 annotations(true, false, true),
+            ),
+            Tool::Wait => (
+                "Wait for output, a port or exit",
+                WAIT_DESCRIPTION,
+                wait_input(),
+                wait_output(),
+                annotations(true, false, true),
+            ),
+            Tool::Write => (
+                "Write to a task's stdin",
+                WRITE_DESCRIPTION,
+                object(
+                    json!({
+                        "id": id_param(),
+                        "data": {"type": "string", "description": "Text written as is (add \\n yourself)."},
+                        "eof": {"type": "boolean", "default": false, "description": "Close stdin after writing."},
+                    }),
+                    &["id", "data"],
+                ),
+                object(
+                    json!({
+                        "id": {"type": "string"},
+                        "bytes_written": {"type": "integer", "minimum": 0},
+                        "next_cursor": {"type": "integer", "description": "Where output produced after this write begins."},
+                    }),
+                    &["id", "bytes_written", "next_cursor"],
+                ),
+                annotations(false, false, false),
+            ),
+            Tool::Signal => (
+                "Send a signal to a task",
+                SIGNAL_DESCRIPTION,
+                object(
+                    json!({
+                        "id": id_param(),
+                        "signal": {"type": "string", "enum": SIGNALS, "description": "Signal sent to the whole process group."},
+                    }),
+                    &["id", "signal"],
+                ),
+                object(
+                    json!({"id": {"type": "string"}, "signal": {"type": "string"}, "state": state_schema()}),
+                    &["id", "signal", "state"],
+                ),
+                annotations(false, true, false),
+            ),
+            Tool::Restart => (
+                "Restart a task",
+                RESTART_DESCRIPTION,
+                object(json!({"id": id_param()}), &["id"]),
+                start_output(),
+                annotations(false, true, false),
             ),
             Tool::Stop => (
                 "Stop a task and its process group",
@@ -142,6 +205,26 @@ repeats or gaps. With no `since`, `head` or `tail`, returns the last 100 lines. 
 a regular expression; `stream` picks stdout or stderr. ANSI colours are removed unless `raw`. If the \
 process printed more than the buffer holds, the oldest lines are gone and counted in `skipped`. \
 Example: {\"id\": \"web\", \"since\": 120, \"grep\": \"error|warn\"}.";
+
+const WAIT_DESCRIPTION: &str = "Block until something happens to a task instead of polling: until an output line matches `pattern` \
+(a regex; lines printed before the call count, from `since` or else the oldest line still held), until a TCP \
+connection to 127.0.0.1:`port` succeeds, or, with neither, until the task exits. Always returns when the task \
+exits, and at the latest after `timeout_ms`, with `reason` saying which happened (matched, port_open, exited, \
+timeout) and the matching `line`. Example: {\"id\": \"web\", \"pattern\": \"compiled|error\", \"timeout_ms\": 60000}.";
+
+const WRITE_DESCRIPTION: &str = "Write text to the stdin of a task started with `stdin: true` (a REPL, `cat`, a program that \
+prompts). The text is written as is: add \"\\n\" to end a line. `eof: true` closes stdin afterwards, which ends \
+programs that read until end of input. Use the returned `next_cursor` as `since` in `logs` or `wait` to read the \
+reply. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\\n\"}.";
+
+const SIGNAL_DESCRIPTION: &str = "Send one signal to a task's whole process group and return at once, without waiting: SIGINT to \
+interrupt a REPL or a running command, SIGHUP to make a server reload, SIGSTOP/SIGCONT to pause and resume. To \
+end a task use `stop`, which also waits and escalates. Example: {\"id\": \"web\", \"signal\": \"SIGHUP\"}.";
+
+const RESTART_DESCRIPTION: &str = "Stop a task if it runs (SIGTERM to its group, SIGKILL after the grace period), then start it \
+again with the same command, arguments, directory, environment and options. The id and name stay, `restarts` \
+counts up, and the output continues in the same buffer, so cursors stay valid. With the task's `wait_for`, \
+returns once it is ready again. Example: {\"id\": \"web\"}.";
 
 const STOP_DESCRIPTION: &str = "Stop a task and everything it started: sends `signal` (default SIGTERM) to its whole process group, \
 waits up to `grace_ms` for it to exit, then sends SIGKILL to the group. Returns once the process has \
@@ -213,7 +296,17 @@ fn start_input() -> Value {
             "env": {"type": "object", "additionalProperties": {"type": "string"},
                 "description": "Environment variables to add or override."},
             "name": {"type": "string", "minLength": 1,
-                "description": "A label unique among current tasks, usable wherever an id is."},
+                "description": "A label unique among running tasks, usable wherever an id is."},
+            "stdin": {"type": "boolean", "default": false,
+                "description": "Keep a pipe to the process's stdin for `write`; otherwise stdin is /dev/null."},
+            "notify_on_exit": {"type": "boolean", "default": false,
+                "description": "Send a notification (notifications/message) when the task ends."},
+            "wait_for": {"type": "string",
+                "description": "Regex: return only once a new output line matches (or the process exits, or wait_timeout_ms passes); the result's `ready` says which."},
+            "wait_timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS, "default": DEFAULT_READY_MS,
+                "description": "Bound for `wait_for`, in milliseconds."},
+            "max_runtime_ms": {"type": "integer", "minimum": 1,
+                "description": "Stop the task (SIGTERM, then SIGKILL after the grace period) once it has run this long."},
         }),
         &["command"],
     )
@@ -230,6 +323,17 @@ fn start_output() -> Value {
             "args": {"type": ["array", "null"], "items": {"type": "string"}},
             "cwd": {"type": "string"},
             "started_at": {"type": "string", "format": "date-time"},
+            "restarts": {"type": "integer", "minimum": 0},
+            "ready": {
+                "type": "object",
+                "description": "With `wait_for`: whether the pattern matched before the process exited or the timeout.",
+                "properties": {
+                    "matched": {"type": "boolean"},
+                    "line": nullable("string"),
+                    "reason": {"type": "string", "enum": ["matched", "exited", "timeout"]},
+                },
+                "required": ["matched", "line", "reason"],
+            },
         }),
         &[
             "id",
@@ -240,6 +344,47 @@ fn start_output() -> Value {
             "args",
             "cwd",
             "started_at",
+            "restarts",
+        ],
+    )
+}
+
+fn wait_input() -> Value {
+    object(
+        json!({
+            "id": id_param(),
+            "pattern": {"type": "string", "description": "Regex (Rust regex syntax) an output line must match."},
+            "since": {"type": "integer", "minimum": 0,
+                "description": "Cursor where matching starts; default: the oldest line still held, so earlier output counts."},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                "description": "Until a TCP connection to 127.0.0.1:port succeeds."},
+            "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MS, "default": DEFAULT_WAIT_MS},
+        }),
+        &["id"],
+    )
+}
+
+fn wait_output() -> Value {
+    let mut line = line_schema();
+    line["type"] = json!(["object", "null"]);
+    object(
+        json!({
+            "id": {"type": "string"},
+            "reason": {"type": "string", "enum": ["matched", "port_open", "exited", "timeout"]},
+            "line": line,
+            "state": state_schema(),
+            "exit_code": nullable("integer"),
+            "next_cursor": {"type": "integer", "description": "Pass as `since` to read on after the match."},
+            "waited_ms": {"type": "integer", "minimum": 0},
+        }),
+        &[
+            "id",
+            "reason",
+            "line",
+            "state",
+            "exit_code",
+            "next_cursor",
+            "waited_ms",
         ],
     )
 }
@@ -401,6 +546,16 @@ fn list_output() -> Value {
 
 /// Signals `stop` accepts as its first signal.
 pub const STOP_SIGNALS: [&str; 5] = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGKILL"];
+/// Signals the `signal` tool accepts.
+pub const SIGNALS: [&str; 9] = [
+    "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGSTOP",
+];
+/// `wait.timeout_ms` when not given.
+pub const DEFAULT_WAIT_MS: u64 = 30_000;
+/// `start.wait_timeout_ms` when not given.
+pub const DEFAULT_READY_MS: u64 = 10_000;
+/// Largest `wait.timeout_ms` and `start.wait_timeout_ms` accepted (5 minutes).
+pub const MAX_WAIT_MS: u64 = 300_000;
 /// `logs.max_bytes` when not given.
 pub const DEFAULT_LOGS_BYTES: usize = 32 * 1024;
 /// Largest `logs.max_bytes` accepted.
@@ -442,7 +597,99 @@ pub struct StartArgs {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub name: Option<String>,
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub notify_on_exit: bool,
+    pub wait_for: Option<String>,
+    pub wait_timeout_ms: Option<u64>,
+    pub max_runtime_ms: Option<u64>,
 }
+
+/// `wait` arguments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitArgs {
+    pub id: String,
+    pub pattern: Option<String>,
+    pub since: Option<u64>,
+    pub port: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// `write` arguments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteArgs {
+    pub id: String,
+    pub data: String,
+    #[serde(default)]
+    pub eof: bool,
+}
+
+/// `signal` arguments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalArgs {
+    pub id: String,
+    pub signal: String,
+}
+
+impl SignalArgs {
+    /// The signal, if it is one the tool accepts.
+    pub fn signal(&self) -> Result<Signal, ArgumentError> {
+        Signal::from_name(&self.signal)
+            .filter(|_| SIGNALS.contains(&self.signal.as_str()))
+            .ok_or_else(|| {
+                ArgumentError(format!(
+                    "invalid arguments for `signal`: `signal`: {:?} is not one of {}",
+                    self.signal,
+                    SIGNALS.join(", ")
+                ))
+            })
+    }
+}
+
+/// Arguments of the tools that take only a task reference (`restart`, `remove`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdArgs {
+    pub id: String,
+}
+
+/// Checks an optional duration argument in milliseconds against `1..=max`.
+pub fn millis_arg(
+    tool: Tool,
+    field: &str,
+    value: Option<u64>,
+    default: u64,
+    max: u64,
+) -> Result<core::time::Duration, ArgumentError> {
+    let ms = value.unwrap_or(default);
+    if ms == 0 || ms > max {
+        return Err(ArgumentError(format!(
+            "invalid arguments for `{}`: `{field}` must be between 1 and {max} (milliseconds)",
+            tool.name()
+        )));
+    }
+    Ok(core::time::Duration::from_millis(ms))
+}
+
+/// Compiles a regex argument with a size bound, so a pathological pattern cannot eat memory.
+pub fn regex_arg(tool: Tool, field: &str, pattern: &str) -> Result<regex::Regex, ArgumentError> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            ArgumentError(format!(
+                "invalid arguments for `{}`: `{field}` is not a valid regex: {e}",
+                tool.name()
+            ))
+        })
+}
+
+/// Bound on a compiled regex, in bytes.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// `status` arguments.
 #[derive(Debug, Deserialize)]
@@ -541,32 +788,20 @@ pub struct ListArgs {
     pub state: ListFilter,
 }
 
-/// `remove` arguments.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoveArgs {
-    pub id: String,
-}
-
-/// The `tools/list` result for a session: every definition, without `title` and `outputSchema`
-/// for versions before 2025-06-18, which did not have them.
-pub fn list(structured: bool) -> Value {
-    let tools: Vec<Value> = Tool::ALL
+/// Every tool definition as a session sees it: without `title` and `outputSchema` for versions
+/// before 2025-06-18, which did not have them.
+pub fn definitions(structured: bool) -> Vec<Value> {
+    Tool::ALL
         .into_iter()
         .map(|tool| {
             let mut definition = tool.definition();
-            if !structured {
-                if let Some(object) = definition.as_object_mut() {
-                    object.remove("title");
-                    object.remove("outputSchema");
-                }
+            if !structured && let Some(object) = definition.as_object_mut() {
+                object.remove("title");
+                object.remove("outputSchema");
             }
             definition
         })
-        .collect();
-    let mut result = Map::new();
-    result.insert("tools".into(), Value::Array(tools));
-    Value::Object(result)
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,210 @@
+//! Task output as MCP resources (`proc://<id>/output`), subscriptions to them, and the
+//! notifications about tasks: `notifications/resources/updated` (coalesced), `…/list_changed`,
+//! and the exit notifications of `notify_on_exit`.
+
+use core::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::{LogLevel, Server};
+use crate::log::Query;
+use crate::mcp::jsonrpc::{Error, ErrorCode};
+use crate::mcp::paging;
+use crate::task::{State, Task};
+use crate::time::{self, Instant, Now};
+
+/// Least time between two `notifications/resources/updated` for one resource.
+const UPDATE_INTERVAL: Duration = Duration::from_millis(250);
+/// Lines of recent output a `resources/read` returns, at most.
+const READ_LINES: usize = 100;
+/// Bytes of recent output a `resources/read` returns, at most.
+const READ_BYTES: usize = 32 * 1024;
+/// MCP's "Resource not found" error code (handshake era).
+const RESOURCE_NOT_FOUND: i64 = -32002;
+
+/// One `resources/subscribe`d output.
+#[derive(Debug, Default)]
+pub(super) struct Subscription {
+    last_sent: Option<Instant>,
+    /// An update is owed and goes out at this time.
+    pub(super) due: Option<Instant>,
+}
+
+/// The `resources/templates/list` result.
+pub(super) fn templates() -> Value {
+    json!({"resourceTemplates": [{
+        "uriTemplate": "proc://{id}/output",
+        "name": "task-output",
+        "title": "Task output",
+        "description": "The recent output (stdout and stderr) of a task, by id or name.",
+        "mimeType": "text/plain",
+    }]})
+}
+
+fn uri(t: &Task) -> String {
+    format!("proc://{}/output", t.id)
+}
+
+impl Server {
+    pub(super) fn list_resources(&self, params: &Map<String, Value>) -> Result<Value, Error> {
+        let start =
+            paging::start("resources", params.get("cursor")).map_err(Error::invalid_params)?;
+        let items = self
+            .tasks
+            .values()
+            .map(|t| {
+                json!({
+                    "uri": uri(t),
+                    "name": t.name.clone().unwrap_or_else(|| t.id.clone()),
+                    "title": format!("Output of `{}`", super::render::display_command(t)),
+                    "description": format!("Recent output of task {} ({})", t.id, t.state().as_str()),
+                    "mimeType": "text/plain",
+                })
+            })
+            .collect();
+        Ok(self.page("resources", "resources", items, start.0))
+    }
+
+    /// The task a `proc://<id or name>/output` URI names.
+    fn resource(&self, params: &Map<String, Value>) -> Result<u64, Error> {
+        let uri = params
+            .get("uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::invalid_params("Invalid params: `uri` (a string) is required"))?;
+        uri.strip_prefix("proc://")
+            .and_then(|rest| rest.strip_suffix("/output"))
+            .and_then(|reference| self.find(reference).ok())
+            .ok_or_else(|| Error {
+                code: ErrorCode::ServerError(RESOURCE_NOT_FOUND),
+                message: format!("Resource not found: {uri}"),
+                data: Some(json!({"uri": uri})),
+            })
+    }
+
+    pub(super) fn read_resource(&self, params: &Map<String, Value>) -> Result<Value, Error> {
+        let key = self.resource(params)?;
+        let t = &self.tasks[&key];
+        let page = t.log.read(&Query {
+            since: None,
+            tail: Some(READ_LINES),
+            head: None,
+            grep: None,
+            stream: None,
+            max_bytes: READ_BYTES,
+            raw: false,
+        });
+        let mut text = String::new();
+        for line in &page.lines {
+            text.push_str(&line.text);
+            if !line.partial {
+                text.push('\n');
+            }
+        }
+        Ok(json!({"contents": [{"uri": uri(t), "mimeType": "text/plain", "text": text}]}))
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        params: &Map<String, Value>,
+        on: bool,
+    ) -> Result<Value, Error> {
+        let key = self.resource(params)?;
+        if on {
+            self.subscriptions.entry(key).or_default();
+        } else {
+            self.subscriptions.remove(&key);
+        }
+        Ok(json!({}))
+    }
+
+    /// New output for task `key`.
+    pub(super) fn output_arrived(&mut self, now: Now, key: u64) {
+        self.resource_changed(now, key, false);
+    }
+
+    /// Sends `notifications/resources/updated` for a subscribed task now, or owes it for when
+    /// the interval allows; `at_exit` sends at once.
+    pub(super) fn resource_changed(&mut self, now: Now, key: u64, at_exit: bool) {
+        let Some(subscription) = self.subscriptions.get_mut(&key) else {
+            return;
+        };
+        let allowed = subscription
+            .last_sent
+            .map_or(now.instant, |last| last.saturating_add(UPDATE_INTERVAL));
+        if at_exit || allowed <= now.instant {
+            subscription.last_sent = Some(now.instant);
+            subscription.due = None;
+            self.send_updated(key);
+        } else if subscription.due.is_none() {
+            subscription.due = Some(allowed);
+        }
+    }
+
+    /// Sends the updates that came due.
+    pub(super) fn flush_resource_updates(&mut self, now: Now) {
+        let due: Vec<u64> = self
+            .subscriptions
+            .iter_mut()
+            .filter(|(_, s)| s.due.is_some_and(|at| at <= now.instant))
+            .map(|(key, s)| {
+                s.due = None;
+                s.last_sent = Some(now.instant);
+                *key
+            })
+            .collect();
+        for key in due {
+            self.send_updated(key);
+        }
+    }
+
+    fn send_updated(&mut self, key: u64) {
+        if let Some(t) = self.tasks.get(&key) {
+            let params = json!({"uri": uri(t)});
+            self.notify("notifications/resources/updated", params);
+        }
+    }
+
+    /// Tasks came or went.
+    pub(super) fn resources_list_changed(&mut self) {
+        if self.in_session() {
+            self.notify("notifications/resources/list_changed", json!({}));
+        }
+    }
+
+    /// The exit notifications of `notify_on_exit` (TOOLS.md, Notifications).
+    pub(super) fn notify_exit(&mut self, key: u64, now: Now) {
+        let Some(t) = self.tasks.get(&key) else {
+            return;
+        };
+        if !self.in_session() {
+            return;
+        }
+        let level = if t.exit_code() == Some(0) {
+            LogLevel::Info
+        } else {
+            LogLevel::Warning
+        };
+        let data = json!({
+            "event": "exit",
+            "id": t.id,
+            "name": t.name,
+            "state": t.state().as_str(),
+            "exit_code": t.exit_code(),
+            "signal": t.exit_signal().map(crate::Signal::name),
+            "runtime_ms": super::millis(t.runtime(now)),
+        });
+        let status = match (t.state(), t.exit_signal()) {
+            (State::Failed, _) => "failed",
+            (_, Some(_)) => "killed",
+            _ => "exited",
+        };
+        let exit = json!({
+            "id": t.id,
+            "status": status,
+            "exitCode": t.exit_code(),
+            "timestamp": time::rfc3339(t.ended().unwrap_or(now).unix_ms),
+        });
+        self.log(level, data);
+        self.notify("process/exit", exit);
+    }
+}
