@@ -1099,3 +1099,131 @@ fn lists_are_paginated_with_opaque_cursors() {
     let bad = h.request(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list", "params": {"cursor": "tools:4"}}));
     assert_eq!(error_code(&bad), -32602);
 }
+
+fn modern(id: i64, method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+#[test]
+fn server_discover_advertises_the_stateless_era() {
+    let mut h = Harness::new();
+    let reply = h.request(modern(1, "server/discover", json!({})));
+    let r = &reply["result"];
+    assert_eq!(r["resultType"], "complete");
+    assert_eq!(r["supportedVersions"], json!(["2026-07-28"]));
+    assert!(r["capabilities"]["tools"].is_object());
+    assert_eq!(
+        r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "proc-mcp"
+    );
+    assert!(r["ttlMs"].is_u64());
+    assert!(r["cacheScope"] == "public" || r["cacheScope"] == "private");
+}
+
+#[test]
+fn modern_requests_are_served_without_initialize() {
+    let mut h = Harness::new();
+    let list = h.request(modern(1, "tools/list", json!({})));
+    assert_eq!(list["result"]["resultType"], "complete");
+    assert_eq!(list["result"]["tools"].as_array().map(Vec::len), Some(10));
+    assert!(list["result"]["ttlMs"].is_u64());
+    let outputs = h.send(modern(
+        2,
+        "tools/call",
+        json!({"name": "start", "arguments": {"command": "true"}}),
+    ));
+    let (run, _) = spawned(&outputs).unwrap();
+    let replies = transmitted(&h.input(Input::Spawned { run, pid: 3 }));
+    let result = &replies[0]["result"];
+    assert_eq!(result["resultType"], "complete");
+    assert_eq!(result["structuredContent"]["pid"], 3);
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "proc-mcp"
+    );
+}
+
+#[test]
+fn modern_request_with_an_unknown_version_gets_32022() {
+    let mut h = Harness::new();
+    let mut message = modern(1, "tools/list", json!({}));
+    message["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = json!("2099-01-01");
+    let reply = h.request(message);
+    assert_eq!(error_code(&reply), -32022);
+    assert_eq!(
+        reply["error"]["data"],
+        json!({"supported": ["2026-07-28"], "requested": "2099-01-01"})
+    );
+}
+
+#[rstest]
+#[case::ping("ping")]
+#[case::set_level("logging/setLevel")]
+#[case::subscribe("resources/subscribe")]
+fn what_the_stateless_era_removed_is_method_not_found_there(#[case] method: &str) {
+    let mut h = Harness::initialized("2025-11-25");
+    let reply = h.request(modern(
+        1,
+        method,
+        json!({"level": "info", "uri": "proc://x/output"}),
+    ));
+    assert_eq!(error_code(&reply), -32601);
+    assert_eq!(reply["error"]["data"], method);
+}
+
+#[test]
+fn modern_envelope_without_capabilities_is_invalid_params() {
+    let mut h = Harness::new();
+    let mut message = modern(1, "tools/list", json!({}));
+    message["params"]["_meta"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.modelcontextprotocol/clientCapabilities");
+    assert_eq!(error_code(&h.request(message)), -32602);
+}
+
+#[test]
+fn listen_streams_resource_updates_tagged_with_its_id() {
+    let mut h = Harness::new();
+    let outputs = h.send(modern(
+        1,
+        "tools/call",
+        json!({"name": "start", "arguments": {"command": "x"}}),
+    ));
+    let (run, _) = spawned(&outputs).unwrap();
+    let _ = h.input(Input::Spawned { run, pid: 3 });
+    let ack = notifications(&h.send(modern(
+        9,
+        "subscriptions/listen",
+        json!({"notifications": {
+            "resourcesListChanged": true,
+            "toolsListChanged": true,
+            "resourceSubscriptions": ["proc://t00001/output", "proc://nope/output"],
+        }}),
+    )));
+    assert_eq!(
+        ack,
+        [
+            json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged", "params": {
+                "notifications": {"resourcesListChanged": true, "resourceSubscriptions": ["proc://t00001/output"]},
+                "_meta": {"io.modelcontextprotocol/subscriptionId": 9},
+            }})
+        ]
+    );
+    let updates = notifications(&output(&mut h, run, b"hi\n"));
+    assert_eq!(
+        updates[0]["params"],
+        json!({"uri": "proc://t00001/output", "_meta": {"io.modelcontextprotocol/subscriptionId": 9}})
+    );
+    assert!(h.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}})).is_empty());
+    h.now_ms += 1000;
+    assert!(
+        output(&mut h, run, b"more\n").is_empty(),
+        "the stream is closed"
+    );
+}

@@ -13,6 +13,7 @@ use crate::process::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
 use crate::task::{Progress, Task};
 use crate::time::{Instant, Now};
 
+mod modern;
 mod render;
 mod resources;
 mod tools;
@@ -171,8 +172,11 @@ pub struct Server {
     /// Requests answered when something happens to a task.
     waiters: Vec<Waiter>,
     next_probe: u64,
-    /// `resources/subscribe`d task outputs, by task key.
+    /// Subscribed task outputs (`resources/subscribe` or `subscriptions/listen`), by task key.
     subscriptions: BTreeMap<u64, resources::Subscription>,
+    /// Open `subscriptions/listen` streams (2026-07-28), by a key of their own.
+    listeners: BTreeMap<u64, modern::Listener>,
+    next_listener: u64,
     batches: BTreeMap<u64, Batch>,
     next_batch: u64,
     outputs: VecDeque<Output>,
@@ -188,6 +192,8 @@ struct Pending {
     progress_token: Option<Value>,
     /// Whether results carry `structuredContent` (2025-06-18 and later).
     structured: bool,
+    /// A 2026-07-28 (stateless era) request: results carry `resultType` and `_meta`.
+    modern: bool,
 }
 
 /// A JSON-RPC batch (2025-03-26): one array response once every request in it is answered.
@@ -274,6 +280,8 @@ impl Server {
             waiters: Vec::new(),
             next_probe: 0,
             subscriptions: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            next_listener: 0,
             batches: BTreeMap::new(),
             next_batch: 0,
             outputs: VecDeque::new(),
@@ -510,15 +518,23 @@ impl Server {
                     .and_then(|meta| meta.get("progressToken"))
                     .filter(|token| token.is_string() || token.is_number())
                     .cloned();
+                let modern = modern::is_modern(&method, &params);
                 let request = Pending {
                     id,
                     batch,
                     progress_token,
-                    structured: self
-                        .version
-                        .is_none_or(ProtocolVersion::has_structured_content),
+                    structured: modern
+                        || self
+                            .version
+                            .is_none_or(ProtocolVersion::has_structured_content),
+                    modern,
                 };
-                match self.handle_request(now, &request, &method, params) {
+                let outcome = if modern {
+                    self.handle_modern_request(now, &request, &method, params)
+                } else {
+                    self.handle_request(now, &request, &method, params)
+                };
+                match outcome {
                     Ok(Reply::Later) => {}
                     Ok(Reply::Now(result)) => self.respond(&request, Ok(result)),
                     Err(error) => self.respond(&request, Err(error)),
@@ -588,7 +604,7 @@ impl Server {
             }
             "resources/list" => self.list_resources(&params).map(Reply::Now),
             "resources/templates/list" => Ok(Reply::Now(resources::templates())),
-            "resources/read" => self.read_resource(&params).map(Reply::Now),
+            "resources/read" => self.read_resource(&params, false).map(Reply::Now),
             "resources/subscribe" => self.subscribe(&params, true).map(Reply::Now),
             "resources/unsubscribe" => self.subscribe(&params, false).map(Reply::Now),
             _ => Err(jsonrpc::error(
@@ -637,6 +653,9 @@ impl Server {
 
     fn respond(&mut self, request: &Pending, outcome: Result<Value, Error>) {
         let response = match outcome {
+            Ok(result) if request.modern => {
+                jsonrpc::success(&request.id, self.modern_result(result))
+            }
             Ok(result) => jsonrpc::success(&request.id, result),
             Err(error) => jsonrpc::failure(Some(&request.id), &error),
         };

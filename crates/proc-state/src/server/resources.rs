@@ -3,6 +3,7 @@
 //! and the exit notifications of `notify_on_exit`.
 
 use core::time::Duration;
+use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
@@ -22,12 +23,23 @@ const READ_BYTES: usize = 32 * 1024;
 /// MCP's "Resource not found" error code (handshake era).
 const RESOURCE_NOT_FOUND: i64 = -32002;
 
-/// One `resources/subscribe`d output.
+/// One subscribed task output, and who subscribed to it.
 #[derive(Debug, Default)]
 pub(super) struct Subscription {
+    /// The handshake-era session called `resources/subscribe`.
+    pub(super) session: bool,
+    /// `subscriptions/listen` streams that asked for it.
+    pub(super) listeners: BTreeSet<u64>,
     last_sent: Option<Instant>,
     /// An update is owed and goes out at this time.
     pub(super) due: Option<Instant>,
+}
+
+impl Subscription {
+    /// Someone still wants updates.
+    pub(super) fn is_wanted(&self) -> bool {
+        self.session || !self.listeners.is_empty()
+    }
 }
 
 /// The `resources/templates/list` result.
@@ -66,23 +78,37 @@ impl Server {
     }
 
     /// The task a `proc://<id or name>/output` URI names.
-    fn resource(&self, params: &Map<String, Value>) -> Result<u64, Error> {
+    pub(super) fn resource_key(&self, uri: &str) -> Option<u64> {
+        uri.strip_prefix("proc://")
+            .and_then(|rest| rest.strip_suffix("/output"))
+            .and_then(|reference| self.find(reference).ok())
+    }
+
+    /// The task named by `params.uri`. Errors: `-32602` without a `uri`; for an unknown one,
+    /// "Resource not found": `-32002` in the handshake era, `-32602` in 2026-07-28 (which
+    /// retired `-32002`), both with `data: {uri}`.
+    fn resource(&self, params: &Map<String, Value>, modern: bool) -> Result<u64, Error> {
         let uri = params
             .get("uri")
             .and_then(Value::as_str)
             .ok_or_else(|| Error::invalid_params("Invalid params: `uri` (a string) is required"))?;
-        uri.strip_prefix("proc://")
-            .and_then(|rest| rest.strip_suffix("/output"))
-            .and_then(|reference| self.find(reference).ok())
-            .ok_or_else(|| Error {
-                code: ErrorCode::ServerError(RESOURCE_NOT_FOUND),
-                message: format!("Resource not found: {uri}"),
-                data: Some(json!({"uri": uri})),
-            })
+        self.resource_key(uri).ok_or_else(|| Error {
+            code: if modern {
+                ErrorCode::InvalidParams
+            } else {
+                ErrorCode::ServerError(RESOURCE_NOT_FOUND)
+            },
+            message: format!("Resource not found: {uri}"),
+            data: Some(json!({"uri": uri})),
+        })
     }
 
-    pub(super) fn read_resource(&self, params: &Map<String, Value>) -> Result<Value, Error> {
-        let key = self.resource(params)?;
+    pub(super) fn read_resource(
+        &self,
+        params: &Map<String, Value>,
+        modern: bool,
+    ) -> Result<Value, Error> {
+        let key = self.resource(params, modern)?;
         let t = &self.tasks[&key];
         let page = t.log.read(&Query {
             since: None,
@@ -108,10 +134,10 @@ impl Server {
         params: &Map<String, Value>,
         on: bool,
     ) -> Result<Value, Error> {
-        let key = self.resource(params)?;
-        if on {
-            self.subscriptions.entry(key).or_default();
-        } else {
+        let key = self.resource(params, false)?;
+        let subscription = self.subscriptions.entry(key).or_default();
+        subscription.session = on;
+        if !subscription.is_wanted() {
             self.subscriptions.remove(&key);
         }
         Ok(json!({}))
@@ -157,17 +183,36 @@ impl Server {
         }
     }
 
+    /// `notifications/resources/updated` to everyone subscribed to task `key`'s output.
     fn send_updated(&mut self, key: u64) {
-        if let Some(t) = self.tasks.get(&key) {
-            let params = json!({"uri": uri(t)});
-            self.notify("notifications/resources/updated", params);
+        let (Some(t), Some(subscription)) = (self.tasks.get(&key), self.subscriptions.get(&key))
+        else {
+            return;
+        };
+        let params = json!({"uri": uri(t)});
+        let listeners: Vec<u64> = subscription.listeners.iter().copied().collect();
+        if subscription.session {
+            self.notify("notifications/resources/updated", params.clone());
+        }
+        for listener in listeners {
+            self.notify_listener(listener, "notifications/resources/updated", params.clone());
         }
     }
 
-    /// Tasks came or went.
+    /// Tasks came or went: `notifications/resources/list_changed` to the session and to the
+    /// listen streams that asked for it.
     pub(super) fn resources_list_changed(&mut self) {
         if self.in_session() {
             self.notify("notifications/resources/list_changed", json!({}));
+        }
+        let listeners: Vec<u64> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.resources_list_changed)
+            .map(|(k, _)| *k)
+            .collect();
+        for listener in listeners {
+            self.notify_listener(listener, "notifications/resources/list_changed", json!({}));
         }
     }
 

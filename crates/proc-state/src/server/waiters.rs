@@ -399,6 +399,9 @@ impl Server {
     /// `notifications/cancelled`: the request gets no response and stops waiting. Requests
     /// answered already, or unknown, are ignored.
     pub(super) fn cancel(&mut self, id: &RequestId) {
+        if self.close_listener(id) {
+            return;
+        }
         let Some(index) = self.waiters.iter().position(|w| w.request().id == *id) else {
             return;
         };
