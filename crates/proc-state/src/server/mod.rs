@@ -564,20 +564,20 @@ impl Server {
         method: &str,
         params: Map<String, Value>,
     ) -> Result<Reply, Error> {
-        let Some(version) = self.version else {
+        if self.version.is_none() {
             return match method {
                 "initialize" => self.initialize(params).map(Reply::Now),
                 "ping" => Ok(Reply::Now(json!({}))),
                 _ => Err(jsonrpc::error(
                     ErrorCode::MethodNotFound,
                     format!(
-                        "Method not found: `{method}` (send `initialize` first; this server speaks protocol versions {})",
+                        "Method not found: `{method}` (send `initialize` first, or use the {} envelope; this server speaks protocol versions {})",
+                        modern::VERSION,
                         supported_versions()
                     ),
                 )),
             };
-        };
-        let _ = version;
+        }
         match method {
             "ping" => Ok(Reply::Now(json!({}))),
             "initialize" => Err(jsonrpc::error(
