@@ -34,8 +34,12 @@ fn a_task_inherits_only_stdin_stdout_and_stderr() {
             );
         }
 
-        let task = server.call("start", json!({"command": "sleep", "args": ["1000"]}));
+        // Looked at once it is settled: while a program starts, the dynamic loader briefly
+        // holds descriptors of its own. (The trailing `exit` keeps the shell from exec'ing
+        // `sleep`, which would start loading again.)
+        let task = server.call("start", json!({"command": "echo ready; sleep 1000; exit"}));
         let pid = support::pid_of(&task);
+        server.wait_for_line(&support::id_of(&task), "ready");
         assert_eq!(
             read_fd_dir(pid),
             vec![0, 1, 2],

@@ -1,4 +1,6 @@
-//! The event loop: one [`Server`] driven exactly as the proc-state crate docs say.
+//! The runtime-agnostic half of a driver: one [`Server`] driven exactly as the proc-state crate
+//! docs say, on any async runtime that can spawn a task and sleep until a deadline
+//! ([`Runtime`]).
 //!
 //! 1. Wait for one event: a result of our own last outputs (spawned, failed, exited), else the
 //!    next [`Event`] from the channel (client bytes, a task's output, SIGCHLD, SIGTERM/SIGINT),
@@ -7,49 +9,207 @@
 //! 3. Drain [`Server::poll_output`] until [`Output::Timeout`], carrying out each output.
 //! 4. Arm the one timer and go to 1.
 //!
-//! Everything runs on the calling thread in a [`LocalExecutor`]; only client stdin has a thread
-//! of its own. The event channel is bounded, and output bytes travel in pooled buffers
-//! ([`crate::pipes`]), so the memory in flight is fixed however fast the tasks print.
+//! The loop runs on the thread that awaits [`Session::serve`] (spawning happens there, which
+//! matters for the parent-death signal); only client stdin has a thread of its own. The event
+//! channel is bounded, and output bytes travel in pooled buffers ([`crate::pipes`]), so the
+//! memory in flight is fixed however fast the tasks print.
+//!
+//! A driver crate is then: a [`Runtime`] implementation, and
+//! `block_on(Session::open(stdin)?.serve(config, stdout, runtime))` on its executor.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_channel::{Receiver, Sender};
 use async_signal::{Signal as OsSignal, Signals};
+use futures_lite::StreamExt as _;
 use proc_state::{Config, ExitStatus, Input, Instant, Now, Output, RunId, Server, Stream};
-use smol::channel::{Receiver, Sender};
-use smol::stream::StreamExt as _;
-use smol::{LocalExecutor, Timer};
 
-use crate::pipes::{Chunk, Pool};
-use crate::runs::Runs;
+use crate::pipes::{self, Chunk, Pool};
+use crate::rlimit;
+use crate::runs::RunTable;
 use crate::stdio::{self, ClientWriter};
 
-/// Buffers for task output in flight, shared by all tasks (each [`crate::pipes::CHUNK_BYTES`]).
+/// Buffers for task output in flight, shared by all tasks (each [`pipes::CHUNK_BYTES`]).
 const OUTPUT_BUFFERS: usize = 8;
 
 /// Capacity of the event channel into the loop.
 const EVENT_QUEUE: usize = 32;
 
+/// What a driver's async runtime provides: spawning the tasks that read pipes and forward
+/// signals, and a timer. Everything else (the reactor, channels, signal handling) is
+/// runtime-agnostic and lives here.
+pub trait Runtime {
+    /// A spawned task. Dropping it must stop the task soon (drop its future), without
+    /// blocking: that is how a released run's pipes get closed.
+    type Task;
+
+    /// Starts `future` and returns its handle. Called on the loop's thread, inside the
+    /// executor that runs [`Session::serve`].
+    fn spawn<F>(&self, future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// A future that completes at `deadline` (on std's monotonic clock), or at once if it has
+    /// passed.
+    fn sleep_until(&self, deadline: std::time::Instant) -> impl Future<Output = ()>;
+}
+
 /// Something that happened outside the loop, sent to it over a bounded channel.
 #[derive(Debug)]
-pub(crate) enum Event {
+#[non_exhaustive]
+pub enum Event {
     /// Bytes from the client.
     ClientBytes(Chunk),
     /// The client closed its end (or reading it failed).
     ClientEof,
     /// Bytes from one of a task's pipes.
     Output {
+        /// The run whose pipe it was.
         run: RunId,
+        /// Which pipe.
         stream: Stream,
+        /// The bytes, in a pooled buffer.
         chunk: Chunk,
     },
     /// End-of-file on one of a task's pipes.
-    StreamClosed { run: RunId, stream: Stream },
+    StreamClosed {
+        /// The run whose pipe it was.
+        run: RunId,
+        /// Which pipe.
+        stream: Stream,
+    },
     /// SIGCHLD: some child changed state.
     ChildSignal,
     /// SIGTERM or SIGINT.
     Terminate,
+}
+
+/// Prepares a server process: raises its limit on open files (see
+/// [`rlimit::raise_nofile_limit`]; a failure is reported on stderr and otherwise ignored) and
+/// replaces a `config.cwd` of `"."` (the default) by the real working directory, which tasks
+/// are shown. A path that is not UTF-8 stays `"."`.
+pub fn startup(mut config: Config) -> Config {
+    if let Err(err) = rlimit::raise_nofile_limit() {
+        eprintln!("proc-mcp: cannot raise the limit on open files (RLIMIT_NOFILE): {err}");
+    }
+    if config.cwd == "." {
+        if let Ok(dir) = std::env::current_dir().map(|dir| dir.into_os_string().into_string()) {
+            config.cwd = dir.unwrap_or(config.cwd);
+        }
+    }
+    config
+}
+
+/// A serving session's plumbing, set up before any runtime runs: the signal handlers
+/// (SIGCHLD, SIGTERM, SIGINT, registered through `async-signal` and removed when the session
+/// ends), the event channel, and the thread that reads the client.
+pub struct Session {
+    signals: Signals,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
+}
+
+impl Session {
+    /// Registers the signal handlers and starts the thread that reads `input` (see
+    /// [`stdio::spawn_client_reader`]).
+    ///
+    /// # Errors
+    /// The signal handlers or the thread could not be created.
+    pub fn open<R>(input: R) -> io::Result<Self>
+    where
+        R: Read + Send + 'static,
+    {
+        // Before the first spawn, so that no SIGCHLD is missed.
+        let signals = Signals::new([OsSignal::Child, OsSignal::Term, OsSignal::Int])?;
+        let (events_tx, events_rx) = async_channel::bounded(EVENT_QUEUE);
+        stdio::spawn_client_reader(input, events_tx.clone())?;
+        Ok(Self {
+            signals,
+            events_tx,
+            events_rx,
+        })
+    }
+
+    /// Serves MCP (the client's lines come from the session's input, the core's go to
+    /// `output`) until the core says [`Output::Exit`], then kills and reaps whatever is left,
+    /// so that no task outlives it. Task ids come from `nanoid` (6 characters).
+    ///
+    /// Await it on a thread that lives as long as the server: on Linux, the tasks'
+    /// parent-death signal is tied to the thread that spawned them.
+    pub async fn serve<Rt, W>(self, config: Config, output: W, runtime: Rt)
+    where
+        Rt: Runtime,
+        W: Write,
+    {
+        let Session {
+            signals,
+            events_tx,
+            events_rx,
+        } = self;
+        let signal_task = runtime.spawn(forward_signals(signals, events_tx.clone()));
+        let mut driver = Driver {
+            server: Server::new(config, Box::new(|| nanoid::nanoid!(6))),
+            runs: RunTable::new(),
+            runtime,
+            events: events_tx,
+            pool: Pool::new(OUTPUT_BUFFERS),
+            client: ClientWriter::new(output),
+            pending: VecDeque::new(),
+            client_eof: false,
+            clock: Clock::new(),
+        };
+        driver.run(&events_rx).await;
+        driver.runs.shutdown();
+        drop(signal_task);
+        drop(driver);
+        // Give back every pooled buffer still queued, so the client reader is never stuck
+        // waiting for one, and let it see the channel closed.
+        events_rx.close();
+        while events_rx.try_recv().is_ok() {}
+    }
+}
+
+/// Turns the signals the server handles into events, each time one arrives.
+async fn forward_signals(mut signals: Signals, events: Sender<Event>) {
+    while let Some(signal) = signals.next().await {
+        let event = match signal {
+            Ok(OsSignal::Child) => Event::ChildSignal,
+            Ok(OsSignal::Term | OsSignal::Int) => Event::Terminate,
+            Ok(_) => continue,
+            Err(err) => {
+                eprintln!("proc-mcp: waiting for signals: {err}");
+                return;
+            }
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Wraps `future` so that it ends, dropping what it holds, once the returned [`AbortOnDrop`]
+/// is dropped. For runtimes whose task handles detach on drop (async-std's `JoinHandle`),
+/// to give [`Runtime::Task`] the cancel-on-drop meaning it needs.
+pub fn abort_on_drop<F>(future: F) -> (impl Future<Output = ()> + Send + 'static, AbortOnDrop)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = async_channel::bounded::<()>(1);
+    let abortable = futures_lite::future::or(future, async move {
+        // Nothing is ever sent: this returns when the sender is dropped.
+        let _ = rx.recv().await;
+    });
+    (abortable, AbortOnDrop { _sender: tx })
+}
+
+/// The handle of a future wrapped by [`abort_on_drop`]: dropping it ends the future at its
+/// next poll (its task is woken for that).
+#[derive(Debug)]
+pub struct AbortOnDrop {
+    _sender: Sender<()>,
 }
 
 /// An input that our own handling of an output produced; fed before anything new.
@@ -67,61 +227,12 @@ enum Wake {
     Timer,
 }
 
-/// Serves MCP on `input`/`output` until the core says [`Output::Exit`].
-///
-/// Registers handlers for SIGCHLD, SIGTERM and SIGINT for as long as it runs.
-pub(crate) fn serve<R, W>(config: Config, input: R, output: W) -> io::Result<()>
-where
-    R: Read + Send + 'static,
-    W: Write,
-{
-    let clock = Clock::new();
-    // Before the first spawn, so that no SIGCHLD is missed.
-    let signals = Signals::new([OsSignal::Child, OsSignal::Term, OsSignal::Int])?;
-    let (events_tx, events_rx) = smol::channel::bounded(EVENT_QUEUE);
-    let executor = LocalExecutor::new();
-    stdio::spawn_client_reader(input, events_tx.clone())?;
-    smol::block_on(executor.run(async {
-        let _signals = executor.spawn(forward_signals(signals, events_tx.clone()));
-        let mut driver = Driver {
-            server: Server::new(config, Box::new(|| nanoid::nanoid!(6))),
-            runs: Runs::new(&executor, events_tx, Pool::new(OUTPUT_BUFFERS)),
-            client: ClientWriter::new(output),
-            pending: VecDeque::new(),
-            client_eof: false,
-            clock,
-        };
-        driver.run(&events_rx).await;
-        driver.runs.shutdown();
-    }));
-    // Give back every pooled buffer still queued, so the client reader is never stuck waiting
-    // for one, and let it see the channel closed.
-    events_rx.close();
-    while events_rx.try_recv().is_ok() {}
-    Ok(())
-}
-
-/// Turns the signals the server handles into events, each time one arrives.
-async fn forward_signals(mut signals: Signals, events: Sender<Event>) {
-    while let Some(signal) = signals.next().await {
-        let event = match signal {
-            Ok(OsSignal::Child) => Event::ChildSignal,
-            Ok(OsSignal::Term | OsSignal::Int) => Event::Terminate,
-            Ok(_) => continue,
-            Err(err) => {
-                eprintln!("proc-smol: waiting for signals: {err}");
-                return;
-            }
-        };
-        if events.send(event).await.is_err() {
-            return;
-        }
-    }
-}
-
-struct Driver<'ex, W> {
+struct Driver<Rt: Runtime, W> {
     server: Server,
-    runs: Runs<'ex>,
+    runs: RunTable<Rt::Task>,
+    runtime: Rt,
+    events: Sender<Event>,
+    pool: Pool,
     client: ClientWriter<W>,
     pending: VecDeque<Pending>,
     /// `ClientEof` was fed: client input is over.
@@ -129,16 +240,17 @@ struct Driver<'ex, W> {
     clock: Clock,
 }
 
-impl<W: Write> Driver<'_, W> {
+impl<Rt: Runtime, W: Write> Driver<Rt, W> {
     /// Runs the loop until the core says [`Output::Exit`].
     async fn run(&mut self, events: &Receiver<Event>) {
-        let mut timer = Timer::never();
+        let mut deadline = None;
         loop {
             // 1. Wait for one event.
             let wake = match self.pending.pop_front() {
                 Some(pending) => Wake::Pending(pending),
                 None => {
-                    smol::future::or(
+                    let runtime = &self.runtime;
+                    futures_lite::future::or(
                         async {
                             match events.recv().await {
                                 Ok(event) => Wake::Event(event),
@@ -147,7 +259,10 @@ impl<W: Write> Driver<'_, W> {
                             }
                         },
                         async {
-                            (&mut timer).await;
+                            match deadline {
+                                Some(deadline) => runtime.sleep_until(deadline).await,
+                                None => futures_lite::future::pending().await,
+                            }
                             Wake::Timer
                         },
                     )
@@ -163,7 +278,7 @@ impl<W: Write> Driver<'_, W> {
             }
             // 3. Drain the outputs; 4. arm the timer.
             match self.drain() {
-                Some(deadline) => timer = deadline.map_or_else(Timer::never, Timer::at),
+                Some(next) => deadline = next,
                 None => return,
             }
         }
@@ -239,11 +354,14 @@ impl<W: Write> Driver<'_, W> {
                     }
                 }
                 Output::Spawn { run, spec } => {
-                    let pending = match self.runs.spawn(run, &spec) {
+                    let (runtime, pool, events) = (&self.runtime, &self.pool, &self.events);
+                    let spawned = self.runs.spawn(run, &spec, |stream, pipe| {
+                        runtime.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
+                    });
+                    self.pending.push_back(match spawned {
                         Ok(pid) => Pending::Spawned { run, pid },
                         Err(error) => Pending::SpawnFailed { run, error },
-                    };
-                    self.pending.push_back(pending);
+                    });
                 }
                 Output::Signal { run, signal } => self.runs.signal(run, signal),
                 Output::Release { run } => self.runs.release(run),
@@ -252,7 +370,7 @@ impl<W: Write> Driver<'_, W> {
                     return Some(deadline.and_then(|deadline| self.clock.to_std(deadline)));
                 }
                 other => {
-                    eprintln!("proc-smol: ignoring an output this driver does not know: {other:?}")
+                    eprintln!("proc-mcp: ignoring an output this driver does not know: {other:?}")
                 }
             }
         }
@@ -291,97 +409,64 @@ impl Clock {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{self, Cursor, Read, Write};
+    use std::io::{self, Read, Write};
     use std::time::Duration;
 
+    use async_executor::{LocalExecutor, Task};
+    use futures_lite::FutureExt as _;
     use proc_state::Config;
 
-    use super::serve;
+    use super::{Runtime, Session, abort_on_drop};
 
-    const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#;
+    /// A runtime made of smol's parts, to test the loop without a driver crate.
+    struct Reference<'ex>(&'ex LocalExecutor<'static>);
 
-    /// Client input that never ends (the thread reading it is left blocked).
-    struct Endless(Cursor<Vec<u8>>);
+    impl Runtime for Reference<'_> {
+        type Task = Task<()>;
 
-    impl Read for Endless {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            match self.0.read(buf)? {
-                0 => loop {
-                    std::thread::park();
-                },
-                n => Ok(n),
-            }
+        fn spawn<F>(&self, future: F) -> Task<()>
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            self.0.spawn(future)
+        }
+
+        async fn sleep_until(&self, deadline: std::time::Instant) {
+            async_io::Timer::at(deadline).await;
         }
     }
 
-    /// A client that closed its end of our stdout.
-    struct Closed;
-
-    impl Write for Closed {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::ErrorKind::BrokenPipe.into())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
+    fn serve<R, W>(config: Config, input: R, output: W) -> io::Result<()>
+    where
+        R: Read + Send + 'static,
+        W: Write,
+    {
+        let session = Session::open(input)?;
+        let executor = LocalExecutor::new();
+        async_io::block_on(executor.run(session.serve(config, output, Reference(&executor))));
+        Ok(())
     }
 
-    #[test]
-    fn client_eof_ends_the_server() {
-        let mut out = Vec::new();
-        serve(Config::default(), Cursor::new(Vec::new()), &mut out).expect("serve");
-        assert_eq!(out, b"");
-    }
+    crate::driver_tests!(serve);
 
     #[test]
-    fn answers_in_lines_then_ends_at_eof() {
-        let input = format!("{INITIALIZE}\n").into_bytes();
-        let mut out = Vec::new();
-        serve(Config::default(), Cursor::new(input), &mut out).expect("serve");
-        let text = String::from_utf8(out).expect("utf-8");
-        assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(text.ends_with('\n'));
-        assert!(
-            text.starts_with(r#"{"jsonrpc":"2.0","id":0,"result":"#),
-            "{text}"
-        );
-    }
+    fn abort_on_drop_ends_the_future_and_drops_what_it_holds() {
+        let (held, watch) = async_channel::bounded::<()>(1);
+        let (future, abort) = abort_on_drop(async move {
+            let _held = held;
+            futures_lite::future::pending::<()>().await;
+        });
+        let thread = std::thread::spawn(move || async_io::block_on(future));
+        drop(abort);
+        thread.join().expect("the future ended");
+        // Its captures were dropped with it.
+        assert!(watch.is_closed());
 
-    #[test]
-    fn tasks_are_stopped_and_reaped_before_the_server_ends() {
-        let input = [
-            INITIALIZE,
-            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"start","arguments":{"command":"sleep","args":["1000"]}}}"#,
-            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"start","arguments":{"command":"sleep 1000 & sleep 1000 & wait"}}}"#,
-            "",
-        ]
-        .join("\n");
-        let mut out = Vec::new();
-        serve(Config::default(), Cursor::new(input.into_bytes()), &mut out).expect("serve");
-        let text = String::from_utf8(out).expect("utf-8");
-        let pids: Vec<i32> = text
-            .lines()
-            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON line"))
-            .filter_map(|message| message["result"]["structuredContent"]["pid"].as_i64())
-            .map(|pid| i32::try_from(pid).expect("pid"))
-            .collect();
-        assert_eq!(pids.len(), 2, "{text}");
-        for pid in pids {
-            // Reaped: gone from /proc; and everything in its process group was signalled
-            // (grandchildren may take a moment to die: wait for that, by pidfd).
-            assert_eq!(crate::testutil::stat(pid), None, "{pid} not reaped");
-            for (member, _) in crate::testutil::group_members(pid) {
-                let dead = crate::testutil::wait_terminated(member, Duration::from_secs(10));
-                assert!(dead, "{member} of group {pid} survives");
-            }
-        }
-    }
-
-    #[test]
-    fn a_closed_stdout_counts_as_client_eof() {
-        let input = format!("{INITIALIZE}\n").into_bytes();
-        // Returns although stdin never ends: the failed write ended the session.
-        serve(Config::default(), Endless(Cursor::new(input)), Closed).expect("serve");
+        // Not dropped: it runs to completion as usual.
+        let (future, _abort) = abort_on_drop(async {});
+        async_io::block_on(future.or(async {
+            async_io::Timer::after(Duration::from_secs(10)).await;
+            panic!("the future did not complete");
+        }));
     }
 }

@@ -1,6 +1,10 @@
 //! Reading pipes with bounded memory: a small pool of reusable read buffers, and the task that
 //! pumps one of a child's output pipes into the event loop.
 //!
+//! Runtime-agnostic: pipes are watched by [`async_io::Async`] (the reactor that smol and
+//! async-std both run on) and buffers travel in [`async_channel`] channels; any executor can
+//! run [`pump`].
+//!
 //! The pool is the backpressure: a reader takes a buffer only once its pipe is readable, and the
 //! buffer comes back when the event loop has handed the bytes to the core. With every buffer in
 //! flight, readers wait, the pipes fill up, and a child that floods output blocks in `write(2)`
@@ -10,27 +14,27 @@ use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::fd::OwnedFd;
 
+use async_channel::{Receiver, Sender};
+use async_io::Async;
 use proc_state::{RunId, Stream};
-use smol::Async;
-use smol::channel::{Receiver, Sender};
 
-use crate::event_loop::Event;
+use crate::driver::Event;
 
 /// Bytes per read, from a child's pipe or from the client.
-pub(crate) const CHUNK_BYTES: usize = 64 << 10;
+pub const CHUNK_BYTES: usize = 64 << 10;
 
 /// A fixed number of [`CHUNK_BYTES`] buffers, allocated on first use and then reused.
 #[derive(Clone, Debug)]
-pub(crate) struct Pool {
+pub struct Pool {
     free_tx: Sender<Vec<u8>>,
     free_rx: Receiver<Vec<u8>>,
 }
 
 impl Pool {
     /// A pool of `buffers` buffers (at least one).
-    pub(crate) fn new(buffers: usize) -> Self {
+    pub fn new(buffers: usize) -> Self {
         let buffers = buffers.max(1);
-        let (free_tx, free_rx) = smol::channel::bounded(buffers);
+        let (free_tx, free_rx) = async_channel::bounded(buffers);
         for _ in 0..buffers {
             // Capacity 0: memory is only taken when a buffer is first used.
             let _ = free_tx.try_send(Vec::new());
@@ -39,13 +43,13 @@ impl Pool {
     }
 
     /// Waits for a free buffer.
-    pub(crate) async fn take(&self) -> Vec<u8> {
+    pub async fn take(&self) -> Vec<u8> {
         let buf = self.free_rx.recv().await.unwrap_or_default();
         Self::ready(buf)
     }
 
     /// Blocks the calling thread until a buffer is free (for the client reader thread).
-    pub(crate) fn take_blocking(&self) -> Vec<u8> {
+    pub fn take_blocking(&self) -> Vec<u8> {
         let buf = self.free_rx.recv_blocking().unwrap_or_default();
         Self::ready(buf)
     }
@@ -58,7 +62,7 @@ impl Pool {
     }
 
     /// Wraps `len` bytes read into `buf` as a chunk that returns `buf` here when dropped.
-    pub(crate) fn chunk(&self, buf: Vec<u8>, len: usize) -> Chunk {
+    pub fn chunk(&self, buf: Vec<u8>, len: usize) -> Chunk {
         Chunk {
             len: len.min(buf.len()),
             buf,
@@ -66,15 +70,15 @@ impl Pool {
         }
     }
 
-    /// Gives back a buffer that was taken but not filled.
-    pub(crate) fn put_back(&self, buf: Vec<u8>) {
+    /// Gives back a buffer that was taken but not filled (a [`Chunk`] goes back by itself).
+    pub fn put_back(&self, buf: Vec<u8>) {
         let _ = self.free_tx.try_send(buf);
     }
 }
 
 /// Bytes read from a pipe, in a pooled buffer that goes back to its [`Pool`] on drop.
 #[derive(Debug)]
-pub(crate) struct Chunk {
+pub struct Chunk {
     buf: Vec<u8>,
     len: usize,
     home: Sender<Vec<u8>>,
@@ -82,7 +86,7 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     /// The bytes that were read.
-    pub(crate) fn bytes(&self) -> &[u8] {
+    pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
@@ -98,15 +102,9 @@ impl Drop for Chunk {
 /// Reads one of `run`'s output pipes until end-of-file, sending [`Event::Output`] for each read
 /// and [`Event::StreamClosed`] at the end (also after a read error, which is reported on
 /// stderr). Returns early if the event loop is gone. Cancel it by dropping its task.
-pub(crate) async fn pump(
-    run: RunId,
-    stream: Stream,
-    pipe: OwnedFd,
-    pool: Pool,
-    events: Sender<Event>,
-) {
+pub async fn pump(run: RunId, stream: Stream, pipe: OwnedFd, pool: Pool, events: Sender<Event>) {
     if let Err(err) = pump_until_eof(run, stream, pipe, &pool, &events).await {
-        eprintln!("proc-smol: reading {} of {run}: {err}", stream.as_str());
+        eprintln!("proc-mcp: reading {} of {run}: {err}", stream.as_str());
     }
     let _ = events.send(Event::StreamClosed { run, stream }).await;
 }

@@ -1,5 +1,6 @@
-//! The driver's table of live runs: what the core's `Spawn`, `Signal` and `Release` outputs do,
-//! and how SIGCHLD turns into `Exited` inputs.
+//! The table of live runs: what the core's `Spawn`, `Signal` and `Release` outputs do, and how
+//! SIGCHLD turns into `Exited` inputs. Runtime-agnostic: the driver says how to start the
+//! tasks that read a run's pipes, and gets them back to drop (which must stop them).
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -7,80 +8,81 @@ use std::process::ChildStdin;
 
 use nix::unistd::Pid;
 use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
-use smol::channel::Sender;
-use smol::{LocalExecutor, Task};
 
-use crate::event_loop::Event;
-use crate::pipes::{self, Pool};
 use crate::process;
 
 /// One spawned process, from `Spawn` until `Release`.
-struct Run {
-    /// Also the process group id; stays reserved until we reap it in [`Runs::release`].
+struct Run<P> {
+    /// Also the process group id; stays reserved until we reap it in [`RunTable::release`].
     pid: Pid,
     /// `Exited` was reported for it (the leader is a zombie now).
     exited: bool,
     /// The write end of its stdin, for [`proc_state::StdinMode::Piped`]; closed on release.
     _stdin: Option<ChildStdin>,
-    /// The stdout and stderr pumps; dropping them cancels them and closes the pipes.
-    _pumps: [Task<()>; 2],
+    /// What reads its stdout and its stderr; dropping them stops them and closes the pipes.
+    _pumps: [P; 2],
 }
 
-/// Every run the core has not released yet, plus the output pumps that feed the event loop.
-pub(crate) struct Runs<'ex> {
-    executor: &'ex LocalExecutor<'static>,
-    events: Sender<Event>,
-    pool: Pool,
-    live: BTreeMap<RunId, Run>,
+/// Every run the core has not released yet. `P` is the driver's handle on the task that reads
+/// one of a run's pipes (for example `smol::Task<()>`): dropping it must stop that task, and
+/// the task must then drop the pipe.
+pub struct RunTable<P> {
+    live: BTreeMap<RunId, Run<P>>,
     /// Released before they exited (a contract breach of the core): killed, reaped when they
     /// exit.
     orphans: Vec<Pid>,
 }
 
-impl<'ex> Runs<'ex> {
-    /// An empty table whose pumps run on `executor`, read into `pool` and send to `events`.
-    pub(crate) fn new(
-        executor: &'ex LocalExecutor<'static>,
-        events: Sender<Event>,
-        pool: Pool,
-    ) -> Self {
+impl<P> Default for RunTable<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P> RunTable<P> {
+    /// An empty table.
+    pub fn new() -> Self {
         Self {
-            executor,
-            events,
-            pool,
             live: BTreeMap::new(),
             orphans: Vec::new(),
         }
     }
 
     /// Whether `run` was spawned and not released: events about other runs are stale.
-    pub(crate) fn is_live(&self, run: RunId) -> bool {
+    pub fn is_live(&self, run: RunId) -> bool {
         self.live.contains_key(&run)
     }
 
-    /// Spawns `spec` for `run` (see [`process::spawn`]) and starts pumping its stdout and
-    /// stderr. Returns the pid, which is also the process group id.
+    /// How many runs are live (spawned and not released).
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no run is live.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// Spawns `spec` for `run` (see [`process::spawn`]) and starts reading its stdout and its
+    /// stderr with `pump(stream, pipe)`, which returns a handle that stops the reader when
+    /// dropped. Returns the pid, which is also the process group id.
     ///
     /// # Errors
-    /// The reason, for people, when the process could not be started.
-    pub(crate) fn spawn(&mut self, run: RunId, spec: &SpawnSpec) -> Result<u32, String> {
+    /// The reason, for people, when the process could not be started (`pump` is not called).
+    pub fn spawn(
+        &mut self,
+        run: RunId,
+        spec: &SpawnSpec,
+        mut pump: impl FnMut(Stream, OwnedFd) -> P,
+    ) -> Result<u32, String> {
         if self.live.contains_key(&run) {
             return Err(format!("internal error: {run} was spawned twice"));
         }
         let child = process::spawn(spec)?;
         let pumps = [
-            (Stream::Stdout, OwnedFd::from(child.stdout)),
-            (Stream::Stderr, OwnedFd::from(child.stderr)),
-        ]
-        .map(|(stream, pipe)| {
-            self.executor.spawn(pipes::pump(
-                run,
-                stream,
-                pipe,
-                self.pool.clone(),
-                self.events.clone(),
-            ))
-        });
+            pump(Stream::Stdout, OwnedFd::from(child.stdout)),
+            pump(Stream::Stderr, OwnedFd::from(child.stderr)),
+        ];
         self.live.insert(
             run,
             Run {
@@ -96,13 +98,13 @@ impl<'ex> Runs<'ex> {
 
     /// Sends `signal` to `run`'s process group; nothing for a run that was released or never
     /// started. Failures other than "already gone" are reported on stderr.
-    pub(crate) fn signal(&self, run: RunId, signal: Signal) {
+    pub fn signal(&self, run: RunId, signal: Signal) {
         let Some(entry) = self.live.get(&run) else {
             return;
         };
         if let Err(err) = process::signal_group(entry.pid, signal) {
             eprintln!(
-                "proc-smol: cannot send {signal} to process group {} of {run}: {err}",
+                "proc-mcp: cannot send {signal} to process group {} of {run}: {err}",
                 entry.pid
             );
         }
@@ -110,7 +112,8 @@ impl<'ex> Runs<'ex> {
 
     /// After SIGCHLD: every live run whose process has exited since the last call, with its
     /// status, once per run, in run order. The processes are not reaped (waitid `WNOWAIT`).
-    pub(crate) fn collect_exits(&mut self) -> Vec<(RunId, ExitStatus)> {
+    /// Also reaps the orphans that have exited.
+    pub fn collect_exits(&mut self) -> Vec<(RunId, ExitStatus)> {
         self.orphans
             .retain(|&pid| matches!(process::try_reap(pid), Ok(false)));
         let mut exits = Vec::new();
@@ -127,7 +130,7 @@ impl<'ex> Runs<'ex> {
                     // -1, which no real exit has (waitid(2) reports 0..=255), so the core does
                     // not wait for it forever.
                     eprintln!(
-                        "proc-smol: cannot wait for process {} of {run}: {err}",
+                        "proc-mcp: cannot wait for process {} of {run}: {err}",
                         entry.pid
                     );
                     entry.exited = true;
@@ -140,7 +143,11 @@ impl<'ex> Runs<'ex> {
 
     /// Forgets `run`: stops its pumps, closes its pipes and reaps its process, which frees its
     /// pid and process group id. Nothing for an unknown run (e.g. one that failed to spawn).
-    pub(crate) fn release(&mut self, run: RunId) {
+    ///
+    /// A process that is still running (the core breached its contract) has its process group
+    /// killed and is reaped after a later [`RunTable::collect_exits`] or at
+    /// [`RunTable::shutdown`], never blocking the caller.
+    pub fn release(&mut self, run: RunId) {
         let Some(entry) = self.live.remove(&run) else {
             return;
         };
@@ -150,7 +157,7 @@ impl<'ex> Runs<'ex> {
     /// Releases every run still in the table, killing the process groups of those still
     /// running, and reaps them (blocking). For the end of the server: no process it started
     /// may outlive it.
-    pub(crate) fn shutdown(&mut self) {
+    pub fn shutdown(&mut self) {
         for (run, entry) in std::mem::take(&mut self.live) {
             self.dispose(run, entry);
         }
@@ -159,9 +166,9 @@ impl<'ex> Runs<'ex> {
         }
     }
 
-    fn dispose(&mut self, run: RunId, entry: Run) {
+    fn dispose(&mut self, run: RunId, entry: Run<P>) {
         let (pid, exited) = (entry.pid, entry.exited);
-        // Cancels the pumps and closes our ends of its pipes.
+        // Stops the pumps, which close our ends of its pipes.
         drop(entry);
         let still_running = if exited {
             Ok(false)
@@ -171,12 +178,12 @@ impl<'ex> Runs<'ex> {
         match still_running {
             Ok(false) => {
                 if let Err(err) = process::reap(pid) {
-                    eprintln!("proc-smol: cannot reap process {pid} of {run}: {err}");
+                    eprintln!("proc-mcp: cannot reap process {pid} of {run}: {err}");
                 }
             }
             Ok(true) => {
                 eprintln!(
-                    "proc-smol: {run} was released while process {pid} still runs: \
+                    "proc-mcp: {run} was released while process {pid} still runs: \
                      killing its process group"
                 );
                 let _ = process::signal_group(pid, Signal::Kill);
@@ -194,16 +201,47 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use async_channel::{Receiver, Sender};
+    use async_executor::{LocalExecutor, Task};
+    use async_io::Timer;
     use async_signal::{Signal as OsSignal, Signals};
-    use proc_state::{ExitStatus, RunId, Signal, Stream};
-    use smol::channel::Receiver;
-    use smol::stream::StreamExt as _;
-    use smol::{LocalExecutor, Timer};
+    use futures_lite::StreamExt as _;
+    use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
 
-    use super::Runs;
-    use crate::event_loop::Event;
-    use crate::pipes::Pool;
+    use super::RunTable;
+    use crate::driver::Event;
+    use crate::pipes::{self, Pool};
     use crate::testutil::{group_members, sh, spec, stat, wait_terminated};
+
+    /// The table as a driver uses it: pumps on a local executor, into a small pool.
+    struct Runs<'ex> {
+        table: RunTable<Task<()>>,
+        executor: &'ex LocalExecutor<'static>,
+        events: Sender<Event>,
+        pool: Pool,
+    }
+
+    impl Runs<'_> {
+        fn spawn(&mut self, run: RunId, spec: &SpawnSpec) -> Result<u32, String> {
+            let (executor, events, pool) = (self.executor, &self.events, &self.pool);
+            self.table.spawn(run, spec, |stream, pipe| {
+                executor.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
+            })
+        }
+    }
+
+    impl std::ops::Deref for Runs<'_> {
+        type Target = RunTable<Task<()>>;
+        fn deref(&self) -> &Self::Target {
+            &self.table
+        }
+    }
+
+    impl std::ops::DerefMut for Runs<'_> {
+        fn deref_mut(&mut self) -> &mut Self::Target {
+            &mut self.table
+        }
+    }
 
     /// What the event loop would have fed the core for one run.
     #[derive(Debug, Default)]
@@ -235,14 +273,14 @@ mod tests {
                 Event(Event),
                 Child,
             }
-            let woke = smol::future::or(
+            let woke = futures_lite::future::or(
                 async { Woke::Event(self.events.recv().await.expect("channel open")) },
                 async {
                     self.signals.next().await;
                     Woke::Child
                 },
             );
-            let woke = smol::future::or(woke, async {
+            let woke = futures_lite::future::or(woke, async {
                 Timer::after(Duration::from_secs(30)).await;
                 panic!("no event within 30 s");
             })
@@ -281,14 +319,19 @@ mod tests {
     fn with_runs(test: impl AsyncFnOnce(&mut Runs<'_>, &mut Harness)) {
         let executor = LocalExecutor::new();
         let signals = Signals::new([OsSignal::Child]).expect("SIGCHLD handler");
-        let (tx, rx) = smol::channel::bounded(4);
+        let (tx, rx) = async_channel::bounded(4);
         let mut harness = Harness {
             events: rx,
             signals,
             seen: BTreeMap::new(),
         };
-        smol::block_on(executor.run(async {
-            let mut runs = Runs::new(&executor, tx, Pool::new(2));
+        async_io::block_on(executor.run(async {
+            let mut runs = Runs {
+                table: RunTable::new(),
+                executor: &executor,
+                events: tx,
+                pool: Pool::new(2),
+            };
             test(&mut runs, &mut harness).await;
             runs.shutdown();
         }));
@@ -379,7 +422,7 @@ mod tests {
                 (10_000_000, 1_000_000)
             );
             assert!(seen.stdout.iter().chain(&seen.stderr).all(|&b| b == 0));
-            assert!(seen.chunks >= 11_000_000 / crate::pipes::CHUNK_BYTES);
+            assert!(seen.chunks >= 11_000_000 / pipes::CHUNK_BYTES);
             assert_eq!(seen.exit, Some(ExitStatus::Code(0)));
             runs.release(run);
         });

@@ -7,9 +7,9 @@
 use std::io::{self, Read, Write};
 use std::thread;
 
-use smol::channel::Sender;
+use async_channel::Sender;
 
-use crate::event_loop::Event;
+use crate::driver::Event;
 use crate::pipes::Pool;
 
 /// Buffers for client input in flight (each [`crate::pipes::CHUNK_BYTES`]).
@@ -23,12 +23,12 @@ const CLIENT_BUFFERS: usize = 2;
 ///
 /// # Errors
 /// The thread could not be created.
-pub(crate) fn spawn_client_reader<R>(input: R, events: Sender<Event>) -> io::Result<()>
+pub fn spawn_client_reader<R>(input: R, events: Sender<Event>) -> io::Result<()>
 where
     R: Read + Send + 'static,
 {
     thread::Builder::new()
-        .name("proc-smol-client".to_owned())
+        .name("proc-mcp-client".to_owned())
         .stack_size(64 << 10)
         .spawn(move || read_client(input, &Pool::new(CLIENT_BUFFERS), &events))?;
     Ok(())
@@ -49,7 +49,7 @@ fn read_client<R: Read>(mut input: R, pool: &Pool, events: &Sender<Event>) {
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => pool.put_back(buf),
             Err(err) => {
-                eprintln!("proc-smol: reading from the client (stdin): {err}");
+                eprintln!("proc-mcp: reading from the client (stdin): {err}");
                 break;
             }
         }
@@ -58,24 +58,25 @@ fn read_client<R: Read>(mut input: R, pool: &Pool, events: &Sender<Event>) {
 }
 
 /// Writes the core's lines to the client, flushing each.
-pub(crate) struct ClientWriter<W> {
+pub struct ClientWriter<W> {
     out: W,
     open: bool,
 }
 
 impl<W: Write> ClientWriter<W> {
-    pub(crate) fn new(out: W) -> Self {
+    /// A writer to `out`, which must be blocking (never `O_NONBLOCK`).
+    pub fn new(out: W) -> Self {
         Self { out, open: true }
     }
 
     /// Writes `line` (a complete message ending in `\n`) and flushes it, blocking while the
     /// client does not read. Returns `false` if the client can no longer be written to (broken
     /// pipe, or any other write error, reported on stderr); later lines are then dropped.
-    pub(crate) fn transmit(&mut self, line: &[u8]) -> bool {
+    pub fn transmit(&mut self, line: &[u8]) -> bool {
         if self.open {
             if let Err(err) = self.out.write_all(line).and_then(|()| self.out.flush()) {
                 if err.kind() != io::ErrorKind::BrokenPipe {
-                    eprintln!("proc-smol: writing to the client (stdout): {err}");
+                    eprintln!("proc-mcp: writing to the client (stdout): {err}");
                 }
                 self.open = false;
             }

@@ -1,6 +1,9 @@
-//! Helpers for the tests: looking at processes through /proc and waiting for them by event
-//! (blocking waitid, pidfd), never by sleeping.
+//! Helpers for tests, here and in the driver crates (feature `testutil`): looking at processes
+//! through /proc and waiting for them by event (blocking waitid, pidfd), never by sleeping;
+//! and [`driver_tests!`](crate::driver_tests), the tests every driver's `serve` must pass.
+//! Linux only (they read `/proc`). Not a stable API.
 
+use std::io::{self, Cursor, Read, Write};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -11,7 +14,7 @@ use proc_state::{ExitStatus, SpawnSpec, StdinMode};
 use crate::process;
 
 /// A spec for `program args...` with stdin `/dev/null`, no cwd, no env.
-pub(crate) fn spec(program: &str, args: &[&str]) -> SpawnSpec {
+pub fn spec(program: &str, args: &[&str]) -> SpawnSpec {
     SpawnSpec {
         program: program.to_owned(),
         args: args.iter().map(|&arg| arg.to_owned()).collect(),
@@ -22,20 +25,25 @@ pub(crate) fn spec(program: &str, args: &[&str]) -> SpawnSpec {
 }
 
 /// `sh -c script`.
-pub(crate) fn sh(script: &str) -> SpawnSpec {
+pub fn sh(script: &str) -> SpawnSpec {
     spec("/bin/sh", &["-c", script])
 }
 
 /// Fields of /proc/<pid>/stat: state, ppid, pgrp, session; `None` once the pid is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Stat {
+pub struct Stat {
+    /// `R`, `S`, `Z`...
     pub state: char,
+    /// Parent's pid.
     pub ppid: i32,
+    /// Process group id.
     pub pgrp: i32,
+    /// Session id.
     pub session: i32,
 }
 
-pub(crate) fn stat(pid: i32) -> Option<Stat> {
+/// The [`Stat`] of `pid`; `None` once it is gone (reaped).
+pub fn stat(pid: i32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain anything: parse after the last ')'.
     let rest = &text[text.rfind(')')? + 1..];
@@ -51,7 +59,7 @@ pub(crate) fn stat(pid: i32) -> Option<Stat> {
 }
 
 /// Every process in process group `pgid`, with its state.
-pub(crate) fn group_members(pgid: i32) -> Vec<(i32, char)> {
+pub fn group_members(pgid: i32) -> Vec<(i32, char)> {
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -71,7 +79,7 @@ pub(crate) fn group_members(pgid: i32) -> Vec<(i32, char)> {
 }
 
 /// Blocks until our child `pid` has exited (without reaping it) and returns how.
-pub(crate) fn wait_exited(pid: Pid) -> ExitStatus {
+pub fn wait_exited(pid: Pid) -> ExitStatus {
     // SAFETY: zeroed siginfo_t is valid; waitid only writes into it.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     loop {
@@ -97,7 +105,7 @@ pub(crate) fn wait_exited(pid: Pid) -> ExitStatus {
 
 /// Waits (pidfd_open(2) + poll(2)) until `pid` — any process, not only our children — has
 /// terminated; `true` if it did within `timeout` or was gone already.
-pub(crate) fn wait_terminated(pid: i32, timeout: Duration) -> bool {
+pub fn wait_terminated(pid: i32, timeout: Duration) -> bool {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -115,4 +123,218 @@ pub(crate) fn wait_terminated(pid: i32, timeout: Duration) -> bool {
     // SAFETY: `fd` was returned by pidfd_open and is closed once.
     unsafe { libc::close(fd) };
     ready == 1
+}
+
+/// The open descriptors of process `pid`, in order (from `/proc/<pid>/fd`).
+///
+/// # Panics
+/// If the directory cannot be read (no such process, or not ours to look at).
+pub fn open_fds(pid: i32) -> Vec<i32> {
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|err| panic!("read /proc/{pid}/fd: {err}"))
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+/// Client input that never ends: its bytes, then a read that blocks forever (the thread
+/// reading it is left parked).
+pub struct Endless(pub Cursor<Vec<u8>>);
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.read(buf)? {
+            0 => loop {
+                std::thread::park();
+            },
+            n => Ok(n),
+        }
+    }
+}
+
+/// A client that closed its end of our stdout: every write is `BrokenPipe`.
+pub struct Closed;
+
+impl Write for Closed {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A pipe: (read end, write end), both blocking and close-on-exec.
+///
+/// # Panics
+/// If pipe(2) fails.
+pub fn pipe() -> (std::fs::File, std::fs::File) {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
+    (read.into(), write.into())
+}
+
+/// An `initialize` request (id 0, protocol version 2025-06-18), one line without newline.
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"0"}}}"#;
+
+#[doc(hidden)]
+pub use serde_json;
+
+/// The tests every driver must pass, as `#[test]` functions in the module that invokes it.
+/// `$serve` is the driver's
+/// `fn<R: Read + Send + 'static, W: Write>(Config, R, W) -> io::Result<()>`: it serves MCP with
+/// the client's messages read from `R` and the core's lines written to `W`.
+#[macro_export]
+macro_rules! driver_tests {
+    ($serve:path) => {
+        #[test]
+        fn client_eof_ends_the_server() {
+            let mut out = Vec::new();
+            $serve(
+                ::proc_state::Config::default(),
+                ::std::io::Cursor::new(Vec::new()),
+                &mut out,
+            )
+            .expect("serve");
+            assert_eq!(out, b"");
+        }
+
+        #[test]
+        fn answers_in_lines_then_ends_at_eof() {
+            let input = format!("{}\n", $crate::testutil::INITIALIZE).into_bytes();
+            let mut out = Vec::new();
+            $serve(
+                ::proc_state::Config::default(),
+                ::std::io::Cursor::new(input),
+                &mut out,
+            )
+            .expect("serve");
+            let text = String::from_utf8(out).expect("utf-8");
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(text.ends_with('\n'));
+            assert!(
+                text.starts_with(r#"{"jsonrpc":"2.0","id":0,"result":"#),
+                "{text}"
+            );
+        }
+
+        #[test]
+        fn tasks_are_stopped_and_reaped_before_the_server_ends() {
+            use $crate::testutil::serde_json::{self, Value};
+            let input = [
+                $crate::testutil::INITIALIZE,
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"start","arguments":{"command":"sleep","args":["1000"]}}}"#,
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"start","arguments":{"command":"sleep 1000 & sleep 1000 & wait"}}}"#,
+                "",
+            ]
+            .join("\n");
+            let mut out = Vec::new();
+            $serve(
+                ::proc_state::Config::default(),
+                ::std::io::Cursor::new(input.into_bytes()),
+                &mut out,
+            )
+            .expect("serve");
+            let text = String::from_utf8(out).expect("utf-8");
+            let pids: Vec<i32> = text
+                .lines()
+                .map(|line| serde_json::from_str::<Value>(line).expect("JSON line"))
+                .filter_map(|message| message["result"]["structuredContent"]["pid"].as_i64())
+                .map(|pid| i32::try_from(pid).expect("pid"))
+                .collect();
+            assert_eq!(pids.len(), 2, "{text}");
+            for pid in pids {
+                // Reaped: gone from /proc; and everything in its process group was signalled
+                // (grandchildren may take a moment to die: wait for that, by pidfd).
+                assert_eq!($crate::testutil::stat(pid), None, "{pid} not reaped");
+                for (member, _) in $crate::testutil::group_members(pid) {
+                    let dead = $crate::testutil::wait_terminated(
+                        member,
+                        ::std::time::Duration::from_secs(10),
+                    );
+                    assert!(dead, "{member} of group {pid} survives");
+                }
+            }
+        }
+
+        #[test]
+        fn a_closed_stdout_counts_as_client_eof() {
+            let input = format!("{}\n", $crate::testutil::INITIALIZE).into_bytes();
+            // Returns although stdin never ends: the failed write ended the session.
+            $serve(
+                ::proc_state::Config::default(),
+                $crate::testutil::Endless(::std::io::Cursor::new(input)),
+                $crate::testutil::Closed,
+            )
+            .expect("serve");
+        }
+
+        #[test]
+        fn output_of_a_task_reaches_its_logs() {
+            use $crate::testutil::serde_json::{self, Value};
+            // `wait` is not a tool: stop waits for the exit, then logs reads what it printed.
+            let input = [
+                $crate::testutil::INITIALIZE,
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"start","arguments":{"command":"echo out; echo err >&2; sleep 1000","name":"t"}}}"#,
+            ]
+            .join("\n")
+                + "\n";
+            let (reader, mut writer) = $crate::testutil::pipe();
+            ::std::io::Write::write_all(&mut writer, input.as_bytes()).expect("write");
+            let (lines_tx, lines_rx) = ::std::sync::mpsc::channel::<Value>();
+            /// Sends every line it is given to the test, parsed.
+            struct Lines(::std::sync::mpsc::Sender<Value>, Vec<u8>);
+            impl ::std::io::Write for Lines {
+                fn write(&mut self, buf: &[u8]) -> ::std::io::Result<usize> {
+                    self.1.extend_from_slice(buf);
+                    while let Some(end) = self.1.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = self.1.drain(..=end).collect();
+                        let _ = self.0.send(serde_json::from_slice(&line).expect("JSON line"));
+                    }
+                    Ok(buf.len())
+                }
+                fn flush(&mut self) -> ::std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            let server = ::std::thread::spawn(move || {
+                $serve(::proc_state::Config::default(), reader, Lines(lines_tx, Vec::new()))
+            });
+            let timeout = ::std::time::Duration::from_secs(20);
+            let deadline = ::std::time::Instant::now() + timeout;
+            let mut next_id = 2;
+            let texts = loop {
+                let request = format!(
+                    r#"{{"jsonrpc":"2.0","id":{next_id},"method":"tools/call","params":{{"name":"logs","arguments":{{"id":"t"}}}}}}"#
+                );
+                ::std::io::Write::write_all(&mut writer, format!("{request}\n").as_bytes())
+                    .expect("write");
+                let response = loop {
+                    let message = lines_rx.recv_timeout(timeout).expect("a response");
+                    if message["id"] == next_id {
+                        break message;
+                    }
+                };
+                next_id += 1;
+                let mut texts: Vec<String> = response["result"]["structuredContent"]["lines"]
+                    .as_array()
+                    .expect("lines")
+                    .iter()
+                    .map(|line| line["text"].as_str().expect("text").to_owned())
+                    .collect();
+                texts.sort();
+                if texts.len() == 2 {
+                    break texts;
+                }
+                assert!(::std::time::Instant::now() < deadline, "logs: {response}");
+                ::std::thread::sleep(::std::time::Duration::from_millis(10));
+            };
+            assert_eq!(texts, ["err", "out"]);
+            // EOF: the server stops the task and ends.
+            drop(writer);
+            server.join().expect("server thread").expect("serve");
+        }
+    };
 }

@@ -1,10 +1,16 @@
 //! # proc-smol: the smol driver of proc-mcp
 //!
 //! Runs the sans-IO core ([`proc_state::Server`]) against the real world on the
-//! [smol](https://docs.rs/smol) runtime: it reads MCP messages from stdin and writes the core's
-//! lines to stdout, spawns each task in its own session and process group, pumps the tasks'
-//! stdout and stderr into the core, reports their exits, signals their process groups, and
-//! keeps the core's one timer. The whole API is [`serve_stdio`].
+//! [smol](https://docs.rs/smol) runtime, the primary runtime of proc-mcp: it reads MCP messages
+//! from stdin and writes the core's lines to stdout, spawns each task in its own session and
+//! process group, pumps the tasks' stdout and stderr into the core, reports their exits,
+//! signals their process groups, and keeps the core's one timer. The whole API is
+//! [`serve_stdio`].
+//!
+//! The work is shared with the other drivers through `proc-os` (spawning, signals, reaping,
+//! descriptor and rlimit hygiene, pipes, the event loop itself); this crate supplies smol's
+//! parts: a [`smol::LocalExecutor`] on the calling thread for the loop and the tasks that read
+//! pipes, and [`smol::Timer`] for the core's timer.
 //!
 //! ## How the OS is used
 //! - **Spawning** (setsid(2), prctl(2)): each task is the leader of a new session and process
@@ -27,17 +33,14 @@
 //!   lines goes to stdout; diagnostics go to stderr.
 //! - **Signals to the server**: SIGTERM and SIGINT become [`proc_state::Input::Terminate`],
 //!   each time.
-//!
-//! Modules: `process` (spawn, killpg, waitid, reap), `pipes` (buffer pool, output pumps),
-//! `runs` (the table of live runs), `stdio` (client in and out), `event_loop` (the loop).
 
-mod event_loop;
-mod pipes;
-mod process;
-mod runs;
-mod stdio;
-#[cfg(test)]
-mod testutil;
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+
+use proc_os::driver::{self, Runtime, Session};
+use smol::{LocalExecutor, Task, Timer};
 
 /// Serves MCP over this process's stdin and stdout until the core has stopped every task and
 /// says [`proc_state::Output::Exit`] (after the client closed stdin, or after SIGTERM/SIGINT).
@@ -56,15 +59,43 @@ mod testutil;
 /// Only for failures to set up: the signal handlers or the stdin thread could not be created.
 /// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
 /// is handled by the core or reported on stderr.
-pub fn serve_stdio(mut config: proc_state::Config) -> std::io::Result<()> {
-    if let Err(err) = process::raise_nofile_limit() {
-        eprintln!("proc-smol: cannot raise the limit on open files (RLIMIT_NOFILE): {err}");
+pub fn serve_stdio(config: proc_state::Config) -> io::Result<()> {
+    serve(driver::startup(config), io::stdin(), io::stdout().lock())
+}
+
+/// Serves MCP with the client's messages read from `input` and the core's lines written to
+/// `output`, on a local executor on the calling thread.
+fn serve<R, W>(config: proc_state::Config, input: R, output: W) -> io::Result<()>
+where
+    R: Read + Send + 'static,
+    W: Write,
+{
+    let session = Session::open(input)?;
+    let executor = LocalExecutor::new();
+    smol::block_on(executor.run(session.serve(config, output, Smol(&executor))));
+    Ok(())
+}
+
+/// smol's parts for the shared loop: tasks on the loop's local executor (a [`smol::Task`]
+/// cancels its future when dropped), and [`smol::Timer`].
+struct Smol<'ex>(&'ex LocalExecutor<'static>);
+
+impl Runtime for Smol<'_> {
+    type Task = Task<()>;
+
+    fn spawn<F>(&self, future: F) -> Task<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.0.spawn(future)
     }
-    if config.cwd == "." {
-        // Show tasks the real directory. A path that is not UTF-8 stays ".".
-        if let Ok(dir) = std::env::current_dir().map(|dir| dir.into_os_string().into_string()) {
-            config.cwd = dir.unwrap_or(config.cwd);
-        }
+
+    async fn sleep_until(&self, deadline: std::time::Instant) {
+        Timer::at(deadline).await;
     }
-    event_loop::serve(config, std::io::stdin(), std::io::stdout().lock())
+}
+
+#[cfg(test)]
+mod tests {
+    proc_os::driver_tests!(super::serve);
 }

@@ -142,6 +142,14 @@ impl Server {
         }
     }
 
+    /// Polls `logs` until the task has printed the line `text`.
+    pub fn wait_for_line(&mut self, id: &str, text: &str) {
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.log_texts(id).iter().any(|line| line == text)
+        });
+        assert!(ok, "{}: task {id} did not print {text:?}", self.runtime);
+    }
+
     /// The text of every line of a task's output.
     pub fn log_texts(&mut self, id: &str) -> Vec<String> {
         let logs = self.call("logs", json!({"id": id}));

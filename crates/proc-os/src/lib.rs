@@ -1,0 +1,44 @@
+//! # proc-os: the OS side of proc-mcp, shared by its drivers
+//!
+//! Everything the drivers (`proc-smol`, `proc-async-std`) need that does not depend on which
+//! async runtime runs them:
+//!
+//! - [`process`]: spawning a task as the leader of its own session and process group
+//!   (setsid(2)), with default signal dispositions, a parent-death signal (Linux
+//!   `PR_SET_PDEATHSIG`), only descriptors 0, 1 and 2, and the original open-files limit;
+//!   signalling its group (killpg(3), `ESRCH` is not an error); seeing its exit without reaping
+//!   it (waitid(2) `WNOWAIT`), and reaping it (waitpid(2)).
+//! - [`fd`]: marking every inherited descriptor from 3 up close-on-exec in the child
+//!   (close_range(2) `CLOSE_RANGE_CLOEXEC`, with fallbacks).
+//! - [`rlimit`]: raising the server's soft `RLIMIT_NOFILE` to the hard limit at startup, and
+//!   giving each task the original soft limit back, as Go's os/exec does.
+//! - [`signal`]: the core's [`proc_state::Signal`] names and the platform's numbers.
+//! - [`runs`]: the table of live runs behind the core's `Spawn`, `Signal` and `Release`
+//!   outputs and its `Exited` inputs.
+//! - [`pipes`]: reading tasks' pipes with bounded memory (a pool of 64 KiB buffers).
+//! - [`stdio`]: the client's side: stdin read by one blocking thread, stdout written with
+//!   blocking writes (neither is made non-blocking: both are shared with the client).
+//! - [`driver`]: the event loop of the proc-state driver contract, written once; a driver crate
+//!   only implements [`driver::Runtime`] (spawn a task, sleep until a deadline) and runs
+//!   [`driver::Session::serve`] on its executor.
+//!
+//! The async parts use [`async_io`] for pipes (the reactor under both smol and async-std),
+//! [`async_channel`] for channels and [`async_signal`] for signals, none of which ties them to
+//! an executor. Diagnostics go to stderr, prefixed `proc-mcp:`; nothing here writes to stdout
+//! except [`stdio::ClientWriter`].
+//!
+//! Unix only; the parent-death signal, `close_range` and the `/proc` fallback are Linux's
+//! (other systems fall back to a loop over every descriptor number).
+
+#![warn(missing_docs)]
+
+pub mod driver;
+pub mod fd;
+pub mod pipes;
+pub mod process;
+pub mod rlimit;
+pub mod runs;
+pub mod signal;
+pub mod stdio;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
