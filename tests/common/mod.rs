@@ -93,12 +93,14 @@ fn build_server() -> PathBuf {
 }
 
 /// A command for the server with the given CLI arguments and extra environment; inherited
-/// `PROC_MCP_*` settings are removed so that a developer's shell cannot change the results.
+/// `PROC_MCP_*` settings are removed so that a developer's shell cannot change the results,
+/// except `PROC_MCP_RUNTIME`, which picks the driver the suite runs against
+/// (`PROC_MCP_RUNTIME=async-std cargo test -p proc-mcp-suite`; smol when unset).
 pub fn server_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(server_bin());
     cmd.args(args);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PROC_MCP_") {
+        if key.to_string_lossy().starts_with("PROC_MCP_") && key != "PROC_MCP_RUNTIME" {
             cmd.env_remove(key);
         }
     }

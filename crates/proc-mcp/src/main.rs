@@ -1,11 +1,12 @@
 //! `proc-mcp`: the MCP server binary. Parses the command line (and `PROC_MCP_*` environment
-//! variables) into a [`proc_state::Config`] and serves MCP over stdio with the smol driver.
+//! variables) into a [`proc_state::Config`] and serves MCP over stdio with the driver that
+//! `--runtime` names: `proc-smol` (the default) or `proc-async-std`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
-use clap::{CommandFactory as _, Parser};
+use clap::{CommandFactory as _, Parser, ValueEnum};
 
 /// MCP server that lets AI assistants start, watch, read and stop background processes
 /// (dev servers, builds, test watchers) without blocking the conversation.
@@ -27,9 +28,24 @@ SIGINT, proc-mcp stops them all and exits. Nothing but MCP messages is written t
 diagnostics go to stderr.
 
 Sizes accept plain bytes or units: 4MiB, 512KiB, 64KB (KB/MB are powers of 1000, \
-KiB/MiB powers of 1024)."
+KiB/MiB powers of 1024).
+
+At startup proc-mcp raises its own soft limit on open files (RLIMIT_NOFILE) to the hard limit, \
+so that many tasks with their pipes fit; each task gets the original soft limit back, and \
+inherits no file descriptor but stdin, stdout and stderr."
 )]
 struct Cli {
+    /// Async runtime that drives the server; both behave the same (smol is the primary one,
+    /// async-std is discontinued upstream)
+    #[arg(
+        long,
+        env = "PROC_MCP_RUNTIME",
+        value_name = "RUNTIME",
+        value_enum,
+        default_value_t = RuntimeName::Smol
+    )]
+    runtime: RuntimeName,
+
     /// Output kept per task (older lines are evicted)
     #[arg(long, env = "PROC_MCP_OUTPUT_BUDGET", value_name = "SIZE", default_value = "4MiB", value_parser = parse_bytes)]
     output_budget: usize,
@@ -64,6 +80,15 @@ struct Cli {
     #[arg(long, env = "PROC_MCP_MAX_TASKS", value_name = "N", default_value_t = 1024,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     max_tasks: usize,
+}
+
+/// The drivers `--runtime` can pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RuntimeName {
+    /// proc-smol
+    Smol,
+    /// proc-async-std
+    AsyncStd,
 }
 
 /// Parses a byte size such as `4194304`, `4MiB` or `512 KiB`; at least one byte.
@@ -104,7 +129,11 @@ fn main() -> ExitCode {
             )
             .exit();
     }
-    match proc_smol::serve_stdio(cli.config()) {
+    let served = match cli.runtime {
+        RuntimeName::Smol => proc_smol::serve_stdio(cli.config()),
+        RuntimeName::AsyncStd => proc_async_std::serve_stdio(cli.config()),
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("proc-mcp: {err}");
@@ -173,6 +202,18 @@ mod tests {
         assert_eq!(config.max_tasks, 3);
         assert!(parse(&["--max-tasks", "0"]).is_err());
         assert!(parse(&["--stop-grace-ms", "soon"]).is_err());
+    }
+
+    #[test]
+    fn the_runtime_is_smol_unless_asked() {
+        assert_eq!(parse(&[]).expect("default").runtime, RuntimeName::Smol);
+        let cli = parse(&["--runtime", "async-std"]).expect("async-std");
+        assert_eq!(cli.runtime, RuntimeName::AsyncStd);
+        assert_eq!(
+            parse(&["--runtime", "smol"]).expect("smol").runtime,
+            RuntimeName::Smol
+        );
+        assert!(parse(&["--runtime", "tokio"]).is_err());
     }
 
     #[test]

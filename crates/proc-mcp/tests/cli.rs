@@ -38,6 +38,11 @@ fn help_says_what_it_is_and_how_it_is_run() {
         "PROC_MCP_SHUTDOWN_GRACE_MS",
         "--max-tasks",
         "PROC_MCP_MAX_TASKS",
+        "--runtime <RUNTIME>",
+        "PROC_MCP_RUNTIME",
+        "async-std",
+        "[default: smol]",
+        "RLIMIT_NOFILE",
     ] {
         assert!(help.contains(needle), "help lacks {needle:?}:\n{help}");
     }
@@ -62,6 +67,8 @@ fn invalid_options_exit_2_with_the_error_on_stderr_only() {
         (&["--max-line", "2MiB", "--output-budget", "1MiB"], &[]),
         (&[], &[("PROC_MCP_MAX_MESSAGE", "0")]),
         (&[], &[("PROC_MCP_STOP_GRACE_MS", "soon")]),
+        (&["--runtime", "tokio"], &[]),
+        (&[], &[("PROC_MCP_RUNTIME", "async_std")]),
     ] {
         let out = proc_mcp(args, env);
         assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}");
@@ -92,12 +99,13 @@ fn environment_variables_are_read() {
 
 /// Starts the server with a task running, sends it `signal`, and checks that it stops the task
 /// and exits 0 with stdout holding nothing but JSON-RPC lines.
-fn stops_everything_on(signal: nix::sys::signal::Signal) {
+fn stops_everything_on(runtime: &str, signal: nix::sys::signal::Signal) {
     use std::io::{BufRead as _, BufReader, Write as _};
     use std::sync::mpsc;
     use std::time::Duration;
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_proc-mcp"))
+        .args(["--runtime", runtime])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -152,10 +160,14 @@ fn stops_everything_on(signal: nix::sys::signal::Signal) {
 
 #[test]
 fn sigterm_stops_every_task_and_exits_0() {
-    stops_everything_on(nix::sys::signal::Signal::SIGTERM);
+    for runtime in ["smol", "async-std"] {
+        stops_everything_on(runtime, nix::sys::signal::Signal::SIGTERM);
+    }
 }
 
 #[test]
 fn sigint_stops_every_task_and_exits_0() {
-    stops_everything_on(nix::sys::signal::Signal::SIGINT);
+    for runtime in ["smol", "async-std"] {
+        stops_everything_on(runtime, nix::sys::signal::Signal::SIGINT);
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// Every runtime the binary offers (`--runtime`), for tests that must hold under each.
-pub const RUNTIMES: [&str; 1] = ["smol"];
+pub const RUNTIMES: [&str; 2] = ["smol", "async-std"];
 
 /// How long one response may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
