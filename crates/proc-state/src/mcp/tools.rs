@@ -676,13 +676,23 @@ pub fn millis_arg(
 }
 
 /// Compiles a regex argument with a size bound, so a pathological pattern cannot eat memory.
+/// The error is one line: the regex crate's own message spans several (it draws a caret under
+/// the pattern), so only its last line, the reason, is kept.
 pub fn regex_arg(tool: Tool, field: &str, pattern: &str) -> Result<regex::Regex, ArgumentError> {
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| {
+            let message = e.to_string();
+            let reason = message
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+                .unwrap_or("invalid syntax");
+            let reason = reason.strip_prefix("error: ").unwrap_or(reason);
             ArgumentError(format!(
-                "invalid arguments for `{}`: `{field}` is not a valid regex: {e}",
+                "invalid arguments for `{}`: `{field}` {pattern:?} is not a valid regex: {reason}",
                 tool.name()
             ))
         })
@@ -844,6 +854,15 @@ mod tests {
     fn missing_required_field_is_named() {
         let err = parse::<LogsArgs>(Tool::Logs, json!({})).unwrap_err();
         assert!(err.0.contains("missing field `id`"), "{}", err.0);
+    }
+
+    #[test]
+    fn regex_errors_are_one_line() {
+        let err = regex_arg(Tool::Wait, "pattern", "(a").unwrap_err();
+        assert_eq!(
+            err.0,
+            "invalid arguments for `wait`: `pattern` \"(a\" is not a valid regex: unclosed group"
+        );
     }
 
     #[test]
