@@ -17,7 +17,7 @@
 //! A driver crate is then: a [`Runtime`] implementation, and
 //! `block_on(Session::open(stdin)?.serve(config, stdout, runtime))` on its executor.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,9 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_channel::{Receiver, Sender};
 use async_signal::{Signal as OsSignal, Signals};
 use futures_lite::StreamExt as _;
-use proc_state::{Config, ExitStatus, Input, Instant, Now, Output, RunId, Server, Stream};
+use proc_state::{Config, Input, Instant, Now, Output, RunId, Server, Stream};
 
 use crate::pipes::{self, Chunk, Pool};
+use crate::probe::{PROBE_TIMEOUT, probe_port};
 use crate::rlimit;
 use crate::runs::RunTable;
 use crate::stdio::{self, ClientWriter};
@@ -80,6 +81,21 @@ pub enum Event {
         run: RunId,
         /// Which pipe.
         stream: Stream,
+    },
+    /// The outcome of one write to a task's stdin (see [`pipes::feed_stdin`]).
+    StdinWritten {
+        /// The run whose stdin it was.
+        run: RunId,
+        /// Bytes written, or why not, for people.
+        result: Result<usize, String>,
+    },
+    /// A port probe answered. (The core's `ProbeId` is not public, so the answer travels as
+    /// the input it becomes.)
+    PortProbed {
+        /// The driver's number for the probe's task.
+        probe_task: u64,
+        /// [`Input::PortProbed`], to feed as it is.
+        answer: Input<'static>,
     },
     /// SIGCHLD: some child changed state.
     ChildSignal,
@@ -159,6 +175,8 @@ impl Session {
             client: ClientWriter::new(output),
             pending: VecDeque::new(),
             client_eof: false,
+            probes: BTreeMap::new(),
+            next_probe: 0,
             clock: Clock::new(),
         };
         driver.run(&events_rx).await;
@@ -212,17 +230,10 @@ pub struct AbortOnDrop {
     _sender: Sender<()>,
 }
 
-/// An input that our own handling of an output produced; fed before anything new.
-enum Pending {
-    Spawned { run: RunId, pid: u32 },
-    SpawnFailed { run: RunId, error: String },
-    Exited { run: RunId, status: ExitStatus },
-    ClientEof,
-}
-
 /// What woke the loop up.
 enum Wake {
-    Pending(Pending),
+    /// An input that our own handling of an output produced; fed before anything new.
+    Pending(Input<'static>),
     Event(Event),
     Timer,
 }
@@ -234,9 +245,13 @@ struct Driver<Rt: Runtime, W> {
     events: Sender<Event>,
     pool: Pool,
     client: ClientWriter<W>,
-    pending: VecDeque<Pending>,
+    /// Inputs our own handling of outputs produced (spawned, failed, exited, client gone).
+    pending: VecDeque<Input<'static>>,
     /// `ClientEof` was fed: client input is over.
     client_eof: bool,
+    /// Port probes under way, by the `probe_task` of their [`Event::PortProbed`].
+    probes: BTreeMap<u64, Rt::Task>,
+    next_probe: u64,
     clock: Clock,
 }
 
@@ -255,7 +270,7 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                             match events.recv().await {
                                 Ok(event) => Wake::Event(event),
                                 // Unreachable while we hold a sender; as if the client left.
-                                Err(_) => Wake::Pending(Pending::ClientEof),
+                                Err(_) => Wake::Pending(Input::ClientEof),
                             }
                         },
                         async {
@@ -284,19 +299,13 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
         }
     }
 
-    fn feed_pending(&mut self, now: Now, pending: Pending) {
-        let input = match pending {
-            Pending::Spawned { run, pid } => Input::Spawned { run, pid },
-            Pending::SpawnFailed { run, error } => Input::SpawnFailed { run, error },
-            Pending::Exited { run, status } => Input::Exited { run, status },
-            Pending::ClientEof => {
-                if self.client_eof {
-                    return;
-                }
-                self.client_eof = true;
-                Input::ClientEof
+    fn feed_pending(&mut self, now: Now, input: Input<'static>) {
+        if matches!(input, Input::ClientEof) {
+            if self.client_eof {
+                return;
             }
-        };
+            self.client_eof = true;
+        }
         self.server.handle_input(now, input);
     }
 
@@ -308,7 +317,7 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                         .handle_input(now, Input::ClientBytes(chunk.bytes()));
                 }
             }
-            Event::ClientEof => self.feed_pending(now, Pending::ClientEof),
+            Event::ClientEof => self.feed_pending(now, Input::ClientEof),
             Event::Output { run, stream, chunk } => {
                 if self.runs.is_live(run) {
                     let bytes = chunk.bytes();
@@ -322,13 +331,23 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                         .handle_input(now, Input::StreamClosed { run, stream });
                 }
             }
+            Event::StdinWritten { run, result } => {
+                if self.runs.is_live(run) {
+                    self.server
+                        .handle_input(now, Input::StdinWritten { run, result });
+                }
+            }
+            Event::PortProbed { probe_task, answer } => {
+                self.probes.remove(&probe_task);
+                self.server.handle_input(now, answer);
+            }
             Event::ChildSignal => {
                 // Possibly several exits: each is one input of its own, fed before anything
                 // new. The first one now, so that this wake-up feeds exactly one input.
                 let mut exits = self.runs.collect_exits().into_iter();
                 if let Some((run, status)) = exits.next() {
                     self.pending
-                        .extend(exits.map(|(run, status)| Pending::Exited { run, status }));
+                        .extend(exits.map(|(run, status)| Input::Exited { run, status }));
                     self.server.handle_input(now, Input::Exited { run, status });
                 }
             }
@@ -347,23 +366,42 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                         if !self
                             .pending
                             .iter()
-                            .any(|pending| matches!(pending, Pending::ClientEof))
+                            .any(|pending| matches!(pending, Input::ClientEof))
                         {
-                            self.pending.push_back(Pending::ClientEof);
+                            self.pending.push_back(Input::ClientEof);
                         }
                     }
                 }
                 Output::Spawn { run, spec } => {
                     let (runtime, pool, events) = (&self.runtime, &self.pool, &self.events);
-                    let spawned = self.runs.spawn(run, &spec, |stream, pipe| {
-                        runtime.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
+                    let spawned = self.runs.spawn(run, &spec, |pipe| {
+                        runtime.spawn(pipes::serve(run, pipe, pool.clone(), events.clone()))
                     });
                     self.pending.push_back(match spawned {
-                        Ok(pid) => Pending::Spawned { run, pid },
-                        Err(error) => Pending::SpawnFailed { run, error },
+                        Ok(pid) => Input::Spawned { run, pid },
+                        Err(error) => Input::SpawnFailed { run, error },
                     });
                 }
                 Output::Signal { run, signal } => self.runs.signal(run, signal),
+                Output::WriteStdin { run, data, close } => {
+                    if let Err(error) = self.runs.write_stdin(run, data, close) {
+                        self.pending.push_back(Input::StdinWritten {
+                            run,
+                            result: Err(error),
+                        });
+                    }
+                }
+                Output::ProbePort { probe, port } => {
+                    let probe_task = self.next_probe;
+                    self.next_probe += 1;
+                    let events = self.events.clone();
+                    let task = self.runtime.spawn(async move {
+                        let open = probe_port(port, PROBE_TIMEOUT).await;
+                        let answer = Input::PortProbed { probe, open };
+                        let _ = events.send(Event::PortProbed { probe_task, answer }).await;
+                    });
+                    self.probes.insert(probe_task, task);
+                }
                 Output::Release { run } => self.runs.release(run),
                 Output::Exit => return None,
                 Output::Timeout(deadline) => {

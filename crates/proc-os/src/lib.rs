@@ -35,6 +35,7 @@
 pub mod driver;
 pub mod fd;
 pub mod pipes;
+pub mod probe;
 pub mod process;
 pub mod rlimit;
 pub mod runs;

@@ -1,15 +1,47 @@
-//! The table of live runs: what the core's `Spawn`, `Signal` and `Release` outputs do, and how
-//! SIGCHLD turns into `Exited` inputs. Runtime-agnostic: the driver says how to start the
-//! tasks that read a run's pipes, and gets them back to drop (which must stop them).
+//! The table of live runs: what the core's `Spawn`, `Signal`, `WriteStdin` and `Release`
+//! outputs do, and how SIGCHLD turns into `Exited` inputs. Runtime-agnostic: the driver says
+//! how to start the tasks that serve a run's pipes, and gets them back to drop (which must
+//! stop them).
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::process::ChildStdin;
 
+use async_channel::{Receiver, Sender};
 use nix::unistd::Pid;
 use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
 
 use crate::process;
+
+/// One of a run's pipes, handed to the driver to start the task that serves it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Pipe {
+    /// The read end of its stdout or stderr: read it until end-of-file
+    /// ([`crate::pipes::pump`]).
+    Output {
+        /// Which one.
+        stream: Stream,
+        /// Our end of the pipe.
+        pipe: OwnedFd,
+    },
+    /// The write end of its stdin ([`proc_state::StdinMode::Piped`]): write what arrives on
+    /// `writes`, in order, and report each ([`crate::pipes::feed_stdin`]).
+    Stdin {
+        /// Our end of the pipe.
+        pipe: OwnedFd,
+        /// What to write, from [`RunTable::write_stdin`].
+        writes: Receiver<StdinWrite>,
+    },
+}
+
+/// One `WriteStdin` of the core: bytes for a run's stdin, then maybe end-of-file.
+#[derive(Debug)]
+pub struct StdinWrite {
+    /// The bytes to write (all of them, waiting while the pipe is full).
+    pub data: Vec<u8>,
+    /// Close the pipe afterwards: the process reads end-of-file.
+    pub close: bool,
+}
 
 /// One spawned process, from `Spawn` until `Release`.
 struct Run<P> {
@@ -17,13 +49,13 @@ struct Run<P> {
     pid: Pid,
     /// `Exited` was reported for it (the leader is a zombie now).
     exited: bool,
-    /// The write end of its stdin, for [`proc_state::StdinMode::Piped`]; closed on release.
-    _stdin: Option<ChildStdin>,
+    /// Where its stdin writes go, and the task that makes them; `None` unless piped.
+    stdin: Option<(Sender<StdinWrite>, P)>,
     /// What reads its stdout and its stderr; dropping them stops them and closes the pipes.
     _pumps: [P; 2],
 }
 
-/// Every run the core has not released yet. `P` is the driver's handle on the task that reads
+/// Every run the core has not released yet. `P` is the driver's handle on the task that serves
 /// one of a run's pipes (for example `smol::Task<()>`): dropping it must stop that task, and
 /// the task must then drop the pipe.
 pub struct RunTable<P> {
@@ -63,37 +95,61 @@ impl<P> RunTable<P> {
         self.live.is_empty()
     }
 
-    /// Spawns `spec` for `run` (see [`process::spawn`]) and starts reading its stdout and its
-    /// stderr with `pump(stream, pipe)`, which returns a handle that stops the reader when
-    /// dropped. Returns the pid, which is also the process group id.
+    /// Spawns `spec` for `run` (see [`process::spawn`]) and starts serving its pipes with
+    /// `serve(pipe)`: its stdout and its stderr, and its stdin when piped. `serve` returns a
+    /// handle that stops the task when dropped. Returns the pid, which is also the process
+    /// group id.
     ///
     /// # Errors
-    /// The reason, for people, when the process could not be started (`pump` is not called).
+    /// The reason, for people, when the process could not be started (`serve` is not called).
     pub fn spawn(
         &mut self,
         run: RunId,
         spec: &SpawnSpec,
-        mut pump: impl FnMut(Stream, OwnedFd) -> P,
+        mut serve: impl FnMut(Pipe) -> P,
     ) -> Result<u32, String> {
         if self.live.contains_key(&run) {
             return Err(format!("internal error: {run} was spawned twice"));
         }
         let child = process::spawn(spec)?;
         let pumps = [
-            pump(Stream::Stdout, OwnedFd::from(child.stdout)),
-            pump(Stream::Stderr, OwnedFd::from(child.stderr)),
-        ];
+            (Stream::Stdout, OwnedFd::from(child.stdout)),
+            (Stream::Stderr, OwnedFd::from(child.stderr)),
+        ]
+        .map(|(stream, pipe)| serve(Pipe::Output { stream, pipe }));
+        let stdin = child.stdin.map(|stdin| {
+            let (tx, writes) = async_channel::unbounded();
+            let pipe = OwnedFd::from(stdin);
+            (tx, serve(Pipe::Stdin { pipe, writes }))
+        });
         self.live.insert(
             run,
             Run {
                 pid: child.pid,
                 exited: false,
-                _stdin: child.stdin,
+                stdin,
                 _pumps: pumps,
             },
         );
         // pid > 0 for a child, so it fits.
         Ok(child.pid.as_raw().unsigned_abs())
+    }
+
+    /// Queues `data` for `run`'s stdin (then end-of-file if `close`); the task serving its
+    /// [`Pipe::Stdin`] writes it and reports. Nothing for a run that was released.
+    ///
+    /// # Errors
+    /// The report to give at once, for people: the run's stdin is not a pipe.
+    pub fn write_stdin(&self, run: RunId, data: Vec<u8>, close: bool) -> Result<(), String> {
+        let Some(entry) = self.live.get(&run) else {
+            return Ok(());
+        };
+        let Some((writes, _)) = &entry.stdin else {
+            return Err("the process's stdin is not a pipe".to_owned());
+        };
+        // Unbounded, and the receiver lives as long as the entry: this cannot fail.
+        let _ = writes.try_send(StdinWrite { data, close });
+        Ok(())
     }
 
     /// Sends `signal` to `run`'s process group; nothing for a run that was released or never
@@ -168,7 +224,7 @@ impl<P> RunTable<P> {
 
     fn dispose(&mut self, run: RunId, entry: Run<P>) {
         let (pid, exited) = (entry.pid, entry.exited);
-        // Stops the pumps, which close our ends of its pipes.
+        // Stops the tasks serving its pipes, which close our ends.
         drop(entry);
         let still_running = if exited {
             Ok(false)
@@ -224,8 +280,8 @@ mod tests {
     impl Runs<'_> {
         fn spawn(&mut self, run: RunId, spec: &SpawnSpec) -> Result<u32, String> {
             let (executor, events, pool) = (self.executor, &self.events, &self.pool);
-            self.table.spawn(run, spec, |stream, pipe| {
-                executor.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
+            self.table.spawn(run, spec, |pipe| {
+                executor.spawn(pipes::serve(run, pipe, pool.clone(), events.clone()))
             })
         }
     }
@@ -251,6 +307,8 @@ mod tests {
         closed: Vec<Stream>,
         exit: Option<ExitStatus>,
         chunks: usize,
+        /// Every `StdinWritten` report, in order.
+        written: Vec<Result<usize, String>>,
     }
 
     impl Seen {
@@ -303,6 +361,9 @@ mod tests {
                 }
                 Woke::Event(Event::StreamClosed { run, stream }) => {
                     self.seen.entry(run).or_default().closed.push(stream);
+                }
+                Woke::Event(Event::StdinWritten { run, result }) => {
+                    self.seen.entry(run).or_default().written.push(result);
                 }
                 Woke::Event(other) => panic!("unexpected {other:?}"),
             }
@@ -482,6 +543,105 @@ mod tests {
             // SAFETY: plain syscall on a process group we created.
             unsafe { nix::libc::killpg(pgid, nix::libc::SIGKILL) };
             assert!(wait_terminated(sleepers[0].0, Duration::from_secs(10)));
+        });
+    }
+
+    /// `spec` with stdin piped.
+    fn piped(mut spec: SpawnSpec) -> SpawnSpec {
+        spec.stdin = proc_state::StdinMode::Piped;
+        spec
+    }
+
+    #[test]
+    fn stdin_writes_arrive_in_order_and_eof_ends_the_reader() {
+        with_runs(async |runs, h| {
+            let run = RunId(5);
+            runs.spawn(run, &piped(spec("cat", &[]))).expect("spawn");
+            runs.write_stdin(run, b"hello\n".to_vec(), false)
+                .expect("piped");
+            runs.write_stdin(run, b"bye\n".to_vec(), true)
+                .expect("piped");
+            // After the close: reported, in order, as an error.
+            runs.write_stdin(run, b"late\n".to_vec(), false)
+                .expect("piped");
+            h.until(runs, |h| {
+                h.seen
+                    .get(&run)
+                    .is_some_and(|s| s.done() && s.written.len() == 3)
+            })
+            .await;
+            let seen = &h.seen[&run];
+            assert_eq!(seen.stdout, b"hello\nbye\n");
+            assert_eq!(
+                seen.written,
+                [
+                    Ok(6),
+                    Ok(4),
+                    Err("the process's stdin was already closed".to_owned())
+                ]
+            );
+            // cat saw end-of-file and exited on its own.
+            assert_eq!(seen.exit, Some(ExitStatus::Code(0)));
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn a_write_bigger_than_the_pipe_waits_without_blocking_the_loop() {
+        with_runs(async |runs, h| {
+            let run = RunId(6);
+            runs.spawn(run, &piped(spec("cat", &[]))).expect("spawn");
+            // 4 MiB: far more than a pipe holds (64 KiB); cat can only take it in as fast as
+            // its output is read, by this same loop.
+            let data = vec![b'x'; 4 << 20];
+            runs.write_stdin(run, data, true).expect("piped");
+            h.until(runs, |h| h.seen.get(&run).is_some_and(Seen::done))
+                .await;
+            let seen = &h.seen[&run];
+            assert_eq!(seen.stdout.len(), 4 << 20);
+            assert_eq!(seen.written, [Ok(4 << 20)]);
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn writing_to_a_process_that_closed_stdin_is_an_error() {
+        with_runs(async |runs, h| {
+            let run = RunId(7);
+            runs.spawn(run, &piped(sh("exec 0<&-; echo closed; sleep 1000")))
+                .expect("spawn");
+            h.until(runs, |h| {
+                h.seen.get(&run).is_some_and(|s| s.stdout == b"closed\n")
+            })
+            .await;
+            runs.write_stdin(run, b"anyone?\n".to_vec(), false)
+                .expect("piped");
+            h.until(runs, |h| !h.seen[&run].written.is_empty()).await;
+            assert_eq!(
+                h.seen[&run].written,
+                [Err("the process closed its stdin (or exited)".to_owned())]
+            );
+            runs.signal(run, Signal::Kill);
+            h.until(runs, |h| h.seen[&run].done()).await;
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn stdin_that_is_not_a_pipe_is_refused_at_once() {
+        with_runs(async |runs, h| {
+            let run = RunId(8);
+            runs.spawn(run, &sh("exit 0")).expect("spawn");
+            assert_eq!(
+                runs.write_stdin(run, b"x".to_vec(), false),
+                Err("the process's stdin is not a pipe".to_owned())
+            );
+            // Released or unknown runs: nothing to report.
+            assert_eq!(runs.write_stdin(RunId(99), b"x".to_vec(), true), Ok(()));
+            h.until(runs, |h| h.seen.get(&run).is_some_and(Seen::done))
+                .await;
+            runs.release(run);
+            assert_eq!(runs.write_stdin(run, b"x".to_vec(), true), Ok(()));
         });
     }
 }
