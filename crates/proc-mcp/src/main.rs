@@ -35,17 +35,6 @@ so that many tasks with their pipes fit; each task gets the original soft limit 
 inherits no file descriptor but stdin, stdout and stderr."
 )]
 struct Cli {
-    /// Async runtime that drives the server; both behave the same (smol is the primary one,
-    /// async-std is discontinued upstream)
-    #[arg(
-        long,
-        env = "PROC_MCP_RUNTIME",
-        value_name = "RUNTIME",
-        value_enum,
-        default_value_t = RuntimeName::Smol
-    )]
-    runtime: RuntimeName,
-
     /// Output kept per task (older lines are evicted)
     #[arg(long, env = "PROC_MCP_OUTPUT_BUDGET", value_name = "SIZE", default_value = "4MiB", value_parser = parse_bytes)]
     output_budget: usize,
@@ -80,14 +69,25 @@ struct Cli {
     #[arg(long, env = "PROC_MCP_MAX_TASKS", value_name = "N", default_value_t = 1024,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     max_tasks: usize,
+
+    /// Async runtime that drives the server; both behave the same (smol is the primary one,
+    /// async-std is discontinued upstream)
+    #[arg(
+        long,
+        env = "PROC_MCP_RUNTIME",
+        value_name = "RUNTIME",
+        value_enum,
+        default_value_t = RuntimeName::Smol
+    )]
+    runtime: RuntimeName,
 }
 
 /// The drivers `--runtime` can pick.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum RuntimeName {
-    /// proc-smol
+    /// the smol driver (proc-smol), the primary one
     Smol,
-    /// proc-async-std
+    /// the async-std driver (proc-async-std): the same behaviour on async-std
     AsyncStd,
 }
 

@@ -22,7 +22,7 @@ use proc_state::{RunId, Stream};
 use crate::driver::Event;
 use crate::runs::{Pipe, StdinWrite};
 
-/// Bytes per read, from a child's pipe or from the client.
+/// Bytes per read, from a child's pipe or from the client: 64 KiB.
 pub const CHUNK_BYTES: usize = 64 << 10;
 
 /// A fixed number of [`CHUNK_BYTES`] buffers, allocated on first use and then reused.
@@ -33,7 +33,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `buffers` buffers (at least one).
+    /// A pool of `buffers` buffers (at least one) of [`CHUNK_BYTES`] bytes each.
     pub fn new(buffers: usize) -> Self {
         let buffers = buffers.max(1);
         let (free_tx, free_rx) = async_channel::bounded(buffers);

@@ -29,7 +29,7 @@ pub fn sh(script: &str) -> SpawnSpec {
     spec("/bin/sh", &["-c", script])
 }
 
-/// Fields of /proc/<pid>/stat: state, ppid, pgrp, session; `None` once the pid is gone.
+/// Fields of `/proc/<pid>/stat`: state, ppid, pgrp, session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stat {
     /// `R`, `S`, `Z`...
