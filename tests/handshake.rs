@@ -7,7 +7,9 @@ use rmcp::model::ProtocolVersion;
 use serde_json::Value;
 
 /// The v1 tool set (wait, write, signal and restart come later).
-const TOOLS: [&str; 6] = ["list", "logs", "remove", "start", "status", "stop"];
+const TOOLS: [&str; 10] = [
+    "list", "logs", "remove", "restart", "signal", "start", "status", "stop", "wait", "write",
+];
 
 /// Handshake at `version`: the server echoes it, and `tools/list` names exactly the v1 tools.
 async fn assert_handshake(version: ProtocolVersion) {
@@ -90,14 +92,14 @@ async fn every_tool_has_title_schemas_and_honest_annotations() {
         let hint = |h: &str| hints.get(h).cloned().unwrap_or(Value::Null);
         assert_eq!(hint("openWorldHint"), false, "{name}: annotations {hints}");
         match name {
-            "status" | "logs" | "list" => {
+            "status" | "logs" | "list" | "wait" => {
                 assert_eq!(
                     hint("readOnlyHint"),
                     true,
                     "{name} reads only: annotations {hints}"
                 )
             }
-            "stop" | "remove" => {
+            "stop" | "remove" | "signal" | "restart" => {
                 assert_ne!(
                     hint("readOnlyHint"),
                     true,
@@ -109,10 +111,10 @@ async fn every_tool_has_title_schemas_and_honest_annotations() {
                     "{name} is destructive: annotations {hints}"
                 );
             }
-            "start" => assert_ne!(
+            "start" | "write" => assert_ne!(
                 hint("readOnlyHint"),
                 true,
-                "start is not read-only: annotations {hints}"
+                "{name} is not read-only: annotations {hints}"
             ),
             other => panic!("unexpected tool {other}"),
         }

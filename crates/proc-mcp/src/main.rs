@@ -70,6 +70,11 @@ struct Cli {
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     max_tasks: usize,
 
+    /// Most items on one page of `tools/list` and `resources/list` (clients follow `nextCursor`)
+    #[arg(long, env = "PROC_MCP_PAGE_SIZE", value_name = "N", default_value_t = 100,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    page_size: usize,
+
     /// Async runtime that drives the server; both behave the same (smol is the primary one,
     /// async-std is discontinued upstream)
     #[arg(
@@ -111,6 +116,7 @@ impl Cli {
         config.default_grace = Duration::from_millis(self.stop_grace_ms);
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         config.max_tasks = self.max_tasks;
+        config.page_size = self.page_size;
         config.server_version = env!("CARGO_PKG_VERSION").to_owned();
         config
     }

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_channel::{Receiver, Sender};
 use async_signal::{Signal as OsSignal, Signals};
 use futures_lite::StreamExt as _;
-use proc_state::{Config, Input, Instant, Now, Output, RunId, Server, Stream};
+use proc_state::{Config, Input, Instant, Now, Output, ProbeId, RunId, Server, Stream};
 
 use crate::pipes::{self, Chunk, Pool};
 use crate::probe::{PROBE_TIMEOUT, probe_port};
@@ -89,13 +89,12 @@ pub enum Event {
         /// Bytes written, or why not, for people.
         result: Result<usize, String>,
     },
-    /// A port probe answered. (The core's `ProbeId` is not public, so the answer travels as
-    /// the input it becomes.)
+    /// A port probe answered.
     PortProbed {
-        /// The driver's number for the probe's task.
-        probe_task: u64,
-        /// [`Input::PortProbed`], to feed as it is.
-        answer: Input<'static>,
+        /// The core's probe.
+        probe: ProbeId,
+        /// Whether 127.0.0.1:port accepted a connection.
+        open: bool,
     },
     /// SIGCHLD: some child changed state.
     ChildSignal,
@@ -176,7 +175,6 @@ impl Session {
             pending: VecDeque::new(),
             client_eof: false,
             probes: BTreeMap::new(),
-            next_probe: 0,
             clock: Clock::new(),
         };
         driver.run(&events_rx).await;
@@ -249,9 +247,8 @@ struct Driver<Rt: Runtime, W> {
     pending: VecDeque<Input<'static>>,
     /// `ClientEof` was fed: client input is over.
     client_eof: bool,
-    /// Port probes under way, by the `probe_task` of their [`Event::PortProbed`].
-    probes: BTreeMap<u64, Rt::Task>,
-    next_probe: u64,
+    /// Port probes under way.
+    probes: BTreeMap<ProbeId, Rt::Task>,
     clock: Clock,
 }
 
@@ -337,9 +334,10 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                         .handle_input(now, Input::StdinWritten { run, result });
                 }
             }
-            Event::PortProbed { probe_task, answer } => {
-                self.probes.remove(&probe_task);
-                self.server.handle_input(now, answer);
+            Event::PortProbed { probe, open } => {
+                self.probes.remove(&probe);
+                self.server
+                    .handle_input(now, Input::PortProbed { probe, open });
             }
             Event::ChildSignal => {
                 // Possibly several exits: each is one input of its own, fed before anything
@@ -392,15 +390,12 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                     }
                 }
                 Output::ProbePort { probe, port } => {
-                    let probe_task = self.next_probe;
-                    self.next_probe += 1;
                     let events = self.events.clone();
                     let task = self.runtime.spawn(async move {
                         let open = probe_port(port, PROBE_TIMEOUT).await;
-                        let answer = Input::PortProbed { probe, open };
-                        let _ = events.send(Event::PortProbed { probe_task, answer }).await;
+                        let _ = events.send(Event::PortProbed { probe, open }).await;
                     });
-                    self.probes.insert(probe_task, task);
+                    self.probes.insert(probe, task);
                 }
                 Output::Release { run } => self.runs.release(run),
                 Output::Exit => return None,

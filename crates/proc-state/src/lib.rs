@@ -65,5 +65,5 @@ pub mod task;
 pub mod time;
 
 pub use process::{ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
-pub use server::{Config, IdGenerator, Input, Output, Server};
+pub use server::{Config, IdGenerator, Input, Output, ProbeId, Server};
 pub use time::{Instant, Now};
