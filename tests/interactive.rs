@@ -564,7 +564,10 @@ fn resource_updates_are_coalesced_under_a_flood() {
 
 #[test]
 fn tools_list_pages_with_next_cursor_and_rejects_a_bad_cursor() {
-    let mut s = server();
+    let mut s = RawServer::initialized_with(LATEST, &["--page-size", "3"], &[]);
+    let first = s.result("tools/list", Some(json!({})));
+    assert_eq!(first["tools"].as_array().map(Vec::len), Some(3), "{first}");
+    assert!(first["nextCursor"].is_string(), "more pages: {first}");
     let tools = all_pages(&mut s, "tools/list", "tools");
     let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
     let unique: HashSet<&str> = names.iter().copied().collect();
