@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{LATEST, RESPONSE_TIMEOUT, RawServer, TempDir, id_of, pid_of};
 use serde_json::{Value, json};
-use support::{collect_until_response, line_texts, method_with, notified, send_call, wait};
+use support::{collect_until_response, method_with, notified, send_call, wait};
 
 /// Bound for a notification the server should send "soon".
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -84,7 +84,7 @@ fn cat_echoes_written_lines_read_by_the_write_cursor() {
     wait_line(&mut s, &id, "^wörld", c1);
     let logs = s.call("logs", json!({"id": id, "since": c1}));
     assert_eq!(
-        line_texts(&logs),
+        common::texts(&logs),
         ["wörld 🌍"],
         "logs since the write: {logs}"
     );
@@ -104,7 +104,7 @@ fn write_with_eof_ends_the_process() {
     assert_eq!(exited["state"], "exited", "{exited}");
     assert_eq!(exited["exit_code"], 0, "{exited}");
     let logs = s.call("logs", json!({"id": id}));
-    assert_eq!(line_texts(&logs), ["last words"], "logs: {logs}");
+    assert_eq!(common::texts(&logs), ["last words"], "logs: {logs}");
     s.finish();
 }
 
@@ -192,7 +192,11 @@ fn restart_keeps_id_and_name_and_continues_the_cursor() {
     assert_eq!(after["restarts"], 1, "{after}");
     assert_eq!(after["state"], "running", "{after}");
     let logs = s.call("logs", json!({"id": id}));
-    assert_eq!(line_texts(&logs), ["run-started", "run-started"], "{logs}");
+    assert_eq!(
+        common::texts(&logs),
+        ["run-started", "run-started"],
+        "{logs}"
+    );
     s.finish();
 }
 
@@ -225,7 +229,7 @@ fn start_adds_environment_defaults_that_env_overrides() {
     }
     let env_of = |s: &mut RawServer, id: &str| -> HashSet<String> {
         let logs = s.call("logs", json!({"id": id, "head": 1000}));
-        line_texts(&logs).into_iter().map(str::to_owned).collect()
+        common::texts(&logs).into_iter().collect()
     };
     let env = env_of(&mut s, &defaults);
     for var in [

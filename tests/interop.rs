@@ -16,7 +16,7 @@ use common::client::Client;
 use common::{AT_ONCE, RawServer, TempDir, id_of, server_bin};
 use rmcp::model::ProtocolVersion;
 use serde_json::{Value, json};
-use support::{STATELESS, http_get, line_texts, run_bounded, served_port, stateless_meta};
+use support::{STATELESS, http_get, run_bounded, served_port, stateless_meta};
 
 /// Bound for one client script run (a dev server, a few waits, a stop; debug build, 2 cores).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -139,7 +139,7 @@ async fn rmcp_client_runs_the_dev_server_scenario() {
 
     let first = c.call("logs", json!({"id": id})).await;
     assert!(
-        line_texts(&first)
+        common::texts(&first)
             .iter()
             .any(|t| t.contains("Serving HTTP on 127.0.0.1 port")),
         "logs: {first}"
@@ -162,7 +162,7 @@ async fn rmcp_client_runs_the_dev_server_scenario() {
         "logs since {cursor} returned older lines: {fresh}"
     );
     assert!(
-        line_texts(&fresh)
+        common::texts(&fresh)
             .iter()
             .any(|t| t.contains("GET /second.txt")),
         "logs: {fresh}"

@@ -1,9 +1,8 @@
 //! Starting, reading and stopping tasks: the processes really start, and really end.
 
 mod common;
+mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::client::Client;
@@ -18,39 +17,13 @@ async fn client() -> Client {
     Client::connect(ProtocolVersion::V_2025_11_25).await
 }
 
-/// The port in python's "Serving HTTP on 127.0.0.1 port N (http://...) ..." line.
+/// The port in python's "Serving HTTP on 127.0.0.1 port N ..." line of a `logs` result.
 fn served_port(logs: &Value) -> u16 {
-    logs["lines"]
-        .as_array()
-        .expect("lines")
-        .iter()
-        .filter_map(|l| {
-            l["text"]
-                .as_str()?
-                .split_once("Serving HTTP on 127.0.0.1 port ")
-                .map(|(_, rest)| rest)
-        })
-        .find_map(|rest| {
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no port in {logs}"))
-}
-
-/// A plain HTTP/1.0 GET; the whole response as text.
-fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the task's port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("read HTTP response");
-    response
+    let line = common::texts(logs)
+        .into_iter()
+        .find(|text| text.contains("Serving HTTP on 127.0.0.1 port "))
+        .unwrap_or_else(|| panic!("no port in {logs}"));
+    support::served_port(&line)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +47,7 @@ async fn http_server_task_serves_logs_by_cursor_and_stops_with_its_group() {
     let port = served_port(&first);
     let cursor = first["next_cursor"].as_u64().expect("next_cursor");
 
-    let response = tokio::task::spawn_blocking(move || http_get(port, "/file.txt"))
+    let response = tokio::task::spawn_blocking(move || support::http_get(port, "/file.txt"))
         .await
         .unwrap();
     assert!(response.starts_with("HTTP/1.0 200"), "response: {response}");

@@ -202,21 +202,6 @@ pub fn stateless_meta(version: &str) -> Value {
     })
 }
 
-/// The text of every line in a `logs` result, as `&str`.
-#[track_caller]
-pub fn line_texts(logs: &Value) -> Vec<&str> {
-    logs["lines"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no lines in {logs}"))
-        .iter()
-        .map(|l| {
-            l["text"]
-                .as_str()
-                .unwrap_or_else(|| panic!("line without text: {l}"))
-        })
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Ports and HTTP
 // ---------------------------------------------------------------------------------------------

@@ -584,12 +584,7 @@ impl Server {
                 ErrorCode::InvalidRequest,
                 "Invalid Request: the session is already initialized",
             )),
-            "tools/list" => {
-                let start =
-                    paging::start("tools", params.get("cursor")).map_err(Error::invalid_params)?;
-                let all = tool_defs::definitions(request.structured);
-                Ok(Reply::Now(self.page("tools", "tools", all, start.0)))
-            }
+            "tools/list" => self.list_tools(request, &params).map(Reply::Now),
             "tools/call" => self.call_tool(now, request, params),
             "logging/setLevel" => {
                 let level = params.get("level").and_then(Value::as_str);
@@ -632,6 +627,13 @@ impl Server {
             },
             "instructions": INSTRUCTIONS,
         }))
+    }
+
+    /// One page of `tools/list`.
+    fn list_tools(&self, request: &Pending, params: &Map<String, Value>) -> Result<Value, Error> {
+        let start = paging::start("tools", params.get("cursor")).map_err(Error::invalid_params)?;
+        let all = tool_defs::definitions(request.structured);
+        Ok(self.page("tools", "tools", all, start.0))
     }
 
     /// One page of a list result: `{<key>: [...], nextCursor?}`, `page_size` items from `start`.

@@ -18,7 +18,6 @@ use serde_json::{Map, Value, json};
 
 use super::{INSTRUCTIONS, Pending, Reply, Server, capabilities};
 use crate::mcp::jsonrpc::{self, Error, ErrorCode, RequestId};
-use crate::mcp::{paging, tools as tool_defs};
 use crate::time::Now;
 
 /// The one stateless-era version this server speaks.
@@ -121,12 +120,7 @@ impl Server {
                 }),
                 Cache::Static,
             ),
-            "tools/list" => {
-                let start =
-                    paging::start("tools", params.get("cursor")).map_err(Error::invalid_params)?;
-                let all = tool_defs::definitions(true);
-                cacheable(self.page("tools", "tools", all, start.0), Cache::Static)
-            }
+            "tools/list" => cacheable(self.list_tools(request, &params)?, Cache::Static),
             "tools/call" => return self.call_tool(now, request, params),
             "resources/list" => cacheable(self.list_resources(&params)?, Cache::Live),
             "resources/templates/list" => cacheable(super::resources::templates(), Cache::Static),
