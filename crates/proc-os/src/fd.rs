@@ -3,8 +3,9 @@
 //! Rust opens everything close-on-exec, but a server does not only hold what it opened: whoever
 //! started it (an editor, a shell, a CI runner) may have leaked descriptors to it, and without
 //! care each task would inherit them, keep pipes of the client's open, and hold files the user
-//! thinks are closed. [`mark_cloexec_from`] runs in the child between `fork` and `exec` and
-//! marks every descriptor from 3 up close-on-exec (close_range(2), fcntl(2)).
+//! thinks are closed. [`mark_cloexec_from`] runs in the child between `fork` (or the
+//! vfork-style clone(2) of [`crate::process::spawn`]) and `exec` and marks every descriptor from
+//! 3 up close-on-exec (close_range(2), fcntl(2)).
 
 use std::io;
 
@@ -14,8 +15,9 @@ use nix::libc;
 /// Marks every open file descriptor from `first` up close-on-exec, so that exec(2) closes it;
 /// `fd_limit` (one more than the highest possible descriptor, see [`fd_limit`]) bounds the
 /// last-resort loop. Async-signal-safe and allocation-free: meant for the child between `fork`
-/// and `exec`, where descriptors must not be closed outright (std still needs its close-on-exec
-/// pipe that reports a failed exec).
+/// (or a `CLONE_VM` clone(2), which shares the parent's memory) and `exec`, where descriptors
+/// must not be closed outright (std still needs its close-on-exec pipe that reports a failed
+/// exec, and an exec that fails must leave the child's setup intact).
 ///
 /// Linux 5.11 and later do it in one call, `close_range(first, ~0U, CLOSE_RANGE_CLOEXEC)`.
 /// Where that is missing (`ENOSYS` before 5.9, `EINVAL` for the flag before 5.11, `EPERM` from

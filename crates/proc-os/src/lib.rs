@@ -5,7 +5,8 @@
 //!
 //! - [`process`]: spawning a task as the leader of its own session and process group
 //!   (setsid(2)), with default signal dispositions, a parent-death signal (Linux
-//!   `PR_SET_PDEATHSIG`), only descriptors 0, 1 and 2, and the original open-files limit;
+//!   `PR_SET_PDEATHSIG`), only descriptors 0, 1 and 2, and the original open-files limit
+//!   (on Linux with `clone(CLONE_VM | CLONE_VFORK)` as posix_spawn(3) does, not `fork`);
 //!   signalling its group (killpg(3), `ESRCH` is not an error); seeing its exit without reaping
 //!   it (waitid(2) `WNOWAIT`), and reaping it (waitpid(2)).
 //! - [`fd`]: marking every inherited descriptor from 3 up close-on-exec in the child
@@ -43,3 +44,12 @@ pub mod signal;
 pub mod stdio;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )
+))]
+mod vfork;

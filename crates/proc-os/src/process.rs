@@ -16,6 +16,15 @@ use nix::unistd::Pid;
 use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode};
 
 use crate::signal::{signal_from_number, signal_number};
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )
+))]
+use crate::vfork;
 use crate::{fd, rlimit};
 
 /// A freshly started process: the leader of its own session and process group
@@ -36,13 +45,18 @@ pub struct Spawned {
 ///
 /// The child gets stdin from `/dev/null` (or a pipe for [`StdinMode::Piped`]), stdout and
 /// stderr as pipes, the server's environment plus `spec.env`, default dispositions for all
-/// signals, and on Linux `SIGKILL` as its parent-death signal. It inherits no other file
-/// descriptor: every descriptor from 3 up is marked close-on-exec
+/// signals and an empty signal mask, and on Linux `SIGKILL` as its parent-death signal. It
+/// inherits no other file descriptor: every descriptor from 3 up is marked close-on-exec
 /// ([`fd::mark_cloexec_from`]), so descriptors that whoever started the server leaked to it
 /// never reach a task. If [`rlimit::raise_nofile_limit`] raised the server's `RLIMIT_NOFILE`,
-/// the child gets the original soft limit back. Note that Linux delivers the
-/// parent-death signal when the *thread* that forked exits (prctl(2)), so call this from a
-/// thread that lives as long as the server.
+/// the child gets the original soft limit back. A program without `/` is looked up in the
+/// child's `PATH` as execvp(3) does (a file without `#!` runs with `/bin/sh`). Note that Linux
+/// delivers the parent-death signal when the *thread* that spawned exits (prctl(2)), so call
+/// this from a thread that lives as long as the server.
+///
+/// On Linux (x86_64, aarch64, riscv64) the child is made with `clone(CLONE_VM | CLONE_VFORK)`
+/// like posix_spawn(3), which costs a fraction of a `fork` (see the `vfork` module); elsewhere,
+/// or where that clone(2) is refused, with std's `Command` (`fork`).
 ///
 /// # Errors
 /// A one-line message for people: the working directory does not exist or is not a
@@ -52,6 +66,78 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
     if let Some(cwd) = &spec.cwd {
         check_cwd(cwd)?;
     }
+    let parent = nix::unistd::getpid();
+    let last_signal = last_signal();
+    let nofile = rlimit::original();
+    let fd_limit = fd::fd_limit();
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "aarch64",
+            target_arch = "riscv64"
+        )
+    ))]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        /// Set once clone(2) refused `CLONE_VM | CLONE_VFORK`: fork from then on.
+        static CLONE_REFUSED: AtomicBool = AtomicBool::new(false);
+
+        if !CLONE_REFUSED.load(Ordering::Relaxed) {
+            let inherit = vfork::Inherit {
+                parent: parent.as_raw(),
+                last_signal,
+                nofile,
+                fd_limit,
+            };
+            match vfork::spawn(spec, inherit) {
+                Ok(child) => {
+                    return Ok(Spawned {
+                        pid: Pid::from_raw(child.pid),
+                        stdin: child.stdin.map(ChildStdin::from),
+                        stdout: ChildStdout::from(child.stdout),
+                        stderr: ChildStderr::from(child.stderr),
+                    });
+                }
+                // Refused by a sandbox or an emulator: fork from now on.
+                Err(vfork::Error::Unsupported(err)) => {
+                    if !CLONE_REFUSED.swap(true, Ordering::Relaxed) {
+                        eprintln!(
+                            "proc-mcp: clone(CLONE_VM | CLONE_VFORK) refused ({err}); spawning with fork"
+                        );
+                    }
+                }
+                Err(vfork::Error::Prepare(err) | vfork::Error::Child(vfork::Step::Exec, err)) => {
+                    return Err(describe_spawn_error(&spec.program, &err));
+                }
+                Err(vfork::Error::Child(vfork::Step::Chdir, err)) => {
+                    let cwd = spec.cwd.as_deref().unwrap_or(".");
+                    return Err(format!("cannot use working directory {cwd:?}: {err}"));
+                }
+                Err(vfork::Error::Child(step, err)) => {
+                    return Err(format!("cannot start {:?}: {step}: {err}", spec.program));
+                }
+                Err(vfork::Error::Vanished) => {
+                    return Err(format!(
+                        "cannot start {:?}: the new process ended before it could exec",
+                        spec.program
+                    ));
+                }
+            }
+        }
+    }
+    spawn_forked(spec, parent, last_signal, nofile, fd_limit)
+}
+
+/// [`spawn`] with std's `Command`, which forks because of the `pre_exec` hook.
+fn spawn_forked(
+    spec: &SpawnSpec,
+    parent: Pid,
+    last_signal: libc::c_int,
+    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
+    fd_limit: libc::c_int,
+) -> Result<Spawned, String> {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -65,10 +151,6 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }
-    let parent = nix::unistd::getpid();
-    let last_signal = last_signal();
-    let nofile = rlimit::original();
-    let fd_limit = fd::fd_limit();
     // SAFETY: `setup_child` only makes async-signal-safe system calls (setsid, signal, prctl,
     // getppid, close_range, open, getdents64, fcntl, close, setrlimit, _exit) and does not
     // allocate, as required between fork and exec.
@@ -471,6 +553,158 @@ mod tests {
         // Bit n-1 is signal n; glibc keeps 32 and 33 for itself and will not reset them.
         let glibc_internal = (1 << 31) | (1 << 32);
         assert_eq!(mask & !glibc_internal, 0, "ignored: {mask:#x}");
+    }
+
+    #[test]
+    fn the_fork_fallback_keeps_the_same_promises() {
+        let forked = |spec: &SpawnSpec| {
+            spawn_forked(
+                spec,
+                nix::unistd::getpid(),
+                last_signal(),
+                rlimit::original(),
+                fd::fd_limit(),
+            )
+        };
+        let leaked = Leaked::new();
+        let mut script = sh("echo \"$GREETING\"; pwd; ls /proc/self/fd; ps -o sid= -p $$; exit 4");
+        script.env = vec![("GREETING".to_owned(), "forked".to_owned())];
+        script.cwd = Some("/tmp".to_owned());
+        let child = forked(&script).expect("spawn");
+        let out = read_all(child.stdout);
+        assert_eq!(wait_exited(child.pid), ExitStatus::Code(4));
+        reap(child.pid).expect("reap");
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        // `ls` lists 0, 1, 2 and its own directory descriptor, never `leaked`.
+        let sid = child.pid.to_string();
+        assert_eq!(
+            lines,
+            ["forked", "/tmp", "0", "1", "2", "3", sid.as_str()],
+            "fd {}",
+            leaked.0
+        );
+        let err = forked(&spec("no-such-command-7f3a", &[])).expect_err("missing program");
+        assert_eq!(
+            err,
+            "command not found: \"no-such-command-7f3a\" is not in PATH"
+        );
+    }
+
+    #[test]
+    fn the_child_starts_with_an_empty_signal_mask() {
+        // Whatever this thread blocks, the task gets nothing blocked (nor ignored).
+        let run_blocked = || {
+            let mut blocked = nix::sys::signal::SigSet::empty();
+            blocked.add(NixSignal::SIGTERM);
+            blocked.add(NixSignal::SIGUSR1);
+            blocked.thread_block().expect("block");
+            run(&sh("grep -E '^Sig(Blk|Ign)' /proc/self/status"))
+        };
+        let (out, _, status) = std::thread::spawn(run_blocked).join().expect("thread");
+        assert_eq!(status, ExitStatus::Code(0));
+        for line in out.lines() {
+            let (name, hex) = line.split_once(":\t").expect("status line");
+            let mask = u64::from_str_radix(hex, 16).expect("hex mask");
+            let glibc_internal = (1 << 31) | (1 << 32);
+            assert_eq!(mask & !glibc_internal, 0, "{name}: {mask:#x}\n{out}");
+        }
+    }
+
+    #[test]
+    fn argv_zero_is_the_program_as_given() {
+        let (out, _, _) = run(&spec("sh", &["-c", "echo \"$0\""]));
+        assert_eq!(out, "sh\n");
+    }
+
+    #[test]
+    fn the_program_is_looked_up_in_the_childs_path_like_execvp() {
+        let dir = std::env::temp_dir().join(format!("proc-os-path-{}", std::process::id()));
+        let (denied, found) = (dir.join("denied"), dir.join("found"));
+        std::fs::create_dir_all(&denied).expect("mkdir");
+        std::fs::create_dir_all(&found).expect("mkdir");
+        let write = |path: &std::path::Path, text: &str, mode: u32| {
+            std::fs::write(path, text).expect("write");
+            let perms = std::os::unix::fs::PermissionsExt::from_mode(mode);
+            std::fs::set_permissions(path, perms).expect("chmod");
+        };
+        // Not executable in the first directory: execvp moves on (and would report EACCES).
+        write(
+            &denied.join("proc-os-tool"),
+            "#!/bin/sh\necho wrong\n",
+            0o644,
+        );
+        // No `#!` line: run with /bin/sh, arguments and all.
+        write(&found.join("proc-os-tool"), "echo \"found $1\"\n", 0o755);
+        let path = format!("{}:/nonexistent:{}", denied.display(), found.display());
+
+        let mut tool = spec("proc-os-tool", &["it"]);
+        tool.env = vec![("PATH".to_owned(), path.clone())];
+        let (out, err, status) = run(&tool);
+        assert_eq!(
+            (out.as_str(), status),
+            ("found it\n", ExitStatus::Code(0)),
+            "{err}"
+        );
+
+        let mut denied_only = spec("proc-os-tool", &[]);
+        denied_only.env = vec![("PATH".to_owned(), denied.display().to_string())];
+        let err = spawn(&denied_only).expect_err("not executable");
+        assert!(err.contains("permission denied"), "{err}");
+
+        // A relative path with a slash is relative to the task's working directory.
+        let mut relative = spec("./proc-os-tool", &["here"]);
+        relative.cwd = Some(found.display().to_string());
+        let (out, _, _) = run(&relative);
+        assert_eq!(out, "found here\n");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn spawning_from_many_threads_at_once_while_signals_fly() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        static CAUGHT: AtomicUsize = AtomicUsize::new(0);
+        extern "C" fn on_usr2(_: libc::c_int) {
+            CAUGHT.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the handler only touches an atomic; nothing else in the tests uses SIGUSR2.
+        unsafe { libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t) };
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        // Signals at the whole process, which any thread (a spawning one included) may take,
+        // and allocations on other threads, while four threads spawn.
+        let noise = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut junk = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    // SAFETY: kill(2) to ourselves with a signal we handle.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+                    junk.push(vec![0_u8; 4096]);
+                    if junk.len() > 64 {
+                        junk.clear();
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let spawners: Vec<_> = (0..4)
+            .map(|n| {
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let (out, _, status) = run(&spec("echo", &[&format!("{n}-{i}")]));
+                        assert_eq!((out, status), (format!("{n}-{i}\n"), ExitStatus::Code(0)));
+                        let err = spawn(&spec("no-such-command-7f3a", &[])).expect_err("missing");
+                        assert!(err.starts_with("command not found"), "{err}");
+                    }
+                })
+            })
+            .collect();
+        for spawner in spawners {
+            spawner.join().expect("spawner");
+        }
+        done.store(true, Ordering::Relaxed);
+        noise.join().expect("noise");
+        assert!(CAUGHT.load(Ordering::Relaxed) > 0);
     }
 
     #[cfg(target_os = "linux")]
