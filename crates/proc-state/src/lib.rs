@@ -55,7 +55,11 @@
 //! ## Modules
 //! - [`log`]: a task's output buffer (byte ring, line index, cursors, eviction).
 //! - [`task`]: one task's lifecycle (starting → running → stopping → exited | failed).
-//! - [`mcp`]: framing, JSON-RPC, the MCP session and the tools.
+//! - [`mcp`]: framing, JSON-RPC, protocol versions, paging and the tool definitions.
+//! - [`Server`] ties them together: the session in both protocol eras (the `initialize`
+//!   handshake of 2024-11-05 to 2025-11-25, and the stateless 2026-07-28 requests that carry
+//!   their own `_meta` envelope), the tool handlers, the requests that wait on tasks (`start`
+//!   with `wait_for`, `stop`, `restart`, `wait`, `write`), resources and notifications.
 
 pub mod log;
 pub mod mcp;
