@@ -166,36 +166,11 @@ pub fn fd_limit() -> libc::c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::Leaked;
 
     /// Marking works on the whole test process: one test at a time, or one test's marks would
     /// spoil another's "not marked" check.
     static MARKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    /// A descriptor open on /dev/null *without* `FD_CLOEXEC`, closed on drop.
-    struct Leaked(libc::c_int);
-
-    impl Leaked {
-        fn new() -> Self {
-            // SAFETY: a NUL-terminated path; no O_CLOEXEC on purpose.
-            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
-            assert!(fd >= 3, "open: {}", io::Error::last_os_error());
-            Self(fd)
-        }
-
-        fn cloexec(&self) -> bool {
-            // SAFETY: F_GETFD on our own descriptor.
-            let flags = unsafe { libc::fcntl(self.0, libc::F_GETFD) };
-            assert!(flags >= 0);
-            flags & libc::FD_CLOEXEC != 0
-        }
-    }
-
-    impl Drop for Leaked {
-        fn drop(&mut self) {
-            // SAFETY: our descriptor, closed once.
-            unsafe { libc::close(self.0) };
-        }
-    }
 
     /// Two leaked descriptors, and the lower one: marking from there touches nothing the
     /// harness relies on (std opens its own close-on-exec anyway).

@@ -44,12 +44,5 @@ pub mod signal;
 pub mod stdio;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    )
-))]
+#[cfg(vfork_spawn)]
 mod vfork;

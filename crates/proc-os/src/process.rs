@@ -16,14 +16,7 @@ use nix::unistd::Pid;
 use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode};
 
 use crate::signal::{signal_from_number, signal_number};
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    )
-))]
+#[cfg(vfork_spawn)]
 use crate::vfork;
 use crate::{fd, rlimit};
 
@@ -70,14 +63,7 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
     let last_signal = last_signal();
     let nofile = rlimit::original();
     let fd_limit = fd::fd_limit();
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64"
-        )
-    ))]
+    #[cfg(vfork_spawn)]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -369,7 +355,9 @@ mod tests {
     use proc_state::{ExitStatus, Signal, StdinMode};
 
     use super::*;
-    use crate::testutil::{group_members, open_fds, sh, spec, stat, wait_exited, wait_terminated};
+    use crate::testutil::{
+        Leaked, group_members, open_fds, sh, spec, stat, wait_exited, wait_terminated,
+    };
 
     fn read_all(mut pipe: impl std::io::Read) -> String {
         let mut text = String::new();
@@ -718,25 +706,6 @@ mod tests {
         .expect("spawning thread");
         assert_eq!(wait_exited(pid), ExitStatus::Signaled(Signal::Kill));
         reap(pid).expect("reap");
-    }
-
-    /// A descriptor open on /dev/null *without* `FD_CLOEXEC`, closed on drop.
-    struct Leaked(libc::c_int);
-
-    impl Leaked {
-        fn new() -> Self {
-            // SAFETY: a NUL-terminated path; no O_CLOEXEC on purpose.
-            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
-            assert!(fd >= 3, "open: {}", io::Error::last_os_error());
-            Self(fd)
-        }
-    }
-
-    impl Drop for Leaked {
-        fn drop(&mut self) {
-            // SAFETY: our descriptor, closed once.
-            unsafe { libc::close(self.0) };
-        }
     }
 
     #[test]

@@ -338,3 +338,45 @@ macro_rules! driver_tests {
         }
     };
 }
+
+/// A descriptor open on /dev/null *without* `FD_CLOEXEC`, as a careless parent would leak it;
+/// closed on drop.
+#[derive(Debug)]
+pub struct Leaked(pub libc::c_int);
+
+impl Leaked {
+    /// Opens one (always fd 3 or above: 0-2 are taken).
+    ///
+    /// # Panics
+    /// If open(2) fails.
+    pub fn new() -> Self {
+        // SAFETY: a NUL-terminated path; no O_CLOEXEC on purpose.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 3, "open: {}", std::io::Error::last_os_error());
+        Self(fd)
+    }
+
+    /// Whether it is marked close-on-exec now.
+    ///
+    /// # Panics
+    /// If fcntl(2) fails.
+    pub fn cloexec(&self) -> bool {
+        // SAFETY: F_GETFD on our own descriptor.
+        let flags = unsafe { libc::fcntl(self.0, libc::F_GETFD) };
+        assert!(flags >= 0);
+        flags & libc::FD_CLOEXEC != 0
+    }
+}
+
+impl Default for Leaked {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Leaked {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
