@@ -36,12 +36,16 @@ fn assert_no_response_to(server: &mut RawServer, line: &str) {
 }
 
 #[test]
-fn malformed_json_is_parse_error_with_null_id() {
+fn malformed_json_is_a_parse_error_answered_with_its_id_when_readable() {
     let mut server = RawServer::initialized(LATEST);
+    // An SDK waits for the response to its id: read it from the broken message if it can be.
     let response = send_raw(
         &mut server,
         r#"{"jsonrpc": "2.0", "id": 1, "method": "ping""#,
     );
+    assert_error_code(&response, -32700);
+    assert_eq!(response.get("id"), Some(&json!(1)), "response: {response}");
+    let response = send_raw(&mut server, r#"{"jsonrpc": "2.0", "method": "#);
     assert_error_code(&response, -32700);
     assert_eq!(
         response.get("id"),

@@ -146,6 +146,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 } else {
                     ExitStatus::Code(i32::from(*code))
                 },
+                signalled: *signaled,
             },
             Op::Advance { ms: step } => {
                 ms += u64::from(*step);

@@ -48,7 +48,7 @@ use proc_os::driver::{self, AbortOnDrop, Runtime, Session};
 /// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
 /// is handled by the core or reported on stderr.
 pub fn serve_stdio(config: proc_state::Config) -> io::Result<()> {
-    serve(driver::startup(config), io::stdin(), io::stdout().lock())
+    serve(driver::startup(config), io::stdin(), io::stdout())
 }
 
 /// Serves MCP with the client's messages read from `input` and the core's lines written to
@@ -56,11 +56,10 @@ pub fn serve_stdio(config: proc_state::Config) -> io::Result<()> {
 fn serve<R, W>(config: proc_state::Config, input: R, output: W) -> io::Result<()>
 where
     R: Read + Send + 'static,
-    W: Write,
+    W: Write + Send + 'static,
 {
     let session = Session::open(input)?;
-    async_std::task::block_on(session.serve(config, output, AsyncStd));
-    Ok(())
+    async_std::task::block_on(session.serve(config, output, AsyncStd))
 }
 
 /// async-std's parts for the shared loop.

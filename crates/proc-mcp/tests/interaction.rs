@@ -17,12 +17,25 @@ fn write_feeds_a_tasks_stdin_in_order_then_eof() {
         let written = server.call("write", json!({"id": id, "data": "hello\n"}));
         assert_eq!(written["bytes_written"], 6, "{runtime}: {written}");
         server.wait_for_line(&id, "hello");
-        // More than a pipe holds: the server waits for `cat` while still reading its output.
+        // More than a pipe holds: answered at once with what is queued, and fed to `cat` as it
+        // reads (while the server keeps reading its output).
         let big = "x".repeat(200_000) + "\n";
         let written = server.call("write", json!({"id": id, "data": big}));
-        assert_eq!(written["bytes_written"], 200_001, "{runtime}");
+        let accounted = written["bytes_written"].as_u64().unwrap_or(0)
+            + written["bytes_queued"].as_u64().unwrap_or(0);
+        assert_eq!(accounted, 200_001, "{runtime}: {written}");
+        // `cat` has read it all once the line's last 64 KiB piece (the buffer splits long
+        // lines) is echoed: 200000 = 3 × 65536 + 3392.
+        let seen = server.call(
+            "wait",
+            json!({"id": id, "pattern": "^x{3392}$", "timeout_ms": 20000}),
+        );
+        assert_eq!(seen["reason"], "matched", "{runtime}: {seen}");
+        let empty = server.call("write", json!({"id": id, "data": ""}));
+        assert_eq!(empty["bytes_queued"], 0, "{runtime}: {empty}");
         let written = server.call("write", json!({"id": id, "data": "bye\n", "eof": true}));
         assert_eq!(written["bytes_written"], 4, "{runtime}: {written}");
+        assert_eq!(written.get("bytes_dropped"), None, "{runtime}: {written}");
         // `cat` sees end-of-file and exits on its own.
         let status = server.wait_exited(&id);
         assert_eq!(status["exit_code"], 0, "{runtime}: {status}");

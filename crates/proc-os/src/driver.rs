@@ -2,17 +2,25 @@
 //! docs say, on any async runtime that can spawn a task and sleep until a deadline
 //! ([`Runtime`]).
 //!
-//! 1. Wait for one event: a result of our own last outputs (spawned, failed, exited), else the
-//!    next [`Event`] from the channel (client bytes, a task's output, SIGCHLD, SIGTERM/SIGINT),
-//!    or the timer.
+//! 1. Wait for one event: a result of our own last outputs (spawned, failed, exited, written),
+//!    else a deadline that has already passed, else whichever comes first of the next
+//!    [`Event`] (a task's output, SIGCHLD, SIGTERM/SIGINT, a line written to the client), the
+//!    client's next bytes (only while the core wants them), or the timer.
 //! 2. Feed it with [`Server::handle_input`] / [`Server::handle_timeout`] and the current [`Now`].
 //! 3. Drain [`Server::poll_output`] until [`Output::Timeout`], carrying out each output.
 //! 4. Arm the one timer and go to 1.
 //!
+//! A due deadline is handled before anything else is waited for, so timers fire on time however
+//! busy the event sources are; and the event sources are polled in random order, so none can
+//! starve another. The loop never blocks: client stdin and stdout each have a thread
+//! ([`crate::stdio`]), pipes are non-blocking, and a stdin write takes only what the pipe holds
+//! now.
+//!
 //! The loop runs on the thread that awaits [`Session::serve`] (spawning happens there, which
-//! matters for the parent-death signal); only client stdin has a thread of its own. The event
-//! channel is bounded, and output bytes travel in pooled buffers ([`crate::pipes`]), so the
-//! memory in flight is fixed however fast the tasks print.
+//! matters for the parent-death signal). The event channel is bounded, and output bytes travel
+//! in pooled buffers ([`crate::pipes`]), so the memory in flight is fixed however fast the tasks
+//! print; the lines waiting for the client are bounded by the core
+//! ([`proc_state::Config::max_client_backlog_bytes`]).
 //!
 //! A driver crate is then: a [`Runtime`] implementation, and
 //! `block_on(Session::open(stdin)?.serve(config, stdout, runtime))` on its executor.
@@ -25,13 +33,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_channel::{Receiver, Sender};
 use async_signal::{Signal as OsSignal, Signals};
 use futures_lite::StreamExt as _;
-use proc_state::{Config, Input, Instant, Now, Output, ProbeId, RunId, Server, Stream};
+use proc_state::{
+    Config, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, RunId, Server, Stream,
+};
 
 use crate::pipes::{self, Chunk, Pool};
-use crate::probe::{PROBE_TIMEOUT, probe_port};
+use crate::probe::probe_port;
 use crate::rlimit;
 use crate::runs::RunTable;
-use crate::stdio::{self, ClientWriter};
+use crate::stdio::{self, ClientInput, ClientWriter};
 
 /// Buffers for task output in flight, shared by all tasks (each [`pipes::CHUNK_BYTES`]).
 const OUTPUT_BUFFERS: usize = 8;
@@ -39,9 +49,18 @@ const OUTPUT_BUFFERS: usize = 8;
 /// Capacity of the event channel into the loop.
 const EVENT_QUEUE: usize = 32;
 
+/// How long the server waits, at exit, for a client that has stopped reading to take the last
+/// lines.
+const EXIT_PATIENCE: Duration = Duration::from_secs(1);
+
 /// What a driver's async runtime provides: spawning the tasks that read pipes and forward
 /// signals, and a timer. Everything else (the reactor, channels, signal handling) is
 /// runtime-agnostic and lives here.
+///
+/// The spawned tasks may run on the loop's thread (smol's local executor) or on other threads
+/// (async-std's global executor); the loop's correctness does not depend on which: events reach
+/// it through one bounded channel, and it handles due deadlines before waiting on that channel,
+/// so readers on other threads that keep the channel full cannot delay a timer.
 pub trait Runtime {
     /// A spawned task. Dropping it must stop the task soon (drop its future), without
     /// blocking: that is how a released run's pipes get closed.
@@ -62,10 +81,6 @@ pub trait Runtime {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event {
-    /// Bytes from the client.
-    ClientBytes(Chunk),
-    /// The client closed its end (or reading it failed).
-    ClientEof,
     /// Bytes from one of a task's pipes.
     Output {
         /// The run whose pipe it was.
@@ -82,12 +97,10 @@ pub enum Event {
         /// Which pipe.
         stream: Stream,
     },
-    /// The outcome of one write to a task's stdin (see [`pipes::feed_stdin`]).
-    StdinWritten {
-        /// The run whose stdin it was.
+    /// A run's stdin can take more bytes after a short write (see [`pipes::stdin_ready`]).
+    StdinReady {
+        /// The run whose stdin it is.
         run: RunId,
-        /// Bytes written, or why not, for people.
-        result: Result<usize, String>,
     },
     /// A port probe answered.
     PortProbed {
@@ -96,6 +109,13 @@ pub enum Event {
         /// Whether 127.0.0.1:port accepted a connection.
         open: bool,
     },
+    /// The writer thread wrote and flushed one line of this many bytes to the client.
+    Transmitted {
+        /// The line's length.
+        bytes: usize,
+    },
+    /// The client can no longer be written to (its end of stdout is closed).
+    ClientGone,
     /// SIGCHLD: some child changed state.
     ChildSignal,
     /// SIGTERM or SIGINT.
@@ -125,6 +145,7 @@ pub struct Session {
     signals: Signals,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
+    client: Receiver<ClientInput>,
 }
 
 impl Session {
@@ -140,30 +161,37 @@ impl Session {
         // Before the first spawn, so that no SIGCHLD is missed.
         let signals = Signals::new([OsSignal::Child, OsSignal::Term, OsSignal::Int])?;
         let (events_tx, events_rx) = async_channel::bounded(EVENT_QUEUE);
-        stdio::spawn_client_reader(input, events_tx.clone())?;
+        let client = stdio::spawn_client_reader(input)?;
         Ok(Self {
             signals,
             events_tx,
             events_rx,
+            client,
         })
     }
 
     /// Serves MCP (the client's lines come from the session's input, the core's go to
-    /// `output`) until the core says [`Output::Exit`], then kills and reaps whatever is left,
-    /// so that no task outlives it. Task ids come from `nanoid` (6 characters).
+    /// `output`, written by a thread of their own) until the core says [`Output::Exit`], then
+    /// kills and reaps whatever is left, so that no task outlives it. Task ids come from
+    /// `nanoid` (6 characters).
     ///
     /// Await it on a thread that lives as long as the server: on Linux, the tasks'
     /// parent-death signal is tied to the thread that spawned them.
-    pub async fn serve<Rt, W>(self, config: Config, output: W, runtime: Rt)
+    ///
+    /// # Errors
+    /// The writer thread could not be started.
+    pub async fn serve<Rt, W>(self, config: Config, output: W, runtime: Rt) -> io::Result<()>
     where
         Rt: Runtime,
-        W: Write,
+        W: Write + Send + 'static,
     {
         let Session {
             signals,
             events_tx,
             events_rx,
+            client,
         } = self;
+        let writer = ClientWriter::spawn(output, events_tx.clone())?;
         let signal_task = runtime.spawn(forward_signals(signals, events_tx.clone()));
         let mut driver = Driver {
             server: Server::new(config, Box::new(|| nanoid::nanoid!(6))),
@@ -171,20 +199,24 @@ impl Session {
             runtime,
             events: events_tx,
             pool: Pool::new(OUTPUT_BUFFERS),
-            client: ClientWriter::new(output),
+            writer,
             pending: VecDeque::new(),
             client_eof: false,
             probes: BTreeMap::new(),
             clock: Clock::new(),
         };
-        driver.run(&events_rx).await;
+        driver.run(&events_rx, &client).await;
         driver.runs.shutdown();
         drop(signal_task);
-        drop(driver);
-        // Give back every pooled buffer still queued, so the client reader is never stuck
-        // waiting for one, and let it see the channel closed.
+        let Driver { writer, .. } = driver;
+        // Give back every pooled buffer still queued, so the readers are never stuck waiting
+        // for one, and let them see the channels closed.
         events_rx.close();
         while events_rx.try_recv().is_ok() {}
+        client.close();
+        while client.try_recv().is_ok() {}
+        writer.finish(EXIT_PATIENCE);
+        Ok(())
     }
 }
 
@@ -233,17 +265,19 @@ enum Wake {
     /// An input that our own handling of an output produced; fed before anything new.
     Pending(Input<'static>),
     Event(Event),
+    Client(ClientInput),
     Timer,
 }
 
-struct Driver<Rt: Runtime, W> {
+struct Driver<Rt: Runtime> {
     server: Server,
     runs: RunTable<Rt::Task>,
     runtime: Rt,
     events: Sender<Event>,
     pool: Pool,
-    client: ClientWriter<W>,
-    /// Inputs our own handling of outputs produced (spawned, failed, exited, client gone).
+    writer: ClientWriter,
+    /// Inputs our own handling of outputs produced (spawned, failed, exited, written, client
+    /// gone).
     pending: VecDeque<Input<'static>>,
     /// `ClientEof` was fed: client input is over.
     client_eof: bool,
@@ -252,40 +286,31 @@ struct Driver<Rt: Runtime, W> {
     clock: Clock,
 }
 
-impl<Rt: Runtime, W: Write> Driver<Rt, W> {
+impl<Rt: Runtime> Driver<Rt> {
     /// Runs the loop until the core says [`Output::Exit`].
-    async fn run(&mut self, events: &Receiver<Event>) {
-        let mut deadline = None;
+    async fn run(&mut self, events: &Receiver<Event>, client: &Receiver<ClientInput>) {
+        let mut deadline: Option<std::time::Instant> = None;
         loop {
-            // 1. Wait for one event.
-            let wake = match self.pending.pop_front() {
-                Some(pending) => Wake::Pending(pending),
-                None => {
-                    let runtime = &self.runtime;
-                    futures_lite::future::or(
-                        async {
-                            match events.recv().await {
-                                Ok(event) => Wake::Event(event),
-                                // Unreachable while we hold a sender; as if the client left.
-                                Err(_) => Wake::Pending(Input::ClientEof),
-                            }
-                        },
-                        async {
-                            match deadline {
-                                Some(deadline) => runtime.sleep_until(deadline).await,
-                                None => futures_lite::future::pending().await,
-                            }
-                            Wake::Timer
-                        },
-                    )
-                    .await
-                }
+            // 1. One event: our own results first, then a deadline that has passed, then
+            //    whatever comes first.
+            let wake = if let Some(pending) = self.pending.pop_front() {
+                Wake::Pending(pending)
+            } else if deadline.is_some_and(|at| at <= std::time::Instant::now()) {
+                Wake::Timer
+            } else {
+                let read_client = !self.client_eof && self.server.wants_client_bytes();
+                self.wait(events, client, read_client, deadline).await
             };
             // 2. Feed it.
             let now = self.clock.now();
             match wake {
                 Wake::Pending(pending) => self.feed_pending(now, pending),
                 Wake::Event(event) => self.feed_event(now, event),
+                Wake::Client(ClientInput::Bytes(chunk)) => {
+                    self.server
+                        .handle_input(now, Input::ClientBytes(chunk.bytes()));
+                }
+                Wake::Client(ClientInput::Eof) => self.feed_pending(now, Input::ClientEof),
                 Wake::Timer => self.server.handle_timeout(now),
             }
             // 3. Drain the outputs; 4. arm the timer.
@@ -294,6 +319,39 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                 None => return,
             }
         }
+    }
+
+    /// Waits for the first of: an event, the client's next input (if `read_client`), the
+    /// timer. The sources are polled in random order, so a busy one cannot starve the others.
+    async fn wait(
+        &self,
+        events: &Receiver<Event>,
+        client: &Receiver<ClientInput>,
+        read_client: bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Wake {
+        let runtime = &self.runtime;
+        let event = async {
+            match events.recv().await {
+                Ok(event) => Wake::Event(event),
+                // Unreachable while we hold a sender; as if the client left.
+                Err(_) => Wake::Pending(Input::ClientEof),
+            }
+        };
+        let client = async {
+            if !read_client {
+                futures_lite::future::pending::<()>().await;
+            }
+            Wake::Client(client.recv().await.unwrap_or(ClientInput::Eof))
+        };
+        let timer = async {
+            match deadline {
+                Some(deadline) => runtime.sleep_until(deadline).await,
+                None => futures_lite::future::pending().await,
+            }
+            Wake::Timer
+        };
+        futures_lite::future::race(futures_lite::future::race(event, client), timer).await
     }
 
     fn feed_pending(&mut self, now: Now, input: Input<'static>) {
@@ -308,13 +366,6 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
 
     fn feed_event(&mut self, now: Now, event: Event) {
         match event {
-            Event::ClientBytes(chunk) => {
-                if !self.client_eof {
-                    self.server
-                        .handle_input(now, Input::ClientBytes(chunk.bytes()));
-                }
-            }
-            Event::ClientEof => self.feed_pending(now, Input::ClientEof),
             Event::Output { run, stream, chunk } => {
                 if self.runs.is_live(run) {
                     let bytes = chunk.bytes();
@@ -328,10 +379,10 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                         .handle_input(now, Input::StreamClosed { run, stream });
                 }
             }
-            Event::StdinWritten { run, result } => {
+            Event::StdinReady { run } => {
                 if self.runs.is_live(run) {
-                    self.server
-                        .handle_input(now, Input::StdinWritten { run, result });
+                    self.runs.stdin_ready(run);
+                    self.server.handle_input(now, Input::StdinReady { run });
                 }
             }
             Event::PortProbed { probe, open } => {
@@ -339,14 +390,25 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                 self.server
                     .handle_input(now, Input::PortProbed { probe, open });
             }
+            Event::Transmitted { bytes } => {
+                self.server.handle_input(now, Input::Transmitted { bytes });
+            }
+            Event::ClientGone => self.feed_pending(now, Input::ClientEof),
             Event::ChildSignal => {
                 // Possibly several exits: each is one input of its own, fed before anything
                 // new. The first one now, so that this wake-up feeds exactly one input.
-                let mut exits = self.runs.collect_exits().into_iter();
-                if let Some((run, status)) = exits.next() {
-                    self.pending
-                        .extend(exits.map(|(run, status)| Input::Exited { run, status }));
-                    self.server.handle_input(now, Input::Exited { run, status });
+                let mut exits = self
+                    .runs
+                    .collect_exits()
+                    .into_iter()
+                    .map(|exit| Input::Exited {
+                        run: exit.run,
+                        status: exit.status,
+                        signalled: exit.signalled,
+                    });
+                if let Some(first) = exits.next() {
+                    self.pending.extend(exits);
+                    self.server.handle_input(now, first);
                 }
             }
             Event::Terminate => self.server.handle_input(now, Input::Terminate),
@@ -358,37 +420,37 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
     fn drain(&mut self) -> Option<Option<std::time::Instant>> {
         loop {
             match self.server.poll_output() {
-                Output::Transmit(line) => {
-                    if !self.client.transmit(&line) && !self.client_eof {
-                        // The client is gone for writing: as if it closed stdin.
-                        if !self
-                            .pending
-                            .iter()
-                            .any(|pending| matches!(pending, Input::ClientEof))
-                        {
-                            self.pending.push_back(Input::ClientEof);
-                        }
-                    }
-                }
+                Output::Transmit(line) => self.writer.transmit(line),
                 Output::Spawn { run, spec } => {
                     let (runtime, pool, events) = (&self.runtime, &self.pool, &self.events);
-                    let spawned = self.runs.spawn(run, &spec, |pipe| {
-                        runtime.spawn(pipes::serve(run, pipe, pool.clone(), events.clone()))
+                    let spawned = self.runs.spawn(run, &spec, |stream, pipe| {
+                        runtime.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
                     });
                     self.pending.push_back(match spawned {
                         Ok(pid) => Input::Spawned { run, pid },
                         Err(error) => Input::SpawnFailed { run, error },
                     });
                 }
-                Output::Signal { run, signal } => self.runs.signal(run, signal),
-                Output::WriteStdin { run, data, close } => {
-                    if let Err(error) = self.runs.write_stdin(run, data, close) {
-                        self.pending.push_back(Input::StdinWritten {
-                            run,
-                            result: Err(error),
+                Output::Signal { run, signal } => {
+                    if let Some(exit) = self.runs.signal(run, signal) {
+                        // The leader had exited before the signal: said first.
+                        self.pending.push_back(Input::Exited {
+                            run: exit.run,
+                            status: exit.status,
+                            signalled: exit.signalled,
                         });
                     }
                 }
+                Output::WriteStdin { run, data } => {
+                    let (runtime, events) = (&self.runtime, &self.events);
+                    let written = self.runs.write_stdin(run, &data, |pipe| {
+                        runtime.spawn(pipes::stdin_ready(run, pipe, events.clone()))
+                    });
+                    if let Some(result) = written {
+                        self.pending.push_back(Input::StdinWritten { run, result });
+                    }
+                }
+                Output::CloseStdin { run } => self.runs.close_stdin(run),
                 Output::ProbePort { probe, port } => {
                     let events = self.events.clone();
                     let task = self.runtime.spawn(async move {
@@ -401,9 +463,6 @@ impl<Rt: Runtime, W: Write> Driver<Rt, W> {
                 Output::Exit => return None,
                 Output::Timeout(deadline) => {
                     return Some(deadline.and_then(|deadline| self.clock.to_std(deadline)));
-                }
-                other => {
-                    eprintln!("proc-mcp: ignoring an output this driver does not know: {other:?}")
                 }
             }
         }
@@ -472,12 +531,11 @@ mod tests {
     fn serve<R, W>(config: Config, input: R, output: W) -> io::Result<()>
     where
         R: Read + Send + 'static,
-        W: Write,
+        W: Write + Send + 'static,
     {
         let session = Session::open(input)?;
         let executor = LocalExecutor::new();
-        async_io::block_on(executor.run(session.serve(config, output, Reference(&executor))));
-        Ok(())
+        async_io::block_on(executor.run(session.serve(config, output, Reference(&executor))))
     }
 
     crate::driver_tests!(serve);

@@ -1,6 +1,6 @@
 //! A run's pipes: reading its output with bounded memory (a small pool of reusable read
-//! buffers, and the task that pumps one output pipe into the event loop), and writing its
-//! stdin in order ([`feed_stdin`]).
+//! buffers, and the task that pumps one output pipe into the event loop), and waiting for its
+//! stdin to have room again after a short write ([`stdin_ready`]).
 //!
 //! Runtime-agnostic: pipes are watched by [`async_io::Async`] (the reactor that smol and
 //! async-std both run on) and buffers travel in [`async_channel`] channels; any executor can
@@ -12,15 +12,15 @@
 //! instead of growing the server's memory. Idle tasks hold no buffer at all.
 
 use std::fs::File;
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read as _};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
 use async_io::Async;
 use proc_state::{RunId, Stream};
 
 use crate::driver::Event;
-use crate::runs::{Pipe, StdinWrite};
 
 /// Bytes per read, from a child's pipe or from the client: 64 KiB.
 pub const CHUNK_BYTES: usize = 64 << 10;
@@ -154,67 +154,11 @@ async fn pump_until_eof(
     }
 }
 
-/// Serves one of `run`'s pipes as [`Pipe`] says: [`pump`] for an output, [`feed_stdin`] for
-/// stdin. What a driver spawns for each pipe [`crate::runs::RunTable::spawn`] hands it.
-pub async fn serve(run: RunId, pipe: Pipe, pool: Pool, events: Sender<Event>) {
-    match pipe {
-        Pipe::Output { stream, pipe } => pump(run, stream, pipe, pool, events).await,
-        Pipe::Stdin { pipe, writes } => feed_stdin(run, pipe, writes, events).await,
-    }
-}
-
-/// Writes each [`StdinWrite`] from `writes` to `run`'s stdin `pipe`, in order, waiting while
-/// the pipe is full (the loop never blocks on a task that does not read), closes the pipe
-/// after one that says `close`, and sends one [`Event::StdinWritten`] per write: the byte
-/// count, or why nothing (or not everything) could be written — the process closed its stdin
-/// (`EPIPE`), or it was closed before. Returns when `writes` is closed or the loop is gone.
-pub async fn feed_stdin(
-    run: RunId,
-    pipe: OwnedFd,
-    writes: Receiver<StdinWrite>,
-    events: Sender<Event>,
-) {
-    // Async::new makes our end non-blocking; the child's end is a file of its own.
-    let mut pipe = Some(Async::new(File::from(pipe)));
-    while let Ok(StdinWrite { data, close }) = writes.recv().await {
-        let result = match &pipe {
-            Some(Ok(pipe)) => write_all(pipe, &data)
-                .await
-                .map(|()| data.len())
-                .map_err(|err| describe_stdin_error(&err)),
-            Some(Err(err)) => Err(format!("cannot write to the process's stdin: {err}")),
-            None => Err("the process's stdin was already closed".to_owned()),
-        };
-        if close {
-            pipe = None;
-        }
-        if events
-            .send(Event::StdinWritten { run, result })
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-async fn write_all(pipe: &Async<File>, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match pipe.get_ref().write(data) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(len) => data = &data[len..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => pipe.writable().await?,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-fn describe_stdin_error(err: &io::Error) -> String {
-    if err.kind() == io::ErrorKind::BrokenPipe {
-        "the process closed its stdin (or exited)".to_owned()
-    } else {
-        format!("cannot write to the process's stdin: {err}")
-    }
+/// Waits until `run`'s stdin `pipe` can take more bytes (after a short write), then sends
+/// [`Event::StdinReady`]. Cancel it by dropping its task.
+pub async fn stdin_ready(run: RunId, pipe: Arc<Async<File>>, events: Sender<Event>) {
+    // An error here (the reactor lost the descriptor) is reported as ready too: the next write
+    // then fails and says why.
+    let _ = pipe.writable().await;
+    let _ = events.send(Event::StdinReady { run }).await;
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_io::{Async, Timer};
 
-/// How long a probe waits for an answer: the core asks for "about a second".
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a probe waits for an answer, as the core's contract says.
+pub use proc_state::PROBE_TIMEOUT;
 
 /// Whether a TCP connection to `127.0.0.1:port` is accepted within `timeout`; the connection
 /// is closed at once. Refused, unreachable and timed-out connections are all `false`.

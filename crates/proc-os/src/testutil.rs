@@ -182,34 +182,34 @@ pub use serde_json;
 
 /// The tests every driver must pass, as `#[test]` functions in the module that invokes it.
 /// `$serve` is the driver's
-/// `fn<R: Read + Send + 'static, W: Write>(Config, R, W) -> io::Result<()>`: it serves MCP with
+/// `fn<R: Read + Send + 'static, W: Write + Send + 'static>(Config, R, W) -> io::Result<()>`: it serves MCP with
 /// the client's messages read from `R` and the core's lines written to `W`.
 #[macro_export]
 macro_rules! driver_tests {
     ($serve:path) => {
         #[test]
         fn client_eof_ends_the_server() {
-            let mut out = Vec::new();
+            let out = $crate::testutil::Sink::default();
             $serve(
                 ::proc_state::Config::default(),
                 ::std::io::Cursor::new(Vec::new()),
-                &mut out,
+                out.clone(),
             )
             .expect("serve");
-            assert_eq!(out, b"");
+            assert_eq!(out.bytes(), b"");
         }
 
         #[test]
         fn answers_in_lines_then_ends_at_eof() {
             let input = format!("{}\n", $crate::testutil::INITIALIZE).into_bytes();
-            let mut out = Vec::new();
+            let out = $crate::testutil::Sink::default();
             $serve(
                 ::proc_state::Config::default(),
                 ::std::io::Cursor::new(input),
-                &mut out,
+                out.clone(),
             )
             .expect("serve");
-            let text = String::from_utf8(out).expect("utf-8");
+            let text = String::from_utf8(out.bytes()).expect("utf-8");
             assert_eq!(text.lines().count(), 1, "{text}");
             assert!(text.ends_with('\n'));
             assert!(
@@ -229,14 +229,14 @@ macro_rules! driver_tests {
                 "",
             ]
             .join("\n");
-            let mut out = Vec::new();
+            let out = $crate::testutil::Sink::default();
             $serve(
                 ::proc_state::Config::default(),
                 ::std::io::Cursor::new(input.into_bytes()),
-                &mut out,
+                out.clone(),
             )
             .expect("serve");
-            let text = String::from_utf8(out).expect("utf-8");
+            let text = String::from_utf8(out.bytes()).expect("utf-8");
             let pids: Vec<i32> = text
                 .lines()
                 .map(|line| serde_json::from_str::<Value>(line).expect("JSON line"))
@@ -337,6 +337,31 @@ macro_rules! driver_tests {
             server.join().expect("server thread").expect("serve");
         }
     };
+}
+
+/// A `Write` that keeps everything written, shared between its clones (the server writes
+/// from a thread of its own).
+#[derive(Clone, Debug, Default)]
+pub struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Sink {
+    /// Everything written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Ok(mut bytes) = self.0.lock() {
+            bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A descriptor open on /dev/null *without* `FD_CLOEXEC`, as a careless parent would leak it;

@@ -60,7 +60,7 @@ use smol::{LocalExecutor, Task, Timer};
 /// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
 /// is handled by the core or reported on stderr.
 pub fn serve_stdio(config: proc_state::Config) -> io::Result<()> {
-    serve(driver::startup(config), io::stdin(), io::stdout().lock())
+    serve(driver::startup(config), io::stdin(), io::stdout())
 }
 
 /// Serves MCP with the client's messages read from `input` and the core's lines written to
@@ -68,12 +68,11 @@ pub fn serve_stdio(config: proc_state::Config) -> io::Result<()> {
 fn serve<R, W>(config: proc_state::Config, input: R, output: W) -> io::Result<()>
 where
     R: Read + Send + 'static,
-    W: Write,
+    W: Write + Send + 'static,
 {
     let session = Session::open(input)?;
     let executor = LocalExecutor::new();
-    smol::block_on(executor.run(session.serve(config, output, Smol(&executor))));
-    Ok(())
+    smol::block_on(executor.run(session.serve(config, output, Smol(&executor))))
 }
 
 /// smol's parts for the shared loop: tasks on the loop's local executor (a [`smol::Task`]

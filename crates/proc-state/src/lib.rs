@@ -65,9 +65,13 @@ pub mod log;
 pub mod mcp;
 pub mod process;
 mod server;
+pub mod stdin;
 pub mod task;
 pub mod time;
+mod timers;
 
 pub use process::{ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
-pub use server::{Config, IdGenerator, Input, Output, ProbeId, Server};
+pub use server::{
+    BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, PROBE_TIMEOUT, ProbeId, Server,
+};
 pub use time::{Instant, Now};

@@ -1,15 +1,26 @@
-//! One task's lifecycle: `starting → running → stopping → exited`, or `starting → failed`.
+//! One task's lifecycle, as one enum of phases that carry their own data:
 //!
-//! A [`Task`] owns its output buffer and its timers (the stop escalation deadline and the
-//! post-exit drain deadline) and turns inputs about its process into [`Output`]s for the driver.
-//! It never answers the client: it reports [`Progress::Finished`] and the server answers whoever
-//! waits.
+//! ```text
+//!  Starting ──spawned──▶ Running ──stop──▶ Stopping ──leader exited──▶ Draining ──pipes done──▶ Exited
+//!     │                     └──────────leader exited─────────────────────▲
+//!     └──spawn failed──▶ Failed
+//! ```
+//!
+//! A [`Task`] owns its output buffer, its stdin queue and its timers (the stop escalation
+//! deadline, the `max_runtime` deadline and the post-exit drain deadline) and turns inputs about
+//! its process into [`Action`]s for the server to carry out. It never answers the client: it
+//! reports [`Progress`] and the server answers whoever waits.
 //!
 //! Stopping follows the usual supervisor escalation (see kill(2), killpg(3)): the first signal goes
 //! to the whole process group, and if the leader has not exited when the grace period ends,
 //! `SIGKILL` goes to the group. When the leader exits for any reason, `SIGKILL` goes to the group
 //! as well, so nothing the task started outlives it; the driver has not reaped the leader at that
 //! point, so the process group id cannot have been reused.
+//!
+//! Requests that race are ordered by one rule: the latest request decides what follows the end
+//! of the current run. A `stop` after a `restart` means the task stays stopped; a `restart`
+//! after a `stop` means it starts again; any number of `restart`s of one run restart it once.
+//! The server's shutdown is a `stop` that no later request can undo.
 //!
 //! A task counts as ended only when its exit status is known *and* both pipes reached EOF (or
 //! the drain deadline passed), so output printed just before exit is in the buffer by the time
@@ -19,17 +30,17 @@ use core::time::Duration;
 
 use crate::log::{LogBuffer, LogLimits};
 use crate::process::{ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
-use crate::server::Output;
+use crate::stdin::{Stdin, StdinAction};
 use crate::time::{Instant, Now};
 
-/// Where a task is in its life.
+/// Where a task is in its life, as the tools show it (`state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Spawn requested; no pid yet.
     Starting,
     /// The process runs.
     Running,
-    /// A stop signal was sent; waiting for the exit.
+    /// A stop signal was sent, or the process exited and its last output is being read.
     Stopping,
     /// The process exited and its output is complete.
     Exited,
@@ -55,6 +66,93 @@ impl State {
     }
 }
 
+/// What follows the end of the current run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    /// Nothing: the task stays ended.
+    Rest,
+    /// It is started again (same id, name, command and buffer).
+    Restart,
+}
+
+/// A stop under way, or asked for before the spawn answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stop {
+    /// The first signal, sent to the whole process group.
+    pub signal: Signal,
+    /// How long after it `SIGKILL` follows.
+    pub grace: Duration,
+    /// What follows the end of the run.
+    pub then: Then,
+    /// The grace period ran out and `SIGKILL` was sent.
+    pub escalated: bool,
+}
+
+/// The spawned process: its pid (also its process group id) and which pipes are still open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spawned {
+    /// Process id, process group id and session id.
+    pub pid: u32,
+    /// stdout, stderr: not at end-of-file yet.
+    pub open: [bool; 2],
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// As waitid(2) reported it.
+    pub status: ExitStatus,
+    /// When the exit was seen.
+    pub at: Now,
+    /// A stop (or `max_runtime`, or the shutdown) ended it: its signal reached the leader
+    /// while it was alive.
+    pub stopped: bool,
+    /// `SIGKILL` was needed after the grace period.
+    pub escalated: bool,
+}
+
+/// A task's phase. Each carries what only it needs; see the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Spawn requested; no pid yet. `stop` was asked for meanwhile and applies once spawned.
+    Starting { stop: Option<Stop> },
+    /// The process runs; `max_runtime` ends at `runtime_limit_at`.
+    Running {
+        process: Spawned,
+        runtime_limit_at: Option<Instant>,
+    },
+    /// The stop's signal went to the group; `SIGKILL` follows at `kill_at` (`None` once sent).
+    Stopping {
+        process: Spawned,
+        stop: Stop,
+        kill_at: Option<Instant>,
+    },
+    /// The leader exited (unreaped; its group was sent `SIGKILL`); the pipes are read until
+    /// both close or `until`.
+    Draining {
+        process: Spawned,
+        exit: Exit,
+        until: Instant,
+        then: Then,
+    },
+    /// The run is over and released.
+    Exited { pid: u32, exit: Exit },
+    /// The process could not be started; `at` is when that was known.
+    Failed { error: String, at: Now },
+}
+
+/// Something the server must do for a task's current run.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Action {
+    /// Send this signal to the run's process group.
+    Signal(Signal),
+    /// Write to or close the run's stdin.
+    Stdin(StdinAction),
+    /// The run is over: the driver reaps its process and forgets it.
+    Release,
+}
+
 /// What an input did to a task, as far as the server cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
@@ -63,8 +161,9 @@ pub enum Progress {
     Unchanged,
     /// The spawn was answered (`Spawned` or `SpawnFailed`): a pending `start` can be answered.
     Started,
-    /// The task ended (`exited` or `failed`) and its run was released.
-    Finished,
+    /// The run ended (`exited` or `failed`) and was released; `then` says whether to start it
+    /// again.
+    Finished { then: Then },
 }
 
 /// What the user asked to run, kept for display and for restarts.
@@ -83,19 +182,34 @@ pub struct Command {
 }
 
 /// `start` options kept with the task (a restart applies them again).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Send exit notifications when the task ends.
     pub notify_on_exit: bool,
-    /// Regex a new output line must match before `start`/`restart` answer.
-    pub wait_for: Option<String>,
+    /// The compiled `wait_for`: a new output line must match it before `start`/`restart`
+    /// answer.
+    pub wait_for: Option<regex::Regex>,
     /// Bound for `wait_for`.
     pub wait_timeout: Duration,
     /// Stop the task once it has run this long.
     pub max_runtime: Option<Duration>,
-    /// The grace period between SIGTERM and SIGKILL when `max_runtime` stops the task.
+    /// The grace period between SIGTERM and SIGKILL when `max_runtime` or a `restart` stops
+    /// the task.
     pub grace: Duration,
 }
+
+impl PartialEq for Options {
+    fn eq(&self, other: &Self) -> bool {
+        self.notify_on_exit == other.notify_on_exit
+            && self.wait_for.as_ref().map(regex::Regex::as_str)
+                == other.wait_for.as_ref().map(regex::Regex::as_str)
+            && self.wait_timeout == other.wait_timeout
+            && self.max_runtime == other.max_runtime
+            && self.grace == other.grace
+    }
+}
+
+impl Eq for Options {}
 
 /// One supervised process and its output.
 #[derive(Debug)]
@@ -108,91 +222,53 @@ pub struct Task {
     pub command: Command,
     /// Its output.
     pub log: LogBuffer,
+    /// Its stdin queue (for tasks started with `stdin: true`).
+    pub stdin: Stdin,
     run: RunId,
-    state: State,
-    pid: Option<u32>,
-    exit: Option<ExitStatus>,
-    failure: Option<String>,
-    stopped: bool,
-    escalated: bool,
+    phase: Phase,
     started: Now,
-    ended: Option<Now>,
     restarts: u32,
-    streams_open: [bool; 2],
-    /// A stop that arrived while starting: applied on `Spawned`.
-    deferred_stop: Option<(Signal, Duration)>,
-    kill_at: Option<Instant>,
-    drain_until: Option<Instant>,
-    /// When `max_runtime` runs out.
-    runtime_limit_at: Option<Instant>,
-    /// The stdin pipe is open (started with `stdin: true` and not closed by `write`).
-    stdin_open: bool,
 }
 
 impl Task {
-    /// A task in state `starting`; the caller emits [`Output::Spawn`] for `run`.
+    /// A task in phase `Starting` for `run`; the caller asks the driver to spawn it.
+    /// `stdin_limit` bounds the bytes queued for its stdin.
     pub fn new(
         id: String,
         name: Option<String>,
         command: Command,
         run: RunId,
         limits: LogLimits,
+        stdin_limit: usize,
         now: Now,
     ) -> Self {
+        let piped = command.spec.stdin == StdinMode::Piped;
         Self {
             id,
             name,
             command,
             log: LogBuffer::new(limits),
+            stdin: Stdin::new(piped, stdin_limit),
             run,
-            state: State::Starting,
-            pid: None,
-            exit: None,
-            failure: None,
-            stopped: false,
-            escalated: false,
+            phase: Phase::Starting { stop: None },
             started: now,
-            ended: None,
             restarts: 0,
-            streams_open: [true, true],
-            deferred_stop: None,
-            kill_at: None,
-            drain_until: None,
-            runtime_limit_at: None,
-            stdin_open: false,
         }
     }
 
-    /// Starts the task over as `run`: same id, name, command and buffer (cursors continue);
-    /// `restarts` counts up. The caller emits [`Output::Spawn`] for `run`.
-    pub fn restart(&mut self, run: RunId, now: Now) {
+    /// Starts an ended task over as `run`: same id, name, command and buffer (cursors
+    /// continue); `restarts` counts up. The caller asks the driver to spawn it. A no-op (false)
+    /// unless the task has ended.
+    pub fn respawn(&mut self, run: RunId, now: Now) -> bool {
+        if !self.state().is_ended() {
+            return false;
+        }
         self.run = run;
-        self.state = State::Starting;
-        self.pid = None;
-        self.exit = None;
-        self.failure = None;
-        self.stopped = false;
-        self.escalated = false;
+        self.phase = Phase::Starting { stop: None };
         self.started = now;
-        self.ended = None;
         self.restarts += 1;
-        self.streams_open = [true, true];
-        self.deferred_stop = None;
-        self.kill_at = None;
-        self.drain_until = None;
-        self.runtime_limit_at = None;
-        self.stdin_open = false;
-    }
-
-    /// Whether `write` can reach the process: it runs, was started with `stdin: true`, and
-    /// stdin was not closed.
-    pub fn stdin_open(&self) -> bool {
-        self.stdin_open && self.exit.is_none() && !self.state.is_ended()
-    }
-
-    /// `write` with `eof`: no more writes after this one.
-    pub fn close_stdin(&mut self) {
-        self.stdin_open = false;
+        self.stdin.reset();
+        true
     }
 
     /// The current run (process) of this task.
@@ -200,60 +276,89 @@ impl Task {
         self.run
     }
 
-    /// The current state.
+    /// The current phase.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The state as the tools show it.
     pub fn state(&self) -> State {
-        self.state
+        match self.phase {
+            Phase::Starting { .. } => State::Starting,
+            Phase::Running { .. } => State::Running,
+            Phase::Stopping { .. } | Phase::Draining { .. } => State::Stopping,
+            Phase::Exited { .. } => State::Exited,
+            Phase::Failed { .. } => State::Failed,
+        }
     }
 
     /// The process id (also its process group id), once spawned.
     pub fn pid(&self) -> Option<u32> {
-        self.pid
+        match &self.phase {
+            Phase::Running { process, .. }
+            | Phase::Stopping { process, .. }
+            | Phase::Draining { process, .. } => Some(process.pid),
+            Phase::Exited { pid, .. } => Some(*pid),
+            Phase::Starting { .. } | Phase::Failed { .. } => None,
+        }
     }
 
-    /// The exit status, once the process exited.
-    pub fn exit(&self) -> Option<ExitStatus> {
-        self.exit
+    /// How the current run ended, once its leader exited.
+    pub fn exit(&self) -> Option<&Exit> {
+        match &self.phase {
+            Phase::Draining { exit, .. } | Phase::Exited { exit, .. } => Some(exit),
+            _ => None,
+        }
     }
 
     /// The exit code, when the process called `exit`.
     pub fn exit_code(&self) -> Option<i32> {
-        match self.exit {
-            Some(ExitStatus::Code(code)) => Some(code),
+        match self.exit()?.status {
+            ExitStatus::Code(code) => Some(code),
             _ => None,
         }
     }
 
     /// The signal that ended the process, if one did.
     pub fn exit_signal(&self) -> Option<Signal> {
-        match self.exit {
-            Some(ExitStatus::Signaled(signal)) => Some(signal),
+        match self.exit()?.status {
+            ExitStatus::Signaled(signal) => Some(signal),
             _ => None,
         }
     }
 
     /// Why the spawn failed, for a `failed` task.
     pub fn failure(&self) -> Option<&str> {
-        self.failure.as_deref()
+        match &self.phase {
+            Phase::Failed { error, .. } => Some(error),
+            _ => None,
+        }
     }
 
-    /// Whether a stop (or the server's shutdown) ended the task.
+    /// Whether a stop (or `max_runtime`, or the server's shutdown) ended the run.
     pub fn stopped(&self) -> bool {
-        self.stopped
+        self.exit().is_some_and(|exit| exit.stopped)
     }
 
     /// Whether the grace period ran out and `SIGKILL` was sent.
     pub fn escalated(&self) -> bool {
-        self.escalated
+        match &self.phase {
+            Phase::Stopping { stop, .. } => stop.escalated,
+            _ => self.exit().is_some_and(|exit| exit.escalated),
+        }
     }
 
-    /// When `start` was called.
+    /// When `start` (or the last restart) was called.
     pub fn started(&self) -> Now {
         self.started
     }
 
     /// When the process exited (or failed to start).
     pub fn ended(&self) -> Option<Now> {
-        self.ended
+        match &self.phase {
+            Phase::Failed { at, .. } => Some(*at),
+            _ => self.exit().map(|exit| exit.at),
+        }
     }
 
     /// How many times the task was restarted.
@@ -263,201 +368,278 @@ impl Task {
 
     /// Time from start to exit, or to `now` while it runs.
     pub fn runtime(&self, now: Now) -> Duration {
-        let end = self.ended.unwrap_or(now);
+        let end = self.ended().unwrap_or(now);
         end.instant.saturating_duration_since(self.started.instant)
     }
 
     /// The process started (`fork`/`exec` succeeded).
-    pub fn on_spawned(&mut self, pid: u32, now: Now, out: &mut impl Extend<Output>) -> Progress {
-        if self.state != State::Starting {
+    pub fn on_spawned(&mut self, pid: u32, now: Now, out: &mut Vec<Action>) -> Progress {
+        let Phase::Starting { stop } = self.phase else {
             return Progress::Unchanged;
-        }
-        self.pid = Some(pid);
-        self.state = State::Running;
-        self.stdin_open = self.command.spec.stdin == StdinMode::Piped;
-        self.runtime_limit_at = self
-            .command
-            .options
-            .max_runtime
-            .map(|limit| now.instant.saturating_add(limit));
-        if let Some((signal, grace)) = self.deferred_stop.take() {
-            // The stop's own clock started when it was asked for; close enough to start now.
-            self.send_stop(signal, grace, self.started, out);
-        }
+        };
+        let process = Spawned {
+            pid,
+            open: [true, true],
+        };
+        self.stdin.spawned();
+        self.phase = match stop {
+            Some(stop) => Self::send_stop(process, stop, now, out),
+            None => Phase::Running {
+                process,
+                runtime_limit_at: self
+                    .command
+                    .options
+                    .max_runtime
+                    .map(|limit| now.instant.saturating_add(limit)),
+            },
+        };
+        self.pump_stdin(out);
         Progress::Started
     }
 
     /// The process could not be started.
-    pub fn on_spawn_failed(
-        &mut self,
-        error: String,
-        now: Now,
-        out: &mut impl Extend<Output>,
-    ) -> Progress {
-        if self.state != State::Starting {
+    pub fn on_spawn_failed(&mut self, error: String, now: Now, out: &mut Vec<Action>) -> Progress {
+        let Phase::Starting { stop } = self.phase else {
             return Progress::Unchanged;
-        }
-        self.state = State::Failed;
-        self.failure = Some(error);
-        self.ended = Some(now);
-        self.deferred_stop = None;
-        out.extend([Output::Release { run: self.run }]);
-        Progress::Finished
+        };
+        let then = stop.map_or(Then::Rest, |stop| stop.then);
+        self.phase = Phase::Failed { error, at: now };
+        self.stdin.end();
+        out.push(Action::Release);
+        Progress::Finished { then }
     }
 
     /// Output from one of the pipes.
     pub fn on_output(&mut self, stream: Stream, bytes: &[u8]) {
-        if !self.state.is_ended() {
+        if self.spawned().is_some() {
             let _ = self.log.push(stream, bytes);
         }
     }
 
     /// EOF on one of the pipes.
-    pub fn on_stream_closed(&mut self, stream: Stream, out: &mut impl Extend<Output>) -> Progress {
-        if self.state.is_ended() {
+    pub fn on_stream_closed(&mut self, stream: Stream, out: &mut Vec<Action>) -> Progress {
+        let Some(process) = self.spawned_mut() else {
             return Progress::Unchanged;
-        }
+        };
+        process.open[stream_index(stream)] = false;
         let _ = self.log.close(stream);
-        self.streams_open[stream_index(stream)] = false;
-        self.finish_if_complete(out)
+        self.finish_if_drained(out)
     }
 
     /// The leader exited (not yet reaped). Kills what is left of its group and finishes once the
-    /// pipes are drained, or at the drain deadline.
+    /// pipes are drained, or at the drain deadline. `signalled`: a signal of ours reached the
+    /// leader while it was alive (so a stop under way really ended it).
     pub fn on_exited(
         &mut self,
         status: ExitStatus,
+        signalled: bool,
         now: Now,
         drain: Duration,
-        out: &mut impl Extend<Output>,
+        out: &mut Vec<Action>,
     ) -> Progress {
-        if self.exit.is_some() || self.state.is_ended() {
-            return Progress::Unchanged;
-        }
-        self.exit = Some(status);
-        self.ended = Some(now);
-        self.kill_at = None;
-        self.runtime_limit_at = None;
-        out.extend([Output::Signal {
-            run: self.run,
-            signal: Signal::Kill,
-        }]);
-        self.drain_until = Some(now.instant.saturating_add(drain));
-        self.finish_if_complete(out)
+        let (process, stop) = match &self.phase {
+            Phase::Running { process, .. } => (*process, None),
+            Phase::Stopping { process, stop, .. } => (*process, Some(*stop)),
+            _ => return Progress::Unchanged,
+        };
+        self.stdin.end();
+        out.push(Action::Signal(Signal::Kill));
+        self.phase = Phase::Draining {
+            process,
+            exit: Exit {
+                status,
+                at: now,
+                stopped: stop.is_some() && signalled,
+                escalated: stop.is_some_and(|stop| stop.escalated),
+            },
+            until: now.instant.saturating_add(drain),
+            then: stop.map_or(Then::Rest, |stop| stop.then),
+        };
+        self.finish_if_drained(out)
     }
 
     /// Asks the task to stop: `signal` to its group now, `SIGKILL` after `grace` if it still
-    /// runs. A second stop may only make things faster. A no-op once the process exited.
-    pub fn stop(
+    /// runs; the task then stays ended (a pending restart is superseded). A second stop may
+    /// only make things faster. A no-op for an ended task.
+    pub fn stop(&mut self, signal: Signal, grace: Duration, now: Now, out: &mut Vec<Action>) {
+        self.request_stop(signal, grace, Then::Rest, now, out);
+    }
+
+    /// Asks the task to start again once the current run has ended: stops it (`SIGTERM`, then
+    /// `SIGKILL` after `grace`) if it runs. Returns `false` for an ended task, which the caller
+    /// respawns at once.
+    pub fn restart(&mut self, grace: Duration, now: Now, out: &mut Vec<Action>) -> bool {
+        if self.state().is_ended() {
+            return false;
+        }
+        self.request_stop(Signal::Term, grace, Then::Restart, now, out);
+        true
+    }
+
+    fn request_stop(
         &mut self,
         signal: Signal,
         grace: Duration,
+        then: Then,
         now: Now,
-        out: &mut impl Extend<Output>,
+        out: &mut Vec<Action>,
     ) {
-        if self.state.is_ended() || self.exit.is_some() {
-            return;
-        }
-        self.stopped = true;
-        match self.state {
-            State::Starting => {
-                self.deferred_stop = Some(match self.deferred_stop {
-                    Some((Signal::Kill, g)) => (Signal::Kill, g.min(grace)),
-                    Some((_, g)) if signal != Signal::Kill => (signal, g.min(grace)),
-                    _ => (signal, grace),
+        let new = Stop {
+            signal,
+            grace,
+            then,
+            escalated: false,
+        };
+        match &mut self.phase {
+            Phase::Starting { stop } => {
+                *stop = Some(match *stop {
+                    None => new,
+                    Some(old) => Stop {
+                        then,
+                        ..faster(old, new)
+                    },
                 });
             }
-            State::Running => self.send_stop(signal, grace, now, out),
-            State::Stopping => {
+            Phase::Running { process, .. } => {
+                let process = *process;
+                self.phase = Self::send_stop(process, new, now, out);
+            }
+            Phase::Stopping { stop, kill_at, .. } => {
+                stop.then = then;
                 if signal == Signal::Kill {
-                    self.kill_at = None;
-                    out.extend([Output::Signal {
-                        run: self.run,
-                        signal: Signal::Kill,
-                    }]);
-                } else {
-                    let deadline = now.instant.saturating_add(grace);
-                    self.kill_at = self.kill_at.map(|at| at.min(deadline));
+                    if kill_at.take().is_some() {
+                        out.push(Action::Signal(Signal::Kill));
+                    }
+                } else if let Some(at) = kill_at {
+                    *at = (*at).min(now.instant.saturating_add(grace));
                 }
             }
-            State::Exited | State::Failed => {}
+            Phase::Draining { then: t, .. } => *t = then,
+            Phase::Exited { .. } | Phase::Failed { .. } => {}
         }
     }
 
-    fn send_stop(
-        &mut self,
-        signal: Signal,
-        grace: Duration,
-        now: Now,
-        out: &mut impl Extend<Output>,
-    ) {
-        self.state = State::Stopping;
-        out.extend([Output::Signal {
-            run: self.run,
-            signal,
-        }]);
-        self.kill_at = (signal != Signal::Kill).then(|| now.instant.saturating_add(grace));
+    fn send_stop(process: Spawned, stop: Stop, now: Now, out: &mut Vec<Action>) -> Phase {
+        out.push(Action::Signal(stop.signal));
+        Phase::Stopping {
+            process,
+            stop,
+            kill_at: (stop.signal != Signal::Kill).then(|| now.instant.saturating_add(stop.grace)),
+        }
     }
 
-    /// Kills the group at once (a second shutdown request), whatever the grace.
-    pub fn kill_now(&mut self, out: &mut impl Extend<Output>) {
-        match self.state {
-            State::Starting => self.deferred_stop = Some((Signal::Kill, Duration::ZERO)),
-            State::Running | State::Stopping if self.exit.is_none() => {
-                self.stopped = true;
-                self.state = State::Stopping;
-                self.kill_at = None;
-                out.extend([Output::Signal {
-                    run: self.run,
-                    signal: Signal::Kill,
-                }]);
+    /// Kills the group at once (a second shutdown request), whatever the grace; the task then
+    /// stays ended.
+    pub fn kill_now(&mut self, now: Now, out: &mut Vec<Action>) {
+        self.request_stop(Signal::Kill, Duration::ZERO, Then::Rest, now, out);
+    }
+
+    /// Stdin became writable again, or the driver wrote a chunk: feeds the next.
+    pub fn pump_stdin(&mut self, out: &mut Vec<Action>) {
+        if self.spawned().is_some() {
+            while let Some(action) = self.stdin.poll_action() {
+                out.push(Action::Stdin(action));
             }
-            _ => {}
         }
     }
 
     /// The earliest deadline this task needs a wake-up for.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.kill_at, self.drain_until, self.runtime_limit_at]
-            .into_iter()
-            .flatten()
-            .min()
+        match &self.phase {
+            Phase::Running {
+                runtime_limit_at, ..
+            } => *runtime_limit_at,
+            Phase::Stopping { kill_at, .. } => *kill_at,
+            Phase::Draining { until, .. } => Some(*until),
+            _ => None,
+        }
     }
 
     /// Fires the deadlines that passed; early calls are no-ops.
-    pub fn on_timeout(&mut self, now: Now, out: &mut impl Extend<Output>) -> Progress {
-        if self.runtime_limit_at.is_some_and(|at| at <= now.instant) {
-            self.runtime_limit_at = None;
-            let grace = self.command.options.grace;
-            self.stop(Signal::Term, grace, now, out);
+    pub fn on_timeout(&mut self, now: Now, out: &mut Vec<Action>) -> Progress {
+        match &mut self.phase {
+            Phase::Running {
+                runtime_limit_at: Some(at),
+                ..
+            } if *at <= now.instant => {
+                let grace = self.command.options.grace;
+                self.stop(Signal::Term, grace, now, out);
+                Progress::Unchanged
+            }
+            Phase::Stopping {
+                stop,
+                kill_at: kill_at @ Some(_),
+                ..
+            } if kill_at.is_some_and(|at| at <= now.instant) => {
+                *kill_at = None;
+                stop.escalated = true;
+                out.push(Action::Signal(Signal::Kill));
+                Progress::Unchanged
+            }
+            Phase::Draining { process, until, .. } if *until <= now.instant => {
+                // What is left in the pipes belongs to a process that escaped the group.
+                process.open = [false, false];
+                let _ = self.log.close(Stream::Stdout);
+                let _ = self.log.close(Stream::Stderr);
+                self.finish_if_drained(out)
+            }
+            _ => Progress::Unchanged,
         }
-        if self.kill_at.is_some_and(|at| at <= now.instant) {
-            self.kill_at = None;
-            self.escalated = true;
-            out.extend([Output::Signal {
-                run: self.run,
-                signal: Signal::Kill,
-            }]);
-        }
-        if self.drain_until.is_some_and(|at| at <= now.instant) {
-            self.streams_open = [false, false];
-            let _ = self.log.close(Stream::Stdout);
-            let _ = self.log.close(Stream::Stderr);
-            return self.finish_if_complete(out);
-        }
-        Progress::Unchanged
     }
 
-    fn finish_if_complete(&mut self, out: &mut impl Extend<Output>) -> Progress {
-        if self.exit.is_none() || self.streams_open.iter().any(|open| *open) {
+    fn spawned(&self) -> Option<&Spawned> {
+        match &self.phase {
+            Phase::Running { process, .. }
+            | Phase::Stopping { process, .. }
+            | Phase::Draining { process, .. } => Some(process),
+            _ => None,
+        }
+    }
+
+    fn spawned_mut(&mut self) -> Option<&mut Spawned> {
+        match &mut self.phase {
+            Phase::Running { process, .. }
+            | Phase::Stopping { process, .. }
+            | Phase::Draining { process, .. } => Some(process),
+            _ => None,
+        }
+    }
+
+    fn finish_if_drained(&mut self, out: &mut Vec<Action>) -> Progress {
+        let Phase::Draining {
+            process,
+            exit,
+            then,
+            ..
+        } = &self.phase
+        else {
+            return Progress::Unchanged;
+        };
+        if process.open.iter().any(|open| *open) {
             return Progress::Unchanged;
         }
-        self.state = State::Exited;
-        self.kill_at = None;
-        self.drain_until = None;
-        self.runtime_limit_at = None;
-        out.extend([Output::Release { run: self.run }]);
-        Progress::Finished
+        let then = *then;
+        self.phase = Phase::Exited {
+            pid: process.pid,
+            exit: *exit,
+        };
+        out.push(Action::Release);
+        Progress::Finished { then }
+    }
+}
+
+/// Of two stops asked for before the spawn answered, the one that ends the task sooner.
+fn faster(old: Stop, new: Stop) -> Stop {
+    match (old.signal, new.signal) {
+        (Signal::Kill, _) => Stop {
+            grace: old.grace.min(new.grace),
+            ..old
+        },
+        (_, Signal::Kill) => new,
+        _ => Stop {
+            grace: old.grace.min(new.grace),
+            ..new
+        },
     }
 }
 
@@ -502,7 +684,15 @@ mod tests {
             budget_bytes: 4096,
             max_line_bytes: 256,
         };
-        Task::new("abc123".into(), None, command, RunId(1), limits, at(0))
+        Task::new(
+            "abc123".into(),
+            None,
+            command,
+            RunId(1),
+            limits,
+            1024,
+            at(0),
+        )
     }
 
     fn running() -> Task {
@@ -513,14 +703,11 @@ mod tests {
         t
     }
 
-    fn signal(signal: Signal) -> Output {
-        Output::Signal {
-            run: RunId(1),
-            signal,
-        }
+    fn signal(signal: Signal) -> Action {
+        Action::Signal(signal)
     }
 
-    fn close_both(t: &mut Task, out: &mut Vec<Output>) -> Progress {
+    fn close_both(t: &mut Task, out: &mut Vec<Action>) -> Progress {
         let first = t.on_stream_closed(Stream::Stdout, out);
         assert_eq!(first, Progress::Unchanged);
         t.on_stream_closed(Stream::Stderr, out)
@@ -541,6 +728,7 @@ mod tests {
         assert_eq!(t.on_timeout(at(5010), &mut out), Progress::Unchanged);
         assert_eq!(out, vec![signal(Signal::Kill)]);
         assert!(t.escalated());
+        assert_eq!(t.next_deadline(), None, "no timer once SIGKILL went out");
     }
 
     #[test]
@@ -549,7 +737,7 @@ mod tests {
         let mut out = Vec::new();
         t.on_output(Stream::Stdout, b"last words\n");
         assert_eq!(
-            t.on_exited(ExitStatus::Code(3), at(20), DRAIN, &mut out),
+            t.on_exited(ExitStatus::Code(3), false, at(20), DRAIN, &mut out),
             Progress::Unchanged
         );
         assert_eq!(
@@ -557,12 +745,15 @@ mod tests {
             vec![signal(Signal::Kill)],
             "leftovers in the group are killed"
         );
-        assert_eq!(t.state(), State::Running);
-        out.clear();
-        assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
-        assert_eq!(out, vec![Output::Release { run: RunId(1) }]);
-        assert_eq!(t.state(), State::Exited);
+        assert_eq!(t.state(), State::Stopping, "draining");
         assert_eq!(t.exit_code(), Some(3));
+        out.clear();
+        assert_eq!(
+            close_both(&mut t, &mut out),
+            Progress::Finished { then: Then::Rest }
+        );
+        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(t.state(), State::Exited);
         assert!(!t.stopped());
         assert_eq!(t.runtime(at(999)), Duration::from_millis(20));
     }
@@ -571,11 +762,14 @@ mod tests {
     fn streams_held_open_by_an_escaped_process_end_at_the_drain_deadline() {
         let mut t = running();
         let mut out = Vec::new();
-        let _ = t.on_exited(ExitStatus::Code(0), at(0), DRAIN, &mut out);
+        let _ = t.on_exited(ExitStatus::Code(0), false, at(0), DRAIN, &mut out);
         assert_eq!(t.next_deadline(), Some(at(1000).instant));
         out.clear();
-        assert_eq!(t.on_timeout(at(1000), &mut out), Progress::Finished);
-        assert_eq!(out, vec![Output::Release { run: RunId(1) }]);
+        assert_eq!(
+            t.on_timeout(at(1000), &mut out),
+            Progress::Finished { then: Then::Rest }
+        );
+        assert_eq!(out, vec![Action::Release]);
         assert_eq!(t.next_deadline(), None);
     }
 
@@ -588,6 +782,13 @@ mod tests {
         let _ = t.on_spawned(7, at(2), &mut out);
         assert_eq!(out, vec![signal(Signal::Int)]);
         assert_eq!(t.state(), State::Stopping);
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Int),
+            true,
+            at(3),
+            DRAIN,
+            &mut out,
+        );
         assert!(t.stopped());
     }
 
@@ -597,11 +798,7 @@ mod tests {
         let mut out = Vec::new();
         t.stop(Signal::Kill, GRACE, at(0), &mut out);
         assert_eq!(out, vec![signal(Signal::Kill)]);
-        assert_eq!(
-            t.next_deadline(),
-            Some(at(60_000).instant),
-            "only max_runtime is left"
-        );
+        assert_eq!(t.next_deadline(), None);
     }
 
     #[test]
@@ -611,18 +808,25 @@ mod tests {
         assert_eq!(t.next_deadline(), Some(at(60_000).instant));
         let _ = t.on_timeout(at(60_000), &mut out);
         assert_eq!(out, vec![signal(Signal::Term)]);
-        assert!(t.stopped());
         assert_eq!(t.next_deadline(), Some(at(65_000).instant));
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Term),
+            true,
+            at(60_001),
+            DRAIN,
+            &mut out,
+        );
+        assert!(t.stopped());
     }
 
     #[test]
-    fn restart_keeps_the_buffer_and_counts() {
+    fn respawn_keeps_the_buffer_and_counts() {
         let mut t = running();
         let mut out = Vec::new();
         t.on_output(Stream::Stdout, b"one\n");
-        let _ = t.on_exited(ExitStatus::Code(0), at(5), DRAIN, &mut out);
+        let _ = t.on_exited(ExitStatus::Code(0), false, at(5), DRAIN, &mut out);
         let _ = close_both(&mut t, &mut out);
-        t.restart(RunId(2), at(10));
+        assert!(t.respawn(RunId(2), at(10)));
         assert_eq!(
             (t.state(), t.run(), t.restarts()),
             (State::Starting, RunId(2), 1)
@@ -631,6 +835,7 @@ mod tests {
         let _ = t.on_spawned(43, at(11), &mut out);
         t.on_output(Stream::Stdout, b"two\n");
         assert_eq!(t.log.next_cursor(), 2, "cursors continue across runs");
+        assert!(!t.respawn(RunId(3), at(12)), "only an ended task respawns");
     }
 
     #[test]
@@ -641,6 +846,8 @@ mod tests {
         t.stop(Signal::Kill, GRACE, at(1), &mut out);
         assert_eq!(out, vec![signal(Signal::Term), signal(Signal::Kill)]);
         assert!(!t.escalated(), "a forced stop is not an escalation");
+        t.stop(Signal::Kill, GRACE, at(2), &mut out);
+        assert_eq!(out.len(), 2, "SIGKILL goes out once");
     }
 
     #[test]
@@ -648,22 +855,104 @@ mod tests {
         let mut t = task();
         let mut out = Vec::new();
         let p = t.on_spawn_failed("no such directory".into(), at(3), &mut out);
-        assert_eq!(p, Progress::Finished);
+        assert_eq!(p, Progress::Finished { then: Then::Rest });
         assert_eq!(t.state(), State::Failed);
         assert_eq!(t.failure(), Some("no such directory"));
-        assert_eq!(out, vec![Output::Release { run: RunId(1) }]);
+        assert_eq!(out, vec![Action::Release]);
     }
 
     #[test]
     fn stop_after_exit_is_a_no_op() {
         let mut t = running();
         let mut out = Vec::new();
-        let _ = t.on_exited(ExitStatus::Signaled(Signal::Segv), at(5), DRAIN, &mut out);
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Segv),
+            false,
+            at(5),
+            DRAIN,
+            &mut out,
+        );
         let _ = close_both(&mut t, &mut out);
         out.clear();
         t.stop(Signal::Term, GRACE, at(6), &mut out);
         assert!(out.is_empty());
         assert!(!t.stopped());
         assert_eq!(t.exit_signal(), Some(Signal::Segv));
+    }
+
+    #[test]
+    fn an_exit_that_came_before_the_stop_signal_is_not_a_stop() {
+        let mut t = running();
+        let mut out = Vec::new();
+        t.stop(Signal::Term, GRACE, at(1), &mut out);
+        // The driver found the leader already gone when it came to signal it.
+        let _ = t.on_exited(ExitStatus::Code(3), false, at(2), DRAIN, &mut out);
+        let _ = close_both(&mut t, &mut out);
+        assert!(!t.stopped());
+        assert_eq!(t.exit_code(), Some(3));
+    }
+
+    #[test]
+    fn the_latest_request_decides_what_follows_the_run() {
+        let mut out = Vec::new();
+        // restart, then stop: stays stopped.
+        let mut t = running();
+        assert!(t.restart(GRACE, at(0), &mut out));
+        t.stop(Signal::Term, GRACE, at(1), &mut out);
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Term),
+            true,
+            at(2),
+            DRAIN,
+            &mut out,
+        );
+        assert_eq!(
+            close_both(&mut t, &mut out),
+            Progress::Finished { then: Then::Rest }
+        );
+        // stop, then restart (even while draining): starts again.
+        let mut t = running();
+        t.stop(Signal::Term, GRACE, at(0), &mut out);
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Term),
+            true,
+            at(1),
+            DRAIN,
+            &mut out,
+        );
+        assert!(t.restart(GRACE, at(2), &mut out));
+        assert_eq!(
+            close_both(&mut t, &mut out),
+            Progress::Finished {
+                then: Then::Restart
+            }
+        );
+        // A restart asked for before the spawn answered stops the new process at once.
+        let mut t = task();
+        out.clear();
+        assert!(t.restart(GRACE, at(0), &mut out));
+        let _ = t.on_spawned(9, at(1), &mut out);
+        assert_eq!(out, vec![signal(Signal::Term)]);
+        // An ended task is restarted by the caller.
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Term),
+            true,
+            at(2),
+            DRAIN,
+            &mut out,
+        );
+        let _ = close_both(&mut t, &mut out);
+        assert!(!t.restart(GRACE, at(3), &mut out));
+    }
+
+    #[test]
+    fn repeated_restarts_of_one_run_send_one_signal() {
+        let mut t = running();
+        let mut out = Vec::new();
+        for ms in 0..3 {
+            assert!(t.restart(GRACE, at(ms), &mut out));
+        }
+        assert_eq!(out, vec![signal(Signal::Term)]);
+        assert_eq!(t.next_deadline(), Some(at(5000).instant));
     }
 }

@@ -1,188 +1,14 @@
 //! The server driven on virtual time by a scripted driver: every test feeds inputs and checks
 //! the outputs, as a real driver would see them. No I/O, no clock, no threads.
 
+mod harness;
+
 use std::time::Duration;
 
-use proc_state::{
-    Config, ExitStatus, Input, Instant, Now, Output, RunId, Server, Signal, StdinMode, Stream,
-};
+use harness::{Harness, error_code, notifications, output, spawned, transmitted};
+use proc_state::{Config, ExitStatus, Input, Output, RunId, Server, Signal, StdinMode, Stream};
 use rstest::rstest;
 use serde_json::{Value, json};
-
-/// A scripted driver around one server.
-struct Harness {
-    server: Server,
-    now_ms: u64,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self::with_config(Config::default())
-    }
-
-    fn with_config(config: Config) -> Self {
-        let mut counter = 0u32;
-        let ids = Box::new(move || {
-            counter += 1;
-            format!("t{counter:05}")
-        });
-        Self {
-            server: Server::new(config, ids),
-            now_ms: 0,
-        }
-    }
-
-    fn now(&self) -> Now {
-        Now::new(
-            Instant::from_nanos(self.now_ms * 1_000_000),
-            1_790_000_000_000 + self.now_ms,
-        )
-    }
-
-    /// An initialized session at `version`.
-    fn initialized(version: &str) -> Self {
-        let mut h = Self::new();
-        let reply = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
-        assert_eq!(reply["result"]["protocolVersion"], version);
-        h.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
-        assert!(h.drain().is_empty());
-        h
-    }
-
-    fn input(&mut self, input: Input<'_>) -> Vec<Output> {
-        let now = self.now();
-        self.server.handle_input(now, input);
-        self.drain()
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        let now = self.now();
-        self.server.handle_input(now, Input::ClientBytes(bytes));
-    }
-
-    /// Every output up to the timeout.
-    fn drain(&mut self) -> Vec<Output> {
-        let mut outputs = Vec::new();
-        loop {
-            match self.server.poll_output() {
-                Output::Timeout(_) => return outputs,
-                other => outputs.push(other),
-            }
-        }
-    }
-
-    fn send(&mut self, message: Value) -> Vec<Output> {
-        let mut line = serde_json::to_vec(&message).unwrap();
-        line.push(b'\n');
-        self.send_raw(&line);
-        self.drain()
-    }
-
-    /// Sends a message and returns the one line it caused.
-    fn request(&mut self, message: Value) -> Value {
-        let lines = transmitted(&self.send(message));
-        assert_eq!(lines.len(), 1, "expected one response, got {lines:?}");
-        lines.into_iter().next().unwrap()
-    }
-
-    fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Vec<Output> {
-        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments}}))
-    }
-
-    /// Calls a tool that answers at once and returns its result.
-    fn call_now(&mut self, tool: &str, arguments: Value) -> Value {
-        let lines = transmitted(&self.call(99, tool, arguments));
-        assert_eq!(lines.len(), 1, "expected one response, got {lines:?}");
-        lines[0]["result"].clone()
-    }
-
-    /// Starts `command`, answers the spawn with `pid`, returns (run, result).
-    fn start(&mut self, arguments: Value, pid: u32) -> (RunId, Value) {
-        let outputs = self.call(1, "start", arguments);
-        let run = spawned(&outputs)
-            .unwrap_or_else(|| panic!("expected a spawn, got {outputs:?}"))
-            .0;
-        let lines = transmitted(&self.input(Input::Spawned { run, pid }));
-        (run, lines[0]["result"].clone())
-    }
-
-    fn advance(&mut self, ms: u64) -> Vec<Output> {
-        self.now_ms += ms;
-        let now = self.now();
-        self.server.handle_timeout(now);
-        self.drain()
-    }
-
-    /// The process exits with `status` and closes both pipes.
-    fn exit(&mut self, run: RunId, status: ExitStatus) -> Vec<Output> {
-        let mut outputs = self.input(Input::Exited { run, status });
-        outputs.extend(self.input(Input::StreamClosed {
-            run,
-            stream: Stream::Stdout,
-        }));
-        outputs.extend(self.input(Input::StreamClosed {
-            run,
-            stream: Stream::Stderr,
-        }));
-        outputs
-    }
-}
-
-/// The responses among the outputs (notifications left out).
-fn transmitted(outputs: &[Output]) -> Vec<Value> {
-    every_message(outputs)
-        .into_iter()
-        .filter(|m| m.is_array() || m.get("id").is_some())
-        .collect()
-}
-
-/// The notifications among the outputs.
-fn notifications(outputs: &[Output]) -> Vec<Value> {
-    every_message(outputs)
-        .into_iter()
-        .filter(|m| m.get("method").is_some() && m.get("id").is_none())
-        .collect()
-}
-
-/// Every line sent, parsed.
-fn every_message(outputs: &[Output]) -> Vec<Value> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Transmit(line) => {
-                assert_eq!(line.last(), Some(&b'\n'));
-                assert_eq!(
-                    line.iter().filter(|b| **b == b'\n').count(),
-                    1,
-                    "one line per message"
-                );
-                let text = std::str::from_utf8(line).unwrap();
-                assert!(!text.contains("\"params\":null"), "params null in {text}");
-                Some(serde_json::from_str(text).unwrap())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// The one spawn among the outputs.
-fn spawned(outputs: &[Output]) -> Option<(RunId, proc_state::SpawnSpec)> {
-    let mut spawns = outputs.iter().filter_map(|o| match o {
-        Output::Spawn { run, spec } => Some((*run, spec.clone())),
-        _ => None,
-    });
-    let first = spawns.next();
-    assert!(spawns.next().is_none(), "one spawn expected: {outputs:?}");
-    first
-}
-
-fn error_code(response: &Value) -> i64 {
-    response["error"]["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("not an error: {response}"))
-}
 
 #[rstest]
 #[case::tools_list("tools/list")]
@@ -227,7 +53,8 @@ fn initialize_with_an_unknown_version_offers_the_latest() {
 }
 
 #[rstest]
-#[case::malformed_json(&b"{\"jsonrpc\": \"2.0\", \"id\": 1,\n"[..], -32700, Value::Null)]
+#[case::malformed_json_with_a_readable_id(&b"{\"jsonrpc\": \"2.0\", \"id\": 1,\n"[..], -32700, json!(1))]
+#[case::malformed_json(&b"{\"jsonrpc\": \"2.0\", \"method\": \n"[..], -32700, Value::Null)]
 #[case::number(&b"42\n"[..], -32600, Value::Null)]
 #[case::string(&b"\"x\"\n"[..], -32600, Value::Null)]
 #[case::missing_jsonrpc(&b"{\"id\":3,\"method\":\"ping\"}\n"[..], -32600, json!(3))]
@@ -637,7 +464,8 @@ fn late_events_for_released_runs_are_ignored() {
     assert!(
         h.input(Input::Exited {
             run,
-            status: ExitStatus::Code(1)
+            status: ExitStatus::Code(1),
+            signalled: false,
         })
         .is_empty()
     );
@@ -684,14 +512,6 @@ fn a_generator_that_repeats_itself_still_gives_unique_ids() {
     assert_ne!(b["structuredContent"]["id"], "same");
 }
 
-fn output(h: &mut Harness, run: RunId, bytes: &[u8]) -> Vec<Output> {
-    h.input(Input::Output {
-        run,
-        stream: Stream::Stdout,
-        bytes,
-    })
-}
-
 #[test]
 fn wait_matches_a_line_printed_before_the_call() {
     let mut h = Harness::initialized("2025-11-25");
@@ -718,7 +538,7 @@ fn wait_answers_when_the_pattern_is_printed_later() {
         transmitted(&h.call(7, "wait", json!({"id": "t00001", "pattern": "ready"}))).is_empty()
     );
     assert!(transmitted(&output(&mut h, run, b"not yet\n")).is_empty());
-    h.now_ms += 1500;
+    assert!(transmitted(&h.advance(1500)).is_empty());
     let replies = transmitted(&output(&mut h, run, b"all ready\n"));
     let s = &replies[0]["result"]["structuredContent"];
     assert_eq!(replies[0]["id"], 7);
@@ -893,13 +713,18 @@ fn write_sends_bytes_to_stdin_and_answers_when_written() {
         [Output::WriteStdin {
             run,
             data: b"hello\n".to_vec(),
-            close: true
         }]
     );
-    let replies = transmitted(&h.input(Input::StdinWritten { run, result: Ok(6) }));
+    let outputs = h.input(Input::StdinWritten { run, result: Ok(6) });
+    assert_eq!(
+        outputs[0],
+        Output::CloseStdin { run },
+        "eof: closed once written"
+    );
+    let replies = transmitted(&outputs);
     assert_eq!(
         replies[0]["result"]["structuredContent"],
-        json!({"id": "t00001", "bytes_written": 6, "next_cursor": 1})
+        json!({"id": "t00001", "bytes_written": 6, "bytes_queued": 0, "next_cursor": 1})
     );
     let again = h.call_now("write", json!({"id": "t00001", "data": "more"}));
     assert_eq!(again["isError"], true, "stdin was closed by eof");
@@ -1058,7 +883,7 @@ fn subscribed_output_updates_are_coalesced_and_sent_at_exit() {
     assert_eq!(reply["result"], json!({}));
     let mut updates = 0;
     for _ in 0..100 {
-        h.now_ms += 10;
+        updates += notifications(&h.advance(10)).len();
         updates += notifications(&output(&mut h, run, b"line\n")).len();
         updates += notifications(&h.advance(0)).len();
     }
@@ -1221,7 +1046,7 @@ fn listen_streams_resource_updates_tagged_with_its_id() {
         json!({"uri": "proc://t00001/output", "_meta": {"io.modelcontextprotocol/subscriptionId": 9}})
     );
     assert!(h.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}})).is_empty());
-    h.now_ms += 1000;
+    assert!(h.advance(1000).is_empty());
     assert!(
         output(&mut h, run, b"more\n").is_empty(),
         "the stream is closed"

@@ -1,6 +1,7 @@
 //! stdio framing (MCP "Transports: stdio"): messages are separated by `\n` and may not contain
 //! one. A line longer than the limit is never buffered whole: its bytes are dropped as they
-//! arrive and the line is reported once, with its length, when its `\n` comes.
+//! arrive and the line is reported once, with its length and its first [`PREFIX_BYTES`] bytes
+//! (where the request's `id` almost always is), when its `\n` comes.
 
 use memchr::memchr;
 
@@ -9,16 +10,21 @@ use memchr::memchr;
 pub enum Frame {
     /// A complete line, without its `\n` (and without a trailing `\r`).
     Line(Vec<u8>),
-    /// A line of `len` bytes (without `\n`) that exceeded the limit; its content is gone.
-    TooLong { len: usize },
+    /// A line of `len` bytes (without `\n`) that exceeded the limit; only its first
+    /// [`PREFIX_BYTES`] bytes are kept, to read the request's id from.
+    TooLong { len: usize, prefix: Vec<u8> },
 }
+
+/// How much of an over-long line is kept for [`Frame::TooLong`].
+pub const PREFIX_BYTES: usize = 4096;
 
 /// Splits a byte stream into lines of at most `max_len` bytes.
 #[derive(Debug)]
 pub struct LineFramer {
     max_len: usize,
     buf: Vec<u8>,
-    /// `Some(n)`: the current line passed the limit after `n` bytes so far; discarding.
+    /// `Some(n)`: the current line passed the limit after `n` bytes so far; discarding all
+    /// but its first [`PREFIX_BYTES`] bytes, which `buf` keeps.
     discarding: Option<usize>,
 }
 
@@ -42,9 +48,14 @@ impl LineFramer {
             bytes = rest;
             if let Some(seen) = &mut self.discarding {
                 *seen += chunk.len();
+                let room = PREFIX_BYTES.saturating_sub(self.buf.len());
+                self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
             } else if self.buf.len() + chunk.len() > self.max_len {
                 self.discarding = Some(self.buf.len() + chunk.len());
-                self.buf = Vec::new();
+                let room = PREFIX_BYTES.saturating_sub(self.buf.len());
+                self.buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.buf.truncate(PREFIX_BYTES);
+                self.buf.shrink_to(PREFIX_BYTES);
             } else {
                 self.buf.extend_from_slice(chunk);
             }
@@ -63,7 +74,10 @@ impl LineFramer {
 
     fn finish_line(&mut self) -> Frame {
         match self.discarding.take() {
-            Some(len) => Frame::TooLong { len },
+            Some(len) => Frame::TooLong {
+                len,
+                prefix: core::mem::take(&mut self.buf),
+            },
             None => {
                 let mut line = core::mem::take(&mut self.buf);
                 if line.last() == Some(&b'\r') {
@@ -101,12 +115,40 @@ mod tests {
     }
 
     #[test]
-    fn over_long_line_is_reported_with_its_length_and_not_kept() {
+    fn over_long_line_is_reported_with_its_length_and_start() {
         let long = [b'x'; 25];
         let out = frames(10, &[&long[..12], &long[12..], b"\nok\n"]);
         assert_eq!(
             out,
-            vec![Frame::TooLong { len: 25 }, Frame::Line(b"ok".to_vec())]
+            vec![
+                Frame::TooLong {
+                    len: 25,
+                    prefix: long.to_vec()
+                },
+                Frame::Line(b"ok".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn over_long_line_keeps_only_its_prefix() {
+        let mut line = b"{\"id\":3,".to_vec();
+        line.resize(3 * PREFIX_BYTES, b'x');
+        let out = frames(
+            PREFIX_BYTES,
+            &[
+                &line[..10],
+                &line[10..2 * PREFIX_BYTES],
+                &line[2 * PREFIX_BYTES..],
+                b"\n",
+            ],
+        );
+        assert_eq!(
+            out,
+            vec![Frame::TooLong {
+                len: 3 * PREFIX_BYTES,
+                prefix: line[..PREFIX_BYTES].to_vec()
+            }]
         );
     }
 

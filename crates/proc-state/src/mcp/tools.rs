@@ -108,17 +108,19 @@ impl Tool {
                     json!({
                         "id": id_param(),
                         "data": {"type": "string", "description": "Text written as is (add \\n yourself)."},
-                        "eof": {"type": "boolean", "default": false, "description": "Close stdin after writing."},
+                        "eof": {"type": "boolean", "default": false, "description": "Close stdin after this data, dropping what earlier writes still have queued."},
                     }),
                     &["id", "data"],
                 ),
                 object(
                     json!({
                         "id": {"type": "string"},
-                        "bytes_written": {"type": "integer", "minimum": 0},
+                        "bytes_written": {"type": "integer", "minimum": 0, "description": "Bytes of this write the process's stdin took so far."},
+                        "bytes_queued": {"type": "integer", "minimum": 0, "description": "Bytes of all writes still waiting for the process to read."},
+                        "bytes_dropped": {"type": "integer", "minimum": 0, "description": "With `eof`: queued bytes of earlier writes dropped."},
                         "next_cursor": {"type": "integer", "description": "Where output produced after this write begins."},
                     }),
-                    &["id", "bytes_written", "next_cursor"],
+                    &["id", "bytes_written", "bytes_queued", "next_cursor"],
                 ),
                 annotations(false, false, false),
             ),
@@ -213,9 +215,10 @@ exits, and at the latest after `timeout_ms`, with `reason` saying which happened
 timeout) and the matching `line`. Example: {\"id\": \"web\", \"pattern\": \"compiled|error\", \"timeout_ms\": 60000}.";
 
 const WRITE_DESCRIPTION: &str = "Write text to the stdin of a task started with `stdin: true` (a REPL, `cat`, a program that \
-prompts). The text is written as is: add \"\\n\" to end a line. `eof: true` closes stdin afterwards, which ends \
-programs that read until end of input. Use the returned `next_cursor` as `since` in `logs` or `wait` to read the \
-reply. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\\n\"}.";
+prompts). The text is written as is: add \"\\n\" to end a line. Returns at once: what the process has not read yet \
+stays queued (`bytes_queued`, up to 1 MiB per task) and is written as it reads. `eof: true` closes stdin afterwards, \
+which ends programs that read until end of input. Use the returned `next_cursor` as `since` in `logs` or `wait` to \
+read the reply. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\\n\"}.";
 
 const SIGNAL_DESCRIPTION: &str = "Send one signal to a task's whole process group and return at once, without waiting: SIGINT to \
 interrupt a REPL or a running command, SIGHUP to make a server reload, SIGSTOP/SIGCONT to pause and resume. To \
@@ -679,6 +682,13 @@ pub fn millis_arg(
 /// The error is one line: the regex crate's own message spans several (it draws a caret under
 /// the pattern), so only its last line, the reason, is kept.
 pub fn regex_arg(tool: Tool, field: &str, pattern: &str) -> Result<regex::Regex, ArgumentError> {
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(ArgumentError(format!(
+            "invalid arguments for `{}`: `{field}` is {} bytes, longer than the {MAX_PATTERN_BYTES} bytes a pattern may have",
+            tool.name(),
+            pattern.len()
+        )));
+    }
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
@@ -700,6 +710,10 @@ pub fn regex_arg(tool: Tool, field: &str, pattern: &str) -> Result<regex::Regex,
 
 /// Bound on a compiled regex, in bytes.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Longest pattern (`wait_for`, `pattern`, `grep`) accepted, in bytes: longer ones take long
+/// enough to compile to delay everything else the server does.
+pub const MAX_PATTERN_BYTES: usize = 8 << 10;
 
 /// `status` arguments.
 #[derive(Debug, Deserialize)]

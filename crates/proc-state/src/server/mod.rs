@@ -1,7 +1,7 @@
 //! The owner object: one [`Server`] holds the MCP session and every task.
 
 use core::time::Duration;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{Map, Value, json};
 
@@ -9,17 +9,19 @@ use crate::mcp::framing::{Frame, LineFramer};
 use crate::mcp::jsonrpc::{self, Error, ErrorCode, Invalid, Message, RequestId};
 use crate::mcp::protocol::ProtocolVersion;
 use crate::mcp::{paging, tools as tool_defs};
-use crate::process::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
-use crate::task::{Progress, Task};
+use crate::process::{ExitStatus, RunId, SpawnSpec, Stream};
+use crate::task::Task;
 use crate::time::{Instant, Now};
+use crate::timers::Timers;
 
+mod lifecycle;
 mod modern;
 mod render;
 mod resources;
 mod tools;
 mod waiters;
 
-use waiters::Waiter;
+use waiters::Waiters;
 
 /// Makes task ids: short strings, unique for the server's life (the core retries on a clash).
 /// Production drivers pass a nanoid generator (6 characters, URL-safe alphabet); tests pass a
@@ -36,8 +38,16 @@ pub struct Config {
     /// Longest line stored as one line; longer ones are split into several. Default 64 KiB.
     pub max_line_bytes: usize,
     /// Longest client message (one line of stdin); longer ones are answered with an error and
-    /// discarded without being buffered. Default 1 MiB.
+    /// discarded without being buffered. Default 1 MiB. A JSON-RPC batch's reply is bounded
+    /// by [`BATCH_REPLY_FACTOR`] times this.
     pub max_message_bytes: usize,
+    /// Bytes sent to the client but not yet reported written ([`Input::Transmitted`]) above
+    /// which the server stops handling client requests and holds back notifications, until
+    /// the client reads. Default 4 MiB.
+    pub max_client_backlog_bytes: usize,
+    /// Bytes `write` may queue for one task's stdin while the task does not read. Default
+    /// 1 MiB.
+    pub max_stdin_queue_bytes: usize,
     /// How long `stop` waits after the first signal before it sends SIGKILL. Default 5 s.
     pub default_grace: Duration,
     /// The same for the stop of every task at shutdown (stdin EOF, SIGTERM, SIGINT). Default 1 s.
@@ -58,12 +68,18 @@ pub struct Config {
     pub server_version: String,
 }
 
+/// A JSON-RPC batch's reply holds at most this many times [`Config::max_message_bytes`];
+/// the responses past that bound are replaced by an error each.
+pub const BATCH_REPLY_FACTOR: usize = 4;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             output_budget_bytes: 4 << 20,
             max_line_bytes: 64 << 10,
             max_message_bytes: 1 << 20,
+            max_client_backlog_bytes: 4 << 20,
+            max_stdin_queue_bytes: 1 << 20,
             default_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(1),
             exit_drain: Duration::from_secs(1),
@@ -80,13 +96,17 @@ impl Default for Config {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Input<'a> {
-    /// Bytes read from the client (stdin), in any chunking; the core finds the lines.
+    /// Bytes read from the client (stdin), in any chunking; the core finds the lines. Feed them
+    /// only while [`Server::wants_client_bytes`] says so: that is the client's backpressure.
     ClientBytes(&'a [u8]),
-    /// The client closed stdin: stop every task, then [`Output::Exit`].
+    /// The client closed stdin: stop every task, then [`Output::Exit`]. Lines not handled yet
+    /// (held back while the client did not read) are dropped.
     ClientEof,
     /// The server was asked to terminate (SIGTERM, SIGINT): as `ClientEof`. A second one
     /// while shutting down kills every process group at once.
     Terminate,
+    /// `bytes` more of the [`Output::Transmit`] lines were written to the client, in order.
+    Transmitted { bytes: usize },
     /// The process for `run` was started; `pid` is also its process group and session id.
     Spawned { run: RunId, pid: u32 },
     /// The process for `run` could not be started; `error` says why, for people.
@@ -102,13 +122,27 @@ pub enum Input<'a> {
     /// The process (the group leader) exited. The driver reports this **without reaping** it
     /// (`waitid(WNOWAIT)`), so its pid and process group id stay reserved until
     /// [`Output::Release`] and signals to the group can never reach a stranger.
-    Exited { run: RunId, status: ExitStatus },
-    /// The bytes of one [`Output::WriteStdin`] were written (`Ok(count)`), or could not be
-    /// (`Err(reason)`, e.g. the process closed its stdin). One report per `WriteStdin`, in order.
+    ///
+    /// `signalled`: some [`Output::Signal`] for this run was carried out while the leader was
+    /// still alive. Before each `killpg` the driver checks the leader with `waitid(WNOWAIT)`;
+    /// when it has already exited, the driver sends nothing and the exit is reported with
+    /// `signalled: false`, so a task that ended on its own just before a stop is not reported
+    /// as stopped.
+    Exited {
+        run: RunId,
+        status: ExitStatus,
+        signalled: bool,
+    },
+    /// The result of one [`Output::WriteStdin`]: `Ok(n)` bytes were written at once (`n` may
+    /// be less than asked, even 0: the pipe is full, and [`Input::StdinReady`] follows when it
+    /// has room), or `Err(reason)` (the process closed its stdin). Exactly one per
+    /// `WriteStdin`, before any other input about the run.
     StdinWritten {
         run: RunId,
         result: Result<usize, String>,
     },
+    /// The stdin pipe of `run` can take more bytes after a short write.
+    StdinReady { run: RunId },
     /// The answer to [`Output::ProbePort`]: whether a TCP connection to 127.0.0.1:port was
     /// accepted.
     PortProbed { probe: ProbeId, open: bool },
@@ -118,47 +152,59 @@ pub enum Input<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProbeId(pub u64);
 
-/// What the driver must do next, from [`Server::poll_output`].
+/// What the driver must do next, from [`Server::poll_output`]. Not `#[non_exhaustive]`: a
+/// driver must carry out every command, so a new one breaks every driver's build instead of
+/// being dropped.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use]
-#[non_exhaustive]
 pub enum Output {
-    /// Write this line to the client (stdout) and flush. It is one compact JSON-RPC message
-    /// ending in `\n`.
+    /// Write this line to the client (stdout) and flush it, then report the bytes with
+    /// [`Input::Transmitted`]. It is one compact JSON-RPC message ending in `\n`. Lines must be
+    /// written in order; the driver must not block its loop on a client that does not read.
     Transmit(Vec<u8>),
     /// Start a process as [`SpawnSpec`] describes and answer with [`Input::Spawned`] or
     /// [`Input::SpawnFailed`].
     Spawn { run: RunId, spec: SpawnSpec },
-    /// Send `signal` to the run's whole process group (`killpg(2)`). Never emitted after
-    /// [`Output::Release`] for that run.
-    Signal { run: RunId, signal: Signal },
-    /// Write `data` to the run's stdin pipe (waiting while the pipe is full), then close the
-    /// pipe if `close`; report with [`Input::StdinWritten`]. Only for runs spawned with
-    /// [`StdinMode::Piped`](crate::StdinMode::Piped).
-    WriteStdin {
+    /// Send `signal` to the run's whole process group (`killpg(2)`), if its leader has not
+    /// exited yet (see [`Input::Exited`]). Never emitted after [`Output::Release`] for that
+    /// run.
+    Signal {
         run: RunId,
-        data: Vec<u8>,
-        close: bool,
+        signal: crate::process::Signal,
     },
+    /// Write as much of `data` to the run's stdin pipe as it takes *without waiting*
+    /// (`O_NONBLOCK`) and report at once with [`Input::StdinWritten`]; after a short write,
+    /// report [`Input::StdinReady`] once the pipe is writable again. One at a time per run.
+    /// Only for runs spawned with [`StdinMode::Piped`](crate::StdinMode::Piped).
+    WriteStdin { run: RunId, data: Vec<u8> },
+    /// Close the run's stdin pipe: the process reads end-of-file.
+    CloseStdin { run: RunId },
     /// Try a TCP connection to `127.0.0.1:port` (closing it at once) and report with
-    /// [`Input::PortProbed`]. A probe should give up after about a second.
+    /// [`Input::PortProbed`]. A probe should give up after [`PROBE_TIMEOUT`].
     ProbePort { probe: ProbeId, port: u16 },
     /// The core is done with this run: reap the process (`waitpid(2)`), close its pipes and
     /// forget it. Later events for it are ignored.
     Release { run: RunId },
-    /// Every task is stopped and released: exit the server with status 0.
+    /// Every task is stopped and released: exit the server with status 0 (after writing the
+    /// lines already transmitted, if the client reads them).
     Exit,
     /// Nothing more to do now: wake up at this deadline (or never, for `None`) and call
-    /// [`Server::handle_timeout`].
+    /// [`Server::handle_timeout`]. A deadline that has already passed must be handled at once,
+    /// before waiting for any other event.
     Timeout(Option<Instant>),
 }
+
+/// How long a port probe ([`Output::ProbePort`]) may take before the driver reports it closed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The whole server: MCP session, tools and tasks. See the crate docs for how to drive it.
 pub struct Server {
     config: Config,
     ids: IdGenerator,
     framer: LineFramer,
-    frames: Vec<Frame>,
+    /// Client lines framed but not handled yet: handling pauses while the client is slow to
+    /// read what was sent to it.
+    frames: VecDeque<Frame>,
     /// The version negotiated by `initialize` (handshake era), once answered.
     version: Option<ProtocolVersion>,
     /// Least severe `notifications/message` level the client wants (`logging/setLevel`).
@@ -170,7 +216,9 @@ pub struct Server {
     runs: BTreeMap<RunId, u64>,
     next_run: u64,
     /// Requests answered when something happens to a task.
-    waiters: Vec<Waiter>,
+    waiters: Waiters,
+    /// `write`s whose bytes may still be queued, for `notifications/cancelled`.
+    queued_writes: BTreeMap<RequestId, (u64, crate::stdin::SegmentId)>,
     next_probe: u64,
     /// Subscribed task outputs (`resources/subscribe` or `subscriptions/listen`), by task key.
     subscriptions: BTreeMap<u64, resources::Subscription>,
@@ -179,8 +227,23 @@ pub struct Server {
     next_listener: u64,
     batches: BTreeMap<u64, Batch>,
     next_batch: u64,
+    /// Every deadline: tasks' escalation, runtime and drain timers, waiters' timeouts,
+    /// progress and probes, coalesced resource updates.
+    timers: Timers<Timer>,
     outputs: VecDeque<Output>,
     shutdown: Shutdown,
+    /// Bytes of [`Output::Transmit`] not yet reported written.
+    unacked: usize,
+    /// Notifications held back while the client does not read.
+    owed: Owed,
+}
+
+/// Whose deadline a timer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Task(u64),
+    Waiter(u64),
+    Update(u64),
 }
 
 /// A request whose response is not sent yet: where the response goes and how it is shaped.
@@ -200,15 +263,34 @@ struct Pending {
 #[derive(Debug, Default)]
 struct Batch {
     remaining: usize,
-    responses: Vec<Value>,
+    /// The responses so far, each a compact JSON text, joined by `,`.
+    body: Vec<u8>,
 }
 
+/// Where the server is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shutdown {
     Serving,
+    /// Every task was asked to stop; waiting for them to end.
     Stopping,
+    /// Asked twice: every group was sent SIGKILL.
     Killing,
+    /// [`Output::Exit`] was given.
     Done,
+}
+
+/// Notifications held back while the client is congested, coalesced: at most one of each kind
+/// per subject, so what is owed stays bounded by the number of tasks.
+#[derive(Debug, Default)]
+struct Owed {
+    /// `notifications/resources/list_changed` to the session.
+    list_changed: bool,
+    /// The same to these listen streams.
+    listeners_list_changed: BTreeSet<u64>,
+    /// `notifications/resources/updated` for these tasks' outputs.
+    updated: BTreeSet<u64>,
+    /// The exit notifications of `notify_on_exit`, by task (the latest run's).
+    exits: BTreeMap<u64, (LogLevel, Value, Value)>,
 }
 
 /// A handler's answer: now, or later (the request waits on a task).
@@ -270,100 +352,92 @@ impl Server {
             framer: LineFramer::new(config.max_message_bytes),
             config,
             ids,
-            frames: Vec::new(),
+            frames: VecDeque::new(),
             version: None,
             log_level: LogLevel::Debug,
             tasks: BTreeMap::new(),
             next_task: 0,
             runs: BTreeMap::new(),
             next_run: 0,
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
+            queued_writes: BTreeMap::new(),
             next_probe: 0,
             subscriptions: BTreeMap::new(),
             listeners: BTreeMap::new(),
             next_listener: 0,
             batches: BTreeMap::new(),
             next_batch: 0,
+            timers: Timers::new(),
             outputs: VecDeque::new(),
             shutdown: Shutdown::Serving,
+            unacked: 0,
+            owed: Owed::default(),
         }
+    }
+
+    /// Whether the driver should read and feed more client bytes now: every line fed so far
+    /// was handled, and the client has read what was sent to it (fewer than
+    /// [`Config::max_client_backlog_bytes`] are unwritten). While this is `false` the driver
+    /// stops reading stdin, which pushes back on the client; task output, exits, timers and
+    /// signals are handled as usual.
+    pub fn wants_client_bytes(&self) -> bool {
+        self.frames.is_empty() && !self.congested() && self.shutdown == Shutdown::Serving
     }
 
     /// Feeds one input that happened at `now`.
     pub fn handle_input(&mut self, now: Now, input: Input<'_>) {
         match input {
             Input::ClientBytes(bytes) => {
-                let mut frames = core::mem::take(&mut self.frames);
+                let mut frames = Vec::new();
                 self.framer.push(bytes, &mut frames);
-                for frame in frames.drain(..) {
-                    self.handle_frame(now, frame);
-                }
-                self.frames = frames;
+                self.frames.extend(frames);
+                self.handle_frames(now);
             }
             Input::ClientEof => {
                 let mut frames = Vec::new();
                 self.framer.finish(&mut frames);
-                for frame in frames {
-                    self.handle_frame(now, frame);
-                }
+                self.frames.extend(frames);
+                self.handle_frames(now);
+                // What the client sent but we could not handle while it did not read is dropped:
+                // it closed its side, and answering could take unbounded memory.
+                self.frames.clear();
                 self.begin_shutdown(now);
             }
-            Input::Terminate => match self.shutdown {
-                Shutdown::Serving => self.begin_shutdown(now),
-                Shutdown::Stopping => {
-                    self.shutdown = Shutdown::Killing;
-                    for task in self.tasks.values_mut() {
-                        task.kill_now(&mut self.outputs);
-                    }
+            Input::Terminate => self.terminate(now),
+            Input::Transmitted { bytes } => {
+                let was_congested = self.congested();
+                self.unacked = self.unacked.saturating_sub(bytes);
+                if was_congested && !self.congested() {
+                    self.pay_owed(now);
+                    self.handle_frames(now);
                 }
-                Shutdown::Killing | Shutdown::Done => {}
-            },
-            Input::Spawned { run, pid } => {
-                self.with_run(now, run, |task, out| task.on_spawned(pid, now, out));
             }
-            Input::SpawnFailed { run, error } => {
-                self.with_run(now, run, |task, out| task.on_spawn_failed(error, now, out));
-            }
-            Input::Output { run, stream, bytes } => {
-                let Some(&key) = self.runs.get(&run) else {
-                    return;
-                };
-                if let Some(task) = self.tasks.get_mut(&key) {
-                    task.on_output(stream, bytes);
-                }
-                self.output_arrived(now, key);
-            }
-            Input::StreamClosed { run, stream } => {
-                self.with_run(now, run, |task, out| task.on_stream_closed(stream, out));
-            }
-            Input::Exited { run, status } => {
-                let drain = self.config.exit_drain;
-                self.with_run(now, run, |task, out| {
-                    task.on_exited(status, now, drain, out)
-                });
-            }
-            Input::StdinWritten { run, result } => self.stdin_written(run, result),
+            Input::Spawned { run, pid } => self.spawned(now, run, pid),
+            Input::SpawnFailed { run, error } => self.spawn_failed(now, run, error),
+            Input::Output { run, stream, bytes } => self.task_output(now, run, stream, bytes),
+            Input::StreamClosed { run, stream } => self.stream_closed(now, run, stream),
+            Input::Exited {
+                run,
+                status,
+                signalled,
+            } => self.exited(now, run, status, signalled),
+            Input::StdinWritten { run, result } => self.stdin_written(now, run, result),
+            Input::StdinReady { run } => self.stdin_ready(now, run),
             Input::PortProbed { probe, open } => self.port_probed(now, probe, open),
         }
-        self.progress_waiters(now);
+        self.maybe_exit();
     }
 
     /// The timer armed from [`Output::Timeout`] fired (or any time: early calls are no-ops).
     pub fn handle_timeout(&mut self, now: Now) {
-        let due: Vec<u64> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.next_deadline().is_some_and(|d| d <= now.instant))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in due {
-            if let Some(task) = self.tasks.get_mut(&key) {
-                let progress = task.on_timeout(now, &mut self.outputs);
-                self.task_moved(now, key, progress);
+        while let Some(timer) = self.timers.pop_due(now.instant) {
+            match timer {
+                Timer::Task(key) => self.task_timeout(now, key),
+                Timer::Waiter(waiter) => self.progress_waiter(now, waiter),
+                Timer::Update(key) => self.resource_update_due(now, key),
             }
         }
-        self.flush_resource_updates(now);
-        self.progress_waiters(now);
+        self.maybe_exit();
     }
 
     /// The next thing for the driver to do; [`Output::Timeout`] when there is nothing more.
@@ -371,66 +445,34 @@ impl Server {
         if let Some(output) = self.outputs.pop_front() {
             return output;
         }
+        Output::Timeout(self.timers.next())
+    }
+
+    /// Queues [`Output::Exit`] once shutting down and every run is released.
+    fn maybe_exit(&mut self) {
         if matches!(self.shutdown, Shutdown::Stopping | Shutdown::Killing) && self.runs.is_empty() {
             self.shutdown = Shutdown::Done;
-            return Output::Exit;
-        }
-        let tasks = self.tasks.values().filter_map(Task::next_deadline);
-        let waiters = self.waiters.iter().filter_map(Waiter::next_deadline);
-        let updates = self.subscriptions.values().filter_map(|s| s.due);
-        Output::Timeout(tasks.chain(waiters).chain(updates).min())
-    }
-
-    /// Applies `f` to the task of `run`, if the core still knows the run.
-    fn with_run(
-        &mut self,
-        now: Now,
-        run: RunId,
-        f: impl FnOnce(&mut Task, &mut VecDeque<Output>) -> Progress,
-    ) {
-        let Some(key) = self.runs.get(&run).copied() else {
-            return;
-        };
-        let Some(task) = self.tasks.get_mut(&key) else {
-            return;
-        };
-        let progress = f(task, &mut self.outputs);
-        self.task_moved(now, key, progress);
-    }
-
-    /// Book-keeping after a task changed: a finished task's run is forgotten and whoever
-    /// listens hears it ended.
-    fn task_moved(&mut self, now: Now, key: u64, progress: Progress) {
-        if progress != Progress::Finished {
-            return;
-        }
-        let Some(task) = self.tasks.get(&key) else {
-            return;
-        };
-        self.runs.remove(&task.run());
-        if task.command.options.notify_on_exit {
-            self.notify_exit(key, now);
-        }
-        self.resource_changed(now, key, true);
-    }
-
-    fn begin_shutdown(&mut self, now: Now) {
-        if self.shutdown != Shutdown::Serving {
-            return;
-        }
-        self.shutdown = Shutdown::Stopping;
-        let grace = self.config.shutdown_grace;
-        for task in self.tasks.values_mut() {
-            task.stop(Signal::Term, grace, now, &mut self.outputs);
+            self.close_listeners();
+            self.outputs.push_back(Output::Exit);
         }
     }
 
     // ---- client messages ----
 
+    /// Handles the framed lines, as long as the client keeps up with reading our answers.
+    fn handle_frames(&mut self, now: Now) {
+        while !self.congested() && self.shutdown != Shutdown::Done {
+            let Some(frame) = self.frames.pop_front() else {
+                return;
+            };
+            self.handle_frame(now, frame);
+        }
+    }
+
     fn handle_frame(&mut self, now: Now, frame: Frame) {
         let line = match frame {
             Frame::Line(line) => line,
-            Frame::TooLong { len } => {
+            Frame::TooLong { len, prefix } => {
                 let error = jsonrpc::error(
                     ErrorCode::InvalidRequest,
                     format!(
@@ -438,7 +480,10 @@ impl Server {
                         self.config.max_message_bytes
                     ),
                 );
-                self.transmit(&jsonrpc::failure(None, &error));
+                self.transmit(jsonrpc::failure(
+                    jsonrpc::recover_id(&prefix).as_ref(),
+                    &error,
+                ));
                 return;
             }
         };
@@ -449,17 +494,21 @@ impl Server {
             Ok(value) => value,
             Err(e) => {
                 let error = jsonrpc::error(ErrorCode::ParseError, format!("Parse error: {e}"));
-                self.transmit(&jsonrpc::failure(None, &error));
+                let id = jsonrpc::recover_id(&line[..line.len().min(4096)]);
+                self.transmit(jsonrpc::failure(id.as_ref(), &error));
                 return;
             }
         };
         match value {
-            Value::Array(items) => self.handle_batch(now, items),
-            value => self.handle_message(now, jsonrpc::classify(value), None),
+            Value::Array(items) => self.handle_batch(now, items, &line),
+            value => {
+                let message = jsonrpc::classify(value, &line);
+                self.handle_message(now, message, &line, None);
+            }
         }
     }
 
-    fn handle_batch(&mut self, now: Now, items: Vec<Value>) {
+    fn handle_batch(&mut self, now: Now, items: Vec<Value>, line: &[u8]) {
         let refusal = match self.version {
             _ if items.is_empty() => Some("Invalid Request: an empty batch".to_owned()),
             Some(v) if v.accepts_batches() => None,
@@ -473,10 +522,20 @@ impl Server {
         };
         if let Some(message) = refusal {
             let error = jsonrpc::error(ErrorCode::InvalidRequest, message);
-            self.transmit(&jsonrpc::failure(None, &error));
+            self.transmit(jsonrpc::failure(None, &error));
             return;
         }
-        let classified: Vec<_> = items.into_iter().map(jsonrpc::classify).collect();
+        let texts: Vec<&[u8]> = match jsonrpc::batch_elements(line) {
+            Some(raw) if raw.len() == items.len() => {
+                raw.into_iter().map(|r| r.get().as_bytes()).collect()
+            }
+            _ => vec![&[][..]; items.len()],
+        };
+        let classified: Vec<_> = items
+            .into_iter()
+            .zip(&texts)
+            .map(|(item, text)| jsonrpc::classify(item, text))
+            .collect();
         let remaining = classified
             .iter()
             .filter(|m| !matches!(m, Ok(Message::Notification { .. } | Message::Response)))
@@ -488,12 +547,12 @@ impl Server {
                 batch,
                 Batch {
                     remaining,
-                    responses: Vec::with_capacity(remaining),
+                    body: Vec::new(),
                 },
             );
         }
-        for message in classified {
-            self.handle_message(now, message, Some(batch));
+        for (message, text) in classified.into_iter().zip(texts) {
+            self.handle_message(now, message, text, Some(batch));
         }
     }
 
@@ -501,16 +560,17 @@ impl Server {
         &mut self,
         now: Now,
         message: Result<Message, Box<Invalid>>,
+        text: &[u8],
         batch: Option<u64>,
     ) {
         match message {
             Err(invalid) => {
                 let response = jsonrpc::failure(invalid.id.as_ref(), &invalid.error);
-                self.deliver(batch, Some(response));
+                self.deliver(batch, Some((response, invalid.id.as_ref())));
             }
             Ok(Message::Response) => {}
             Ok(Message::Notification { method, params }) => {
-                self.handle_notification(&method, params);
+                self.handle_notification(now, &method, &params, text);
             }
             Ok(Message::Request { id, method, params }) => {
                 let progress_token = params
@@ -544,16 +604,20 @@ impl Server {
     }
 
     /// Client notifications: `notifications/cancelled` ends a waiting request without a
-    /// response. `notifications/initialized` needs no action (requests are served as soon as
+    /// response (and drops what a cancelled `write` still has queued).
+    /// `notifications/initialized` needs no action (requests are served as soon as
     /// `initialize` is answered), and unknown notifications are ignored, as JSON-RPC requires.
-    fn handle_notification(&mut self, method: &str, params: Map<String, Value>) {
+    fn handle_notification(
+        &mut self,
+        now: Now,
+        method: &str,
+        params: &Map<String, Value>,
+        text: &[u8],
+    ) {
         if method == "notifications/cancelled"
-            && let Some(id) = params
-                .get("requestId")
-                .cloned()
-                .and_then(RequestId::from_value)
+            && let Some(id) = jsonrpc::cancelled_request(params, text)
         {
-            self.cancel(&id);
+            self.cancel(now, &id);
         }
     }
 
@@ -656,48 +720,80 @@ impl Server {
     fn respond(&mut self, request: &Pending, outcome: Result<Value, Error>) {
         let response = match outcome {
             Ok(result) if request.modern => {
-                jsonrpc::success(&request.id, self.modern_result(result))
+                jsonrpc::success(&request.id, &self.modern_result(result))
             }
-            Ok(result) => jsonrpc::success(&request.id, result),
+            Ok(result) => jsonrpc::success(&request.id, &result),
             Err(error) => jsonrpc::failure(Some(&request.id), &error),
         };
-        self.deliver(request.batch, Some(response));
+        self.deliver(request.batch, Some((response, Some(&request.id))));
     }
 
-    /// Sends a response, or adds it to its batch (`None`: the request was cancelled and gets
-    /// no response, but its batch must not wait for it).
-    fn deliver(&mut self, batch: Option<u64>, response: Option<Value>) {
+    /// Sends a response (a compact JSON text and the id it answers), or adds it to its batch.
+    /// `None`: the request was cancelled and gets no response, but its batch must not wait for
+    /// it.
+    ///
+    /// A batch's reply is bounded by [`BATCH_REPLY_FACTOR`] × `max_message_bytes`: a response
+    /// that would not fit is replaced by an error that says so.
+    fn deliver(&mut self, batch: Option<u64>, response: Option<(Vec<u8>, Option<&RequestId>)>) {
         let Some(key) = batch else {
-            if let Some(response) = response {
-                self.transmit(&response);
+            if let Some((response, _)) = response {
+                self.transmit(response);
             }
             return;
         };
+        let limit = self
+            .config
+            .max_message_bytes
+            .saturating_mul(BATCH_REPLY_FACTOR);
         let Some(batch) = self.batches.get_mut(&key) else {
             return;
         };
-        batch.responses.extend(response);
+        if let Some((mut response, id)) = response {
+            if batch.body.len() + response.len() + 2 > limit {
+                let error = Error {
+                    code: ErrorCode::ServerError(BATCH_TOO_LARGE),
+                    message: format!(
+                        "Response too large: this batch's replies would exceed {limit} bytes; send this request on its own, or ask for less (e.g. a smaller `max_bytes`)"
+                    ),
+                    data: Some(json!({"limit": limit})),
+                };
+                response = jsonrpc::failure(id, &error);
+            }
+            if !batch.body.is_empty() {
+                batch.body.push(b',');
+            }
+            batch.body.extend_from_slice(&response);
+        }
         batch.remaining = batch.remaining.saturating_sub(1);
         if batch.remaining == 0
             && let Some(batch) = self.batches.remove(&key)
-            && !batch.responses.is_empty()
+            && !batch.body.is_empty()
         {
-            self.transmit(&Value::Array(batch.responses));
+            let mut line = Vec::with_capacity(batch.body.len() + 2);
+            line.push(b'[');
+            line.extend_from_slice(&batch.body);
+            line.push(b']');
+            self.transmit(line);
         }
     }
 
-    fn transmit(&mut self, message: &Value) {
-        self.outputs
-            .push_back(Output::Transmit(jsonrpc::to_line(message)));
+    /// Sends one compact JSON text as a line.
+    fn transmit(&mut self, text: Vec<u8>) {
+        let line = jsonrpc::to_line(text);
+        self.unacked += line.len();
+        self.outputs.push_back(Output::Transmit(line));
     }
 
-    fn notify(&mut self, method: &str, params: Value) {
-        let params = match params {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        let message = jsonrpc::notification(method, params);
-        self.transmit(&message);
+    /// Whether the client is behind on reading: more than
+    /// [`Config::max_client_backlog_bytes`] sent and not yet written.
+    fn congested(&self) -> bool {
+        self.unacked >= self.config.max_client_backlog_bytes
+    }
+
+    fn notify(&mut self, method: &str, params: &Value) {
+        let empty = Map::new();
+        let params = params.as_object().unwrap_or(&empty);
+        self.transmit(jsonrpc::notification(method, params));
     }
 
     /// `notifications/message` at `level`, if the client's `logging/setLevel` lets it through.
@@ -705,7 +801,7 @@ impl Server {
         if level >= self.log_level {
             self.notify(
                 "notifications/message",
-                json!({"level": level.as_str(), "logger": "proc-mcp", "data": data}),
+                &json!({"level": level.as_str(), "logger": "proc-mcp", "data": data}),
             );
         }
     }
@@ -713,6 +809,23 @@ impl Server {
     /// A notification goes to the client only once a session exists.
     fn in_session(&self) -> bool {
         self.version.is_some()
+    }
+
+    /// Sends what was held back while the client did not read.
+    fn pay_owed(&mut self, now: Now) {
+        let owed = core::mem::take(&mut self.owed);
+        if owed.list_changed {
+            self.resources_list_changed();
+        }
+        for listener in owed.listeners_list_changed {
+            self.notify_listener(listener, "notifications/resources/list_changed", &json!({}));
+        }
+        for key in owed.updated {
+            self.resource_changed(now, key, true);
+        }
+        for (_, (level, data, exit)) in owed.exits {
+            self.send_exit_notifications(level, data, &exit);
+        }
     }
 
     /// A successful tool result: a text block for a model to read and, for versions that have
@@ -726,6 +839,10 @@ impl Server {
         Value::Object(result)
     }
 }
+
+/// The error code of a batch element whose response would not fit the batch's bound
+/// (JSON-RPC's implementation-defined server errors are -32000 to -32099).
+const BATCH_TOO_LARGE: i64 = -32000;
 
 /// What this server offers (the `capabilities` of `initialize`).
 fn capabilities() -> Value {

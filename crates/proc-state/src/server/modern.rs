@@ -17,7 +17,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{INSTRUCTIONS, Pending, Reply, Server, capabilities};
-use crate::mcp::jsonrpc::{self, Error, ErrorCode, RequestId};
+use crate::mcp::jsonrpc::{self, Error, ErrorCode, MetaId, RequestId, WithMetaId};
 use crate::time::Now;
 
 /// The one stateless-era version this server speaks.
@@ -42,9 +42,9 @@ pub(super) enum Cache {
 /// An open `subscriptions/listen` stream.
 #[derive(Debug)]
 pub(super) struct Listener {
-    /// The listen request's id: every frame carries it, and a `notifications/cancelled` for it
-    /// closes the stream.
-    pub(super) id: RequestId,
+    /// The listen request: every frame carries its id, a `notifications/cancelled` for it
+    /// closes the stream, and the shutdown answers it.
+    pub(super) request: Pending,
     /// The client asked for `notifications/resources/list_changed`.
     pub(super) resources_list_changed: bool,
 }
@@ -192,7 +192,7 @@ impl Server {
         self.listeners.insert(
             listener,
             Listener {
-                id: request.id.clone(),
+                request: request.clone(),
                 resources_list_changed: list_changed,
             },
         );
@@ -206,26 +206,42 @@ impl Server {
         self.notify_listener(
             listener,
             "notifications/subscriptions/acknowledged",
-            json!({"notifications": honoured}),
+            &json!({"notifications": honoured}),
         );
         Ok(Reply::Later)
     }
 
     /// Sends a notification on one listen stream, tagged with its id.
-    pub(super) fn notify_listener(&mut self, listener: u64, method: &str, params: Value) {
-        let Some(Listener { id, .. }) = self.listeners.get(&listener) else {
+    pub(super) fn notify_listener(&mut self, listener: u64, method: &str, params: &Value) {
+        let Some(Listener { request, .. }) = self.listeners.get(&listener) else {
             return;
         };
-        let mut params = match params {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        };
-        params.insert(
-            "_meta".into(),
-            json!({META_SUBSCRIPTION: id.as_value().clone()}),
+        let empty = Map::new();
+        let params = params.as_object().unwrap_or(&empty);
+        let text = jsonrpc::notification(
+            method,
+            &WithMetaId {
+                params,
+                meta: MetaId {
+                    key: META_SUBSCRIPTION,
+                    id: &request.id,
+                },
+            },
         );
-        let message = jsonrpc::notification(method, params);
-        self.transmit(&message);
+        self.transmit(text);
+    }
+
+    /// At shutdown: every open listen stream is answered with an empty complete result, which
+    /// ends it.
+    pub(super) fn close_listeners(&mut self) {
+        let listeners = core::mem::take(&mut self.listeners);
+        for subscription in self.subscriptions.values_mut() {
+            subscription.listeners.clear();
+        }
+        self.subscriptions.retain(|_, s| s.is_wanted());
+        for (_, listener) in listeners {
+            self.respond(&listener.request, Ok(json!({})));
+        }
     }
 
     /// A `notifications/cancelled` for a listen stream closes it (no response).
@@ -233,7 +249,7 @@ impl Server {
         let Some(key) = self
             .listeners
             .iter()
-            .find(|(_, l)| l.id == *id)
+            .find(|(_, l)| l.request.id == *id)
             .map(|(k, _)| *k)
         else {
             return false;

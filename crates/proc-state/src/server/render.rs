@@ -82,7 +82,7 @@ pub(super) fn status_fields(t: &Task, now: Now) -> Map<String, Value> {
 /// How the task is doing, in a few words: `running`, `exited with code 0`, …
 pub(super) fn state_phrase(t: &Task) -> String {
     match t.state() {
-        State::Exited => match t.exit() {
+        State::Exited => match t.exit().map(|exit| exit.status) {
             Some(ExitStatus::Code(code)) => format!("exited with code {code}"),
             Some(ExitStatus::Signaled(signal)) => format!("killed by {signal}"),
             None => "exited".to_owned(),
@@ -197,6 +197,7 @@ pub(super) fn wait_text(
     line: Option<&Line>,
     waited: Duration,
     next_cursor: u64,
+    now: Now,
 ) -> String {
     let what = match (reason, line) {
         ("matched", Some(line)) => {
@@ -205,11 +206,12 @@ pub(super) fn wait_text(
             text
         }
         ("port_open", _) => "the port is open".to_owned(),
-        ("exited", _) => format!("the task {}", state_phrase(t)),
+        // The task's own runtime, not the wait's: "killed by SIGTERM after 9.8s".
+        ("exited", _) => format!("the task {}", state_phrase_at(t, now)),
         _ => "timed out".to_owned(),
     };
     format!(
-        "Task {}: {what} after {}; next_cursor {next_cursor}; state {}",
+        "Task {}: {what}; waited {}; next_cursor {next_cursor}; state {}",
         t.id,
         seconds(waited),
         t.state().as_str()

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value, json};
 
-use super::{LogLevel, Server};
+use super::{LogLevel, Server, Timer};
 use crate::log::Query;
 use crate::mcp::jsonrpc::{Error, ErrorCode};
 use crate::mcp::paging;
@@ -31,8 +31,8 @@ pub(super) struct Subscription {
     /// `subscriptions/listen` streams that asked for it.
     pub(super) listeners: BTreeSet<u64>,
     last_sent: Option<Instant>,
-    /// An update is owed and goes out at this time.
-    pub(super) due: Option<Instant>,
+    /// An update is owed and goes out at this time (a [`Timer::Update`]).
+    due: Option<Instant>,
 }
 
 impl Subscription {
@@ -149,37 +149,38 @@ impl Server {
     }
 
     /// Sends `notifications/resources/updated` for a subscribed task now, or owes it for when
-    /// the interval allows; `at_exit` sends at once.
+    /// the interval allows; `at_exit` sends at once. While the client does not read, the
+    /// update is owed until it does (one per task, however much changes meanwhile).
     pub(super) fn resource_changed(&mut self, now: Now, key: u64, at_exit: bool) {
+        let congested = self.congested();
         let Some(subscription) = self.subscriptions.get_mut(&key) else {
             return;
         };
+        if congested {
+            subscription.due = None;
+            self.timers.set(Timer::Update(key), None);
+            self.owed.updated.insert(key);
+            return;
+        }
         let allowed = subscription
             .last_sent
             .map_or(now.instant, |last| last.saturating_add(UPDATE_INTERVAL));
         if at_exit || allowed <= now.instant {
             subscription.last_sent = Some(now.instant);
             subscription.due = None;
+            self.timers.set(Timer::Update(key), None);
             self.send_updated(key);
         } else if subscription.due.is_none() {
             subscription.due = Some(allowed);
+            self.timers.set(Timer::Update(key), Some(allowed));
         }
     }
 
-    /// Sends the updates that came due.
-    pub(super) fn flush_resource_updates(&mut self, now: Now) {
-        let due: Vec<u64> = self
-            .subscriptions
-            .iter_mut()
-            .filter(|(_, s)| s.due.is_some_and(|at| at <= now.instant))
-            .map(|(key, s)| {
-                s.due = None;
-                s.last_sent = Some(now.instant);
-                *key
-            })
-            .collect();
-        for key in due {
-            self.send_updated(key);
+    /// The coalesced update of task `key` came due.
+    pub(super) fn resource_update_due(&mut self, now: Now, key: u64) {
+        if let Some(subscription) = self.subscriptions.get_mut(&key) {
+            subscription.due = None;
+            self.resource_changed(now, key, true);
         }
     }
 
@@ -192,27 +193,32 @@ impl Server {
         let params = json!({"uri": uri(t)});
         let listeners: Vec<u64> = subscription.listeners.iter().copied().collect();
         if subscription.session {
-            self.notify("notifications/resources/updated", params.clone());
+            self.notify("notifications/resources/updated", &params);
         }
         for listener in listeners {
-            self.notify_listener(listener, "notifications/resources/updated", params.clone());
+            self.notify_listener(listener, "notifications/resources/updated", &params);
         }
     }
 
     /// Tasks came or went: `notifications/resources/list_changed` to the session and to the
     /// listen streams that asked for it.
     pub(super) fn resources_list_changed(&mut self) {
-        if self.in_session() {
-            self.notify("notifications/resources/list_changed", json!({}));
-        }
         let listeners: Vec<u64> = self
             .listeners
             .iter()
             .filter(|(_, l)| l.resources_list_changed)
             .map(|(k, _)| *k)
             .collect();
+        if self.congested() {
+            self.owed.list_changed |= self.in_session();
+            self.owed.listeners_list_changed.extend(listeners);
+            return;
+        }
+        if self.in_session() {
+            self.notify("notifications/resources/list_changed", &json!({}));
+        }
         for listener in listeners {
-            self.notify_listener(listener, "notifications/resources/list_changed", json!({}));
+            self.notify_listener(listener, "notifications/resources/list_changed", &json!({}));
         }
     }
 
@@ -249,6 +255,15 @@ impl Server {
             "exitCode": t.exit_code(),
             "timestamp": time::rfc3339(t.ended().unwrap_or(now).unix_ms),
         });
+        if self.congested() {
+            self.owed.exits.insert(key, (level, data, exit));
+        } else {
+            self.send_exit_notifications(level, data, &exit);
+        }
+    }
+
+    /// `notifications/message` (filtered by the log level) and `process/exit`.
+    pub(super) fn send_exit_notifications(&mut self, level: LogLevel, data: Value, exit: &Value) {
         self.log(level, data);
         self.notify("process/exit", exit);
     }

@@ -5,8 +5,8 @@ use core::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::render::{self, line_json};
-use super::waiters::{Waiter, Watch};
-use super::{Output, Pending, Reply, Server, Shutdown, ToolError, error_result};
+use super::waiters::{Kind, Watch};
+use super::{Output, Pending, Reply, Server, Shutdown, Timer, ToolError, error_result};
 use crate::log::{LogLimits, Query};
 use crate::mcp::jsonrpc::Error;
 use crate::mcp::tools::{
@@ -15,7 +15,8 @@ use crate::mcp::tools::{
     MAX_WAIT_MS, SignalArgs, StartArgs, StatusArgs, StopArgs, Tool, WaitArgs, WriteArgs,
 };
 use crate::process::{RunId, SpawnSpec, StdinMode};
-use crate::task::{Command, Options, Task};
+use crate::stdin::Refused;
+use crate::task::{Command, Options, Progress, Task};
 use crate::time::{self, Now};
 
 /// Added to every child's environment unless `env` overrides them (TOOLS.md, `start`).
@@ -61,12 +62,12 @@ impl Server {
             Tool::Status => self.status(now, request, arguments),
             Tool::Logs => self.logs(request, arguments),
             Tool::Wait => self.wait(now, request, arguments),
-            Tool::Write => self.write(request, arguments),
+            Tool::Write => self.write(now, request, arguments),
             Tool::Signal => self.signal(request, arguments),
             Tool::Stop => self.stop(now, request, arguments),
             Tool::Restart => self.restart(now, request, arguments),
             Tool::List => self.list(now, request, arguments),
-            Tool::Remove => self.remove(request, arguments),
+            Tool::Remove => self.remove(now, request, arguments),
         };
         Ok(outcome.unwrap_or_else(|ToolError(reason)| Reply::Now(error_result(reason))))
     }
@@ -83,6 +84,7 @@ impl Server {
                 "invalid arguments for `start`: `command` is empty".into(),
             ));
         }
+        check_process_text(&args)?;
         let wait_timeout = defs::millis_arg(
             Tool::Start,
             "wait_timeout_ms",
@@ -90,9 +92,10 @@ impl Server {
             DEFAULT_READY_MS,
             MAX_WAIT_MS,
         )?;
-        if let Some(pattern) = &args.wait_for {
-            defs::regex_arg(Tool::Start, "wait_for", pattern)?;
-        }
+        let wait_for = match &args.wait_for {
+            Some(pattern) => Some(defs::regex_arg(Tool::Start, "wait_for", pattern)?),
+            None => None,
+        };
         let max_runtime = match args.max_runtime_ms {
             Some(0) => {
                 return Err(ToolError(
@@ -140,13 +143,14 @@ impl Server {
             },
             options: Options {
                 notify_on_exit: args.notify_on_exit,
-                wait_for: args.wait_for,
+                wait_for,
                 wait_timeout,
                 max_runtime,
                 grace: self.config.default_grace,
             },
         };
-        let run = self.new_run();
+        let run = RunId(self.next_run);
+        self.next_run += 1;
         let key = self.next_task;
         self.next_task += 1;
         let limits = LogLimits {
@@ -154,55 +158,22 @@ impl Server {
             max_line_bytes: self.config.max_line_bytes,
         };
         let spec = command.spec.clone();
-        self.tasks
-            .insert(key, Task::new(id, args.name, command, run, limits, now));
+        let task = Task::new(
+            id,
+            args.name,
+            command,
+            run,
+            limits,
+            self.config.max_stdin_queue_bytes,
+            now,
+        );
+        self.tasks.insert(key, task);
         self.runs.insert(run, key);
         self.outputs.push_back(Output::Spawn { run, spec });
         self.resources_list_changed();
-        self.await_start(now, key, request.clone());
+        let ready = self.ready_watch(key, now);
+        self.add_waiter(now, key, request.clone(), Kind::Start { run, ready });
         Ok(Reply::Later)
-    }
-
-    fn new_run(&mut self) -> RunId {
-        let run = RunId(self.next_run);
-        self.next_run += 1;
-        run
-    }
-
-    /// Queues the answer to `start`/`restart` of `key`: once spawned and, with `wait_for`,
-    /// once ready.
-    fn await_start(&mut self, now: Now, key: u64, request: Pending) {
-        let Some(task) = self.tasks.get(&key) else {
-            return;
-        };
-        let options = &task.command.options;
-        let ready = options.wait_for.as_deref().and_then(|pattern| {
-            let regex = defs::regex_arg(Tool::Start, "wait_for", pattern).ok()?;
-            Some(Watch::new(
-                Some((regex, task.log.next_cursor())),
-                None,
-                now,
-                options.wait_timeout,
-            ))
-        });
-        self.waiters.push(Waiter::Start {
-            task: key,
-            request,
-            ready,
-        });
-    }
-
-    /// Starts the ended task `key` again (as `restart` does once the old run is gone).
-    pub(super) fn respawn(&mut self, now: Now, key: u64, request: Pending) {
-        let run = self.new_run();
-        let Some(task) = self.tasks.get_mut(&key) else {
-            return;
-        };
-        task.restart(run, now);
-        let spec = task.command.spec.clone();
-        self.runs.insert(run, key);
-        self.outputs.push_back(Output::Spawn { run, spec });
-        self.await_start(now, key, request);
     }
 
     fn check_name(&self, name: &str) -> Result<(), ToolError> {
@@ -247,12 +218,17 @@ impl Server {
         }
     }
 
-    /// Removes an ended task and everything that refers to it.
+    /// Removes an ended task and everything that refers to it; whoever still waited on it is
+    /// told so.
     fn forget(&mut self, now: Now, key: u64) {
         self.tasks.remove(&key);
         self.subscriptions.remove(&key);
+        self.timers.set(Timer::Task(key), None);
+        self.timers.set(Timer::Update(key), None);
+        self.owed.updated.remove(&key);
+        self.queued_writes.retain(|_, (task, _)| *task != key);
         self.resources_list_changed();
-        self.progress_waiters(now);
+        self.progress_task_waiters(now, key);
     }
 
     /// A new id from the generator, unique among tasks' ids and names. A generator that keeps
@@ -349,6 +325,11 @@ impl Server {
                 "invalid arguments for `logs`: `max_bytes` must be between 1 and {MAX_LOGS_BYTES}"
             )));
         }
+        if args.head.is_some() && args.tail.is_some() {
+            return Err(ToolError(
+                "invalid arguments for `logs`: give `head` or `tail`, not both (use `since` with `head` to read forward from a cursor)".into(),
+            ));
+        }
         let grep = match &args.grep {
             Some(pattern) => Some(defs::regex_arg(Tool::Logs, "grep", pattern)?),
             None => None,
@@ -399,58 +380,58 @@ impl Server {
             None => None,
         };
         let key = self.find(&args.id)?;
-        let first = self.task(key).log.first_retained();
+        let task = self.task(key);
+        let (first, run) = (task.log.first_retained(), task.run());
         let pattern = regex.map(|regex| (regex, args.since.unwrap_or(first).max(first)));
-        self.waiters.push(Waiter::Wait {
-            task: key,
-            request: request.clone(),
-            watch: Watch::new(pattern, port, now, timeout),
-        });
+        let watch = Watch::new(pattern, port, now, timeout);
+        self.add_waiter(now, key, request.clone(), Kind::Wait { run, watch });
         Ok(Reply::Later)
     }
 
-    fn write(&mut self, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
+    fn write(&mut self, now: Now, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
         let args: WriteArgs = defs::parse(Tool::Write, arguments)?;
         let key = self.find(&args.id)?;
         let Some(task) = self.tasks.get_mut(&key) else {
             return Err(ToolError("the task was removed".into()));
         };
-        if task.command.spec.stdin != StdinMode::Piped {
+        if task.state().is_ended() {
             return Err(ToolError(format!(
-                "task {} was started without `stdin: true`, so it has no stdin to write to; restart it with a new `start` that sets `stdin: true`",
+                "task {} has exited; nothing was written",
                 task.id
             )));
         }
-        if !task.stdin_open() {
-            let why = if task.state().is_ended() || task.exit().is_some() {
-                "has exited"
-            } else if task.pid().is_none() {
-                "has not started yet"
-            } else {
-                "had its stdin closed by an earlier `write` with `eof: true`"
-            };
-            return Err(ToolError(format!(
-                "task {} {why}; nothing was written",
-                task.id
-            )));
-        }
-        if args.eof {
-            task.close_stdin();
-        }
-        let run = task.run();
-        let next_cursor = task.log.next_cursor();
-        self.outputs.push_back(Output::WriteStdin {
-            run,
-            data: args.data.into_bytes(),
-            close: args.eof,
-        });
-        self.waiters.push(Waiter::Write {
-            task: key,
-            run,
-            request: request.clone(),
-            next_cursor,
-        });
+        let (segment, dropped) = match task.stdin.push(args.data.into_bytes(), args.eof) {
+            Ok(pushed) => pushed,
+            Err(refused) => return Err(write_refused(task, refused)),
+        };
+        let (run, next_cursor) = (task.run(), task.log.next_cursor());
+        self.queued_writes
+            .insert(request.id.clone(), (key, segment));
+        self.prune_queued_writes();
+        self.with_task(now, key, |_, _| Progress::Unchanged);
+        self.add_waiter(
+            now,
+            key,
+            request.clone(),
+            Kind::Write {
+                run,
+                segment,
+                next_cursor,
+                dropped_earlier: dropped,
+            },
+        );
         Ok(Reply::Later)
+    }
+
+    /// Keeps the map of cancellable `write`s to those whose bytes may still be queued.
+    fn prune_queued_writes(&mut self) {
+        if self.queued_writes.len() <= 1024 {
+            return;
+        }
+        let tasks = &self.tasks;
+        self.queued_writes.retain(|_, (key, segment)| {
+            tasks.get(key).is_some_and(|t| t.stdin.is_queued(*segment))
+        });
     }
 
     fn signal(&mut self, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
@@ -485,14 +466,13 @@ impl Server {
             None => self.config.default_grace,
         };
         let key = self.find(&args.id)?;
-        if let Some(task) = self.tasks.get_mut(&key) {
-            task.stop(signal, grace, now, &mut self.outputs);
-        }
-        // An ended task is answered at once by `progress_waiters`.
-        self.waiters.push(Waiter::Stop {
-            task: key,
-            request: request.clone(),
+        let run = self.task(key).run();
+        self.with_task(now, key, |task, out| {
+            task.stop(signal, grace, now, out);
+            Progress::Unchanged
         });
+        // An ended task is answered at once.
+        self.add_waiter(now, key, request.clone(), Kind::Stop { run });
         Ok(Reply::Later)
     }
 
@@ -509,15 +489,22 @@ impl Server {
             ));
         }
         let key = self.find(&args.id)?;
+        let run = self.task(key).run();
         let grace = self.config.default_grace;
-        if let Some(task) = self.tasks.get_mut(&key) {
-            task.stop(crate::Signal::Term, grace, now, &mut self.outputs);
-        }
-        // Respawned by `progress_waiters` once the old run has ended (at once if it had).
-        self.waiters.push(Waiter::Restart {
-            task: key,
-            request: request.clone(),
+        let mut pending = false;
+        self.with_task(now, key, |task, out| {
+            pending = task.restart(grace, now, out);
+            Progress::Unchanged
         });
+        if pending {
+            // Resolved when this run has ended: every restart of one run restarts it once.
+            self.add_waiter(now, key, request.clone(), Kind::Restart { run });
+        } else if let Some(run) = self.respawn(now, key) {
+            let ready = self.ready_watch(key, now);
+            self.add_waiter(now, key, request.clone(), Kind::Start { run, ready });
+        } else {
+            return Err(ToolError("the task could not be restarted".into()));
+        }
         Ok(Reply::Later)
     }
 
@@ -556,7 +543,12 @@ impl Server {
         )))
     }
 
-    fn remove(&mut self, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
+    fn remove(
+        &mut self,
+        now: Now,
+        request: &Pending,
+        arguments: Value,
+    ) -> Result<Reply, ToolError> {
         let args: IdArgs = defs::parse(Tool::Remove, arguments)?;
         let key = self.find(&args.id)?;
         let t = self.task(key);
@@ -568,9 +560,7 @@ impl Server {
             )));
         }
         let id = t.id.clone();
-        self.tasks.remove(&key);
-        self.subscriptions.remove(&key);
-        self.resources_list_changed();
+        self.forget(now, key);
         let text = format!("Removed task {id} and freed its output.");
         Ok(Reply::Now(Self::tool_result(
             request,
@@ -623,4 +613,60 @@ fn join_path(base: &str, dir: &str) -> String {
     } else {
         format!("{}/{dir}", base.trim_end_matches('/'))
     }
+}
+
+/// Refuses text the kernel cannot pass to a process: NUL bytes anywhere (execve(2) takes C
+/// strings), and environment names that are empty or hold `=` (environ(7): `NAME=value`, so such
+/// a name would silently become a different variable).
+fn check_process_text(args: &StartArgs) -> Result<(), ToolError> {
+    let bad = |field: &str, why: &str| {
+        Err(ToolError(format!(
+            "invalid arguments for `start`: `{field}` {why}"
+        )))
+    };
+    if args.command.contains('\0') {
+        return bad("command", "contains a NUL byte");
+    }
+    if args.args.iter().flatten().any(|arg| arg.contains('\0')) {
+        return bad("args", "contains a NUL byte");
+    }
+    if args.cwd.as_deref().is_some_and(|cwd| cwd.contains('\0')) {
+        return bad("cwd", "contains a NUL byte");
+    }
+    for (name, value) in &args.env {
+        if name.is_empty() {
+            return bad("env", "has an empty variable name");
+        }
+        if name.contains('=') || name.contains('\0') {
+            return bad(
+                "env",
+                &format!("has the variable name {name:?}; names cannot contain `=` or NUL"),
+            );
+        }
+        if value.contains('\0') {
+            return bad("env", &format!("value of {name:?} contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+/// Why a `write` was refused, for the model.
+fn write_refused(task: &Task, refused: Refused) -> ToolError {
+    use crate::stdin::Closed;
+    let id = &task.id;
+    ToolError(match refused {
+        Refused::NotPiped => format!(
+            "task {id} was started without `stdin: true`, so it has no stdin to write to; start it again with `stdin: true`"
+        ),
+        Refused::Closed(Closed::ByEof) => format!(
+            "task {id} had its stdin closed by an earlier `write` with `eof: true`; nothing was written"
+        ),
+        Refused::Closed(Closed::ByProcess) => {
+            format!("task {id} closed its stdin; nothing was written")
+        }
+        Refused::Closed(Closed::Ended) => format!("task {id} has exited; nothing was written"),
+        Refused::Full { queued, limit } => format!(
+            "task {id} is not reading its stdin: {queued} bytes are still queued and the queue holds at most {limit}; nothing was written. Wait for it to read, or send `write` with `eof: true` to drop what is queued"
+        ),
+    })
 }

@@ -1,22 +1,26 @@
-//! Requests that wait on tasks: `start` until spawned (and ready), `stop` until ended,
-//! `restart` until the old run ended, `wait` until its condition, `write` until the driver wrote.
+//! Requests that wait on a task's run: `start` until spawned (and ready), `stop` until the run
+//! ended, `restart` until the old run ended and the new one started, `wait` until its
+//! condition, `write` until its bytes are settled.
 //!
-//! After every input the server calls [`Server::progress_waiters`], which answers each waiter
-//! whose condition now holds, sends progress notifications that are due, and asks the driver for
-//! port probes. Cancelled requests are dropped without a response (MCP "Utilities:
+//! Each waiter is bound to the run it was asked about, so a restart can never leave it waiting
+//! on a process that no longer exists. Waiters are indexed by task (only the waiters of a task
+//! that changed are looked at), by request id (cancellation), and by their one deadline in the
+//! server's timers. Cancelled requests are dropped without a response (MCP "Utilities:
 //! Cancellation").
 
 use core::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
 use serde_json::{Value, json};
 
 use super::render::{self, line_json};
-use super::{Output, Pending, ProbeId, Server, error_result};
+use super::{Output, Pending, ProbeId, Server, Shutdown, Timer, error_result};
 use crate::log::{Line, Query};
 use crate::mcp::jsonrpc::RequestId;
 use crate::process::RunId;
-use crate::task::{State, Task};
+use crate::stdin::{Closed, SegmentId};
+use crate::task::{Phase, Task};
 use crate::time::{Instant, Now};
 
 /// How often a waiting request with a `progressToken` hears about it.
@@ -24,30 +28,79 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause between two port probes that found the port closed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Every waiting request, indexed.
+#[derive(Debug, Default)]
+pub(super) struct Waiters {
+    next: u64,
+    all: BTreeMap<u64, Waiter>,
+    by_task: BTreeMap<u64, BTreeSet<u64>>,
+    by_request: BTreeSet<(RequestId, u64)>,
+    probes: BTreeMap<ProbeId, u64>,
+}
+
+impl Waiters {
+    fn insert(&mut self, id: u64, waiter: Waiter) {
+        self.by_task.entry(waiter.task).or_default().insert(id);
+        self.by_request.insert((waiter.request.id.clone(), id));
+        self.all.insert(id, waiter);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Waiter> {
+        let waiter = self.all.remove(&id)?;
+        if let Some(set) = self.by_task.get_mut(&waiter.task) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_task.remove(&waiter.task);
+            }
+        }
+        self.by_request.remove(&(waiter.request.id.clone(), id));
+        Some(waiter)
+    }
+
+    fn of_task(&self, task: u64) -> Vec<u64> {
+        self.by_task
+            .get(&task)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn of_request(&self, request: &RequestId) -> Vec<u64> {
+        self.by_request
+            .range((request.clone(), 0)..=(request.clone(), u64::MAX))
+            .map(|(_, id)| *id)
+            .collect()
+    }
+}
+
+/// One waiting request.
 #[derive(Debug)]
-pub(super) enum Waiter {
-    /// `start`/`restart`: answered once the spawn is answered and, with `wait_for`, once ready.
-    Start {
-        task: u64,
-        request: Pending,
-        ready: Option<Watch>,
-    },
-    /// `restart`: respawns once the old run has ended, then waits as `Start`.
-    Restart { task: u64, request: Pending },
-    /// `stop`: answered once the task ended.
-    Stop { task: u64, request: Pending },
-    /// `wait`: answered once its watch resolves.
-    Wait {
-        task: u64,
-        request: Pending,
-        watch: Watch,
-    },
-    /// `write`: answered when the driver reports the write of `run`.
+pub(super) struct Waiter {
+    pub(super) task: u64,
+    pub(super) request: Pending,
+    pub(super) kind: Kind,
+}
+
+/// What a request waits for, and on which run.
+#[derive(Debug)]
+pub(super) enum Kind {
+    /// `start`, or a `restart` whose new run was spawned: answered once the spawn is answered
+    /// and, with `wait_for`, once ready.
+    Start { run: RunId, ready: Option<Watch> },
+    /// `restart`: resolved when `run` ends (a new run starts, or a later `stop` or the
+    /// shutdown superseded it).
+    Restart { run: RunId },
+    /// `stop`: answered once `run` ended.
+    Stop { run: RunId },
+    /// `wait`: answered once its watch resolves (or `run` ends).
+    Wait { run: RunId, watch: Watch },
+    /// `write`: answered once the bytes of `segment` are settled (in the pipe, or queued
+    /// behind a full pipe).
     Write {
-        task: u64,
         run: RunId,
-        request: Pending,
+        segment: SegmentId,
         next_cursor: u64,
+        /// With `eof`: bytes of earlier writes that were dropped.
+        dropped_earlier: usize,
     },
 }
 
@@ -119,15 +172,16 @@ impl Watch {
         }
     }
 
-    /// Checks the condition against the task; `None` while it does not hold yet.
-    fn check(&mut self, task: &Task, now: Now) -> Option<Outcome> {
+    /// Checks the condition against the task; `None` while it does not hold yet. `run_over`:
+    /// the run watched has ended.
+    fn check(&mut self, task: &Task, run_over: bool, now: Now) -> Option<Outcome> {
         if let Some(outcome) = self.scan(task) {
             return Some(outcome);
         }
         if self.port.as_ref().is_some_and(|p| p.open) {
             return Some(Outcome::PortOpen);
         }
-        if task.state().is_ended() {
+        if run_over {
             return Some(Outcome::Exited);
         }
         (now.instant >= self.deadline).then_some(Outcome::Timeout)
@@ -178,23 +232,13 @@ impl Watch {
 }
 
 impl Waiter {
-    fn request(&self) -> &Pending {
-        match self {
-            Waiter::Start { request, .. }
-            | Waiter::Restart { request, .. }
-            | Waiter::Stop { request, .. }
-            | Waiter::Wait { request, .. }
-            | Waiter::Write { request, .. } => request,
-        }
-    }
-
-    /// When this waiter needs a wake-up: its timeout, its next progress notification or its next
-    /// port probe.
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let progress = self.request().progress_token.is_some();
-        match self {
-            Waiter::Wait { watch, .. }
-            | Waiter::Start {
+    /// When this waiter needs a wake-up: its timeout, its next progress notification or its
+    /// next port probe.
+    fn next_deadline(&self) -> Option<Instant> {
+        let progress = self.request.progress_token.is_some();
+        match &self.kind {
+            Kind::Wait { watch, .. }
+            | Kind::Start {
                 ready: Some(watch), ..
             } => Some(watch.next_deadline(progress)),
             _ => None,
@@ -202,42 +246,70 @@ impl Waiter {
     }
 }
 
+/// What one look at a waiter decided.
+enum Step {
+    Keep(Waiter),
+    Answer(Pending, Value),
+}
+
 impl Server {
-    /// Answers every waiter whose condition holds, sends due progress notifications and starts
-    /// due port probes.
-    pub(super) fn progress_waiters(&mut self, now: Now) {
-        if self.waiters.is_empty() {
-            return;
+    /// Adds a waiter and looks at it at once (it may be answered already).
+    pub(super) fn add_waiter(&mut self, now: Now, task: u64, request: Pending, kind: Kind) {
+        let id = self.waiters.next;
+        self.waiters.next += 1;
+        self.waiters.insert(
+            id,
+            Waiter {
+                task,
+                request,
+                kind,
+            },
+        );
+        self.progress_waiter(now, id);
+    }
+
+    /// Looks at every waiter of task `key`.
+    pub(super) fn progress_task_waiters(&mut self, now: Now, key: u64) {
+        for id in self.waiters.of_task(key) {
+            self.progress_waiter(now, id);
         }
-        let waiters = core::mem::take(&mut self.waiters);
-        for waiter in waiters {
-            if let Some(mut waiter) = self.progress(waiter, now) {
+    }
+
+    /// Looks at one waiter: answers it if its condition holds, else sends its due progress
+    /// notification, starts its due port probe and re-arms its timer.
+    pub(super) fn progress_waiter(&mut self, now: Now, id: u64) {
+        let Some(waiter) = self.waiters.remove(id) else {
+            return;
+        };
+        self.timers.set(Timer::Waiter(id), None);
+        match self.step(waiter, now) {
+            Step::Answer(request, result) => self.respond(&request, Ok(result)),
+            Step::Keep(mut waiter) => {
                 self.send_progress(&mut waiter, now);
-                self.waiters.push(waiter);
+                self.start_probe(id, &mut waiter, now);
+                self.timers.set(Timer::Waiter(id), waiter.next_deadline());
+                self.waiters.insert(id, waiter);
             }
         }
     }
 
-    /// Moves one waiter on; `Some` while it must keep waiting.
-    fn progress(&mut self, waiter: Waiter, now: Now) -> Option<Waiter> {
-        let Some(task) = self.tasks.get(&waiter_task(&waiter)) else {
-            self.respond(
-                waiter.request(),
-                Ok(error_result("the task was removed".into())),
-            );
-            return None;
+    fn step(&mut self, waiter: Waiter, now: Now) -> Step {
+        let Some(task) = self.tasks.get_mut(&waiter.task) else {
+            return Step::Answer(waiter.request, error_result("the task was removed".into()));
         };
-        match waiter {
-            Waiter::Start {
-                task: key,
-                request,
-                ready,
-            } => {
-                if task.state() == State::Starting {
-                    return Some(Waiter::Start {
+        let run_over = |run: RunId, task: &Task| task.run() != run || task.state().is_ended();
+        let Waiter {
+            task: key,
+            request,
+            kind,
+        } = waiter;
+        match kind {
+            Kind::Start { run, ready } => {
+                if task.run() == run && matches!(task.phase(), Phase::Starting { .. }) {
+                    return Step::Keep(Waiter {
                         task: key,
                         request,
-                        ready,
+                        kind: Kind::Start { run, ready },
                     });
                 }
                 if let Some(error) = task.failure() {
@@ -245,17 +317,19 @@ impl Server {
                         "could not start `{}`: {error} (task {} is now `failed`)",
                         task.command.command, task.id
                     );
-                    self.respond(&request, Ok(error_result(reason)));
-                    return None;
+                    return Step::Answer(request, error_result(reason));
                 }
                 let ready = match ready {
                     None => None,
                     Some(mut watch) => {
-                        let Some(outcome) = watch.check(task, now) else {
-                            return Some(Waiter::Start {
+                        let Some(outcome) = watch.check(task, run_over(run, task), now) else {
+                            return Step::Keep(Waiter {
                                 task: key,
                                 request,
-                                ready: Some(watch),
+                                kind: Kind::Start {
+                                    run,
+                                    ready: Some(watch),
+                                },
                             });
                         };
                         let line = match &outcome {
@@ -267,70 +341,174 @@ impl Server {
                     }
                 };
                 let result = Self::start_result(&request, task, ready);
-                self.respond(&request, Ok(result));
-                None
+                Step::Answer(request, result)
             }
-            Waiter::Restart { task: key, request } => {
-                if !task.state().is_ended() {
-                    return Some(Waiter::Restart { task: key, request });
+            Kind::Restart { run } => {
+                if task.run() == run {
+                    Step::Keep(Waiter {
+                        task: key,
+                        request,
+                        kind: Kind::Restart { run },
+                    })
+                } else {
+                    // Resolved by `restarts_resolved` when the run ended; never left behind.
+                    let result = Self::start_result(&request, task, None);
+                    Step::Answer(request, result)
                 }
-                self.respawn(now, key, request);
-                None
             }
-            Waiter::Stop { task: key, request } => {
-                if !task.state().is_ended() {
-                    return Some(Waiter::Stop { task: key, request });
+            Kind::Stop { run } => {
+                if !run_over(run, task) {
+                    return Step::Keep(Waiter {
+                        task: key,
+                        request,
+                        kind: Kind::Stop { run },
+                    });
                 }
                 let mut status = render::status_fields(task, now);
                 status.insert("escalated".into(), Value::Bool(task.escalated()));
                 let text = render::stop_text(task, now);
                 let result = Self::tool_result(&request, Value::Object(status), text);
-                self.respond(&request, Ok(result));
-                None
+                Step::Answer(request, result)
             }
-            Waiter::Wait {
-                task: key,
-                request,
-                mut watch,
-            } => {
-                let Some(outcome) = watch.check(task, now) else {
-                    self.start_probe(&mut watch, now);
-                    return Some(Waiter::Wait {
-                        task: key,
-                        request,
-                        watch,
-                    });
-                };
-                let result = wait_result(&request, task, &watch, &outcome, now);
-                self.respond(&request, Ok(result));
-                None
-            }
-            Waiter::Write {
-                task: key,
+            Kind::Wait { run, mut watch } => match watch.check(task, run_over(run, task), now) {
+                None => Step::Keep(Waiter {
+                    task: key,
+                    request,
+                    kind: Kind::Wait { run, watch },
+                }),
+                Some(outcome) => {
+                    let result = wait_result(&request, task, &watch, &outcome, now);
+                    Step::Answer(request, result)
+                }
+            },
+            Kind::Write {
                 run,
-                request,
+                segment,
                 next_cursor,
+                dropped_earlier,
             } => {
-                if task.run() == run && !task.state().is_ended() {
-                    return Some(Waiter::Write {
+                if task.run() == run && !task.stdin.is_settled() {
+                    return Step::Keep(Waiter {
                         task: key,
-                        run,
                         request,
-                        next_cursor,
+                        kind: Kind::Write {
+                            run,
+                            segment,
+                            next_cursor,
+                            dropped_earlier,
+                        },
                     });
                 }
-                let reason = format!(
-                    "task {} ended before its stdin took the data; it may not have been read",
-                    task.id
-                );
-                self.respond(&request, Ok(error_result(reason)));
-                None
+                let progress = if task.run() == run {
+                    task.stdin.progress(segment)
+                } else {
+                    None
+                };
+                let result = match progress {
+                    Some(p) if p.dropped == 0 => {
+                        let queued = task.stdin.queued();
+                        let mut text = if p.queued == 0 {
+                            format!("Wrote {} bytes to task {}'s stdin.", p.written, task.id)
+                        } else {
+                            format!(
+                                "Task {} took {} bytes so far; {} more are queued and written as it reads.",
+                                task.id, p.written, p.queued
+                            )
+                        };
+                        if dropped_earlier > 0 {
+                            text.push_str(&format!(
+                                " Closing stdin dropped {dropped_earlier} bytes earlier writes still had queued."
+                            ));
+                        }
+                        text.push_str(&format!(
+                            " Output from here on starts at cursor {next_cursor}."
+                        ));
+                        let mut structured = json!({
+                            "id": task.id,
+                            "bytes_written": p.written,
+                            "bytes_queued": queued,
+                            "next_cursor": next_cursor,
+                        });
+                        if dropped_earlier > 0 {
+                            structured["bytes_dropped"] = Value::from(dropped_earlier);
+                        }
+                        Self::tool_result(&request, structured, text)
+                    }
+                    Some(p) => {
+                        let why = match task.stdin.closed() {
+                            Some(Closed::ByProcess) => "the process closed its stdin",
+                            Some(Closed::Ended) | None => "the process ended",
+                            Some(Closed::ByEof) => "a later `write` with `eof` dropped them",
+                        };
+                        error_result(format!(
+                            "task {}: {} of this write's bytes were written and {} were not: {why}",
+                            task.id, p.written, p.dropped
+                        ))
+                    }
+                    None => error_result(format!(
+                        "task {} ended before its stdin took the data; it may not have been read",
+                        task.id
+                    )),
+                };
+                Step::Answer(request, result)
             }
         }
     }
 
+    /// The run `old` of task `key` has ended: its `restart` requests become `start` waiters
+    /// of the new run `new`, or, without one (a later `stop` or the shutdown superseded the
+    /// restart), are answered with an error that says so.
+    pub(super) fn restarts_resolved(&mut self, now: Now, key: u64, old: RunId, new: Option<RunId>) {
+        for id in self.waiters.of_task(key) {
+            let is_restart = self
+                .waiters
+                .all
+                .get(&id)
+                .is_some_and(|w| matches!(w.kind, Kind::Restart { run } if run == old));
+            if !is_restart {
+                continue;
+            }
+            let Some(waiter) = self.waiters.remove(id) else {
+                continue;
+            };
+            match new {
+                Some(run) => {
+                    let ready = self.ready_watch(key, now);
+                    self.add_waiter(now, key, waiter.request, Kind::Start { run, ready });
+                }
+                None => {
+                    let reason = match self.shutdown {
+                        Shutdown::Serving => {
+                            "a later `stop` superseded this `restart`; the task stays stopped"
+                        }
+                        _ => "the server is shutting down; nothing can restart",
+                    };
+                    let id = self.tasks.get(&key).map_or("?", |t| t.id.as_str());
+                    let text = format!("task {id} was not restarted: {reason}");
+                    self.respond(&waiter.request, Ok(error_result(text)));
+                }
+            }
+        }
+    }
+
+    /// The `wait_for` watch of task `key`'s options, for a `start` or `restart` answer.
+    pub(super) fn ready_watch(&self, key: u64, now: Now) -> Option<Watch> {
+        let task = self.tasks.get(&key)?;
+        let options = &task.command.options;
+        let regex = options.wait_for.clone()?;
+        Some(Watch::new(
+            Some((regex, task.log.next_cursor())),
+            None,
+            now,
+            options.wait_timeout,
+        ))
+    }
+
     /// Asks the driver for a port probe when one is due.
-    fn start_probe(&mut self, watch: &mut Watch, now: Now) {
+    fn start_probe(&mut self, id: u64, waiter: &mut Waiter, now: Now) {
+        let Kind::Wait { watch, .. } = &mut waiter.kind else {
+            return;
+        };
         let Some(port) = watch.port.as_mut() else {
             return;
         };
@@ -340,6 +518,7 @@ impl Server {
         let probe = ProbeId(self.next_probe);
         self.next_probe += 1;
         port.probe = Some(probe);
+        self.waiters.probes.insert(probe, id);
         self.outputs.push_back(Output::ProbePort {
             probe,
             port: port.port,
@@ -348,78 +527,63 @@ impl Server {
 
     /// The driver answered a probe: the port is open, or try again shortly.
     pub(super) fn port_probed(&mut self, now: Now, probe: ProbeId, open: bool) {
-        for waiter in &mut self.waiters {
-            if let Waiter::Wait { watch, .. } = waiter
-                && let Some(port) = watch.port.as_mut()
-                && port.probe == Some(probe)
-            {
-                port.probe = None;
-                port.open = open;
-                port.retry_at = now.instant.saturating_add(PROBE_INTERVAL);
-            }
-        }
-    }
-
-    /// The driver wrote (or failed to write) one `write`'s data.
-    pub(super) fn stdin_written(&mut self, run: RunId, result: Result<usize, String>) {
-        let Some(index) = self
-            .waiters
-            .iter()
-            .position(|w| matches!(w, Waiter::Write { run: r, .. } if *r == run))
-        else {
+        let Some(id) = self.waiters.probes.remove(&probe) else {
             return;
         };
-        let Waiter::Write {
-            task,
-            request,
-            next_cursor,
+        if let Some(Waiter {
+            kind: Kind::Wait { watch, .. },
             ..
-        } = self.waiters.remove(index)
-        else {
-            return;
-        };
-        let id = self
-            .tasks
-            .get(&task)
-            .map_or_else(String::new, |t| t.id.clone());
-        let reply = match result {
-            Ok(bytes) => {
-                let text = format!(
-                    "Wrote {bytes} bytes to task {id}'s stdin; its output from here on starts at cursor {next_cursor}."
-                );
-                let structured =
-                    json!({"id": id, "bytes_written": bytes, "next_cursor": next_cursor});
-                Self::tool_result(&request, structured, text)
-            }
-            Err(reason) => error_result(format!("could not write to task {id}'s stdin: {reason}")),
-        };
-        self.respond(&request, Ok(reply));
+        }) = self.waiters.all.get_mut(&id)
+            && let Some(port) = watch.port.as_mut()
+            && port.probe == Some(probe)
+        {
+            port.probe = None;
+            port.open = open;
+            port.retry_at = now.instant.saturating_add(PROBE_INTERVAL);
+        }
+        self.progress_waiter(now, id);
     }
 
-    /// `notifications/cancelled`: the request gets no response and stops waiting. Requests
-    /// answered already, or unknown, are ignored.
-    pub(super) fn cancel(&mut self, id: &RequestId) {
-        if self.close_listener(id) {
+    /// `notifications/cancelled`: the request gets no response and stops waiting; a cancelled
+    /// `write` drops what it still has queued (even after it was answered). Requests answered
+    /// already, or unknown, are otherwise ignored.
+    pub(super) fn cancel(&mut self, now: Now, request: &RequestId) {
+        if self.close_listener(request) {
             return;
         }
-        let Some(index) = self.waiters.iter().position(|w| w.request().id == *id) else {
-            return;
-        };
-        let waiter = self.waiters.remove(index);
-        self.deliver(waiter.request().batch, None);
+        for id in self.waiters.of_request(request) {
+            let Some(waiter) = self.waiters.remove(id) else {
+                continue;
+            };
+            self.timers.set(Timer::Waiter(id), None);
+            if let Kind::Write { segment, .. } = waiter.kind {
+                self.drop_queued_write(now, waiter.task, segment);
+            }
+            self.deliver(waiter.request.batch, None);
+        }
+        if let Some((task, segment)) = self.queued_writes.remove(request) {
+            self.drop_queued_write(now, task, segment);
+        }
+    }
+
+    fn drop_queued_write(&mut self, now: Now, key: u64, segment: SegmentId) {
+        self.with_task(now, key, |task, _| {
+            task.stdin.cancel(segment);
+            crate::task::Progress::Unchanged
+        });
     }
 
     /// `notifications/progress` for a waiter that asked for it, about once a second, with
-    /// `progress` in whole seconds waited (strictly increasing) and `total` the timeout.
+    /// `progress` in whole seconds waited (strictly increasing) and `total` the timeout. Skipped
+    /// while the client is not reading (the next one says where things stand).
     fn send_progress(&mut self, waiter: &mut Waiter, now: Now) {
-        let Some(token) = waiter.request().progress_token.clone() else {
+        let Some(token) = waiter.request.progress_token.clone() else {
             return;
         };
-        let task = waiter_task(waiter);
-        let (Waiter::Wait { watch, .. }
-        | Waiter::Start {
+        let (Kind::Wait { watch, .. }
+        | Kind::Start {
             ready: Some(watch), ..
-        }) = waiter
+        }) = &mut waiter.kind
         else {
             return;
         };
@@ -429,24 +593,17 @@ impl Server {
         let elapsed = now.instant.saturating_duration_since(watch.started);
         let total = watch.deadline.saturating_duration_since(watch.started);
         let progress = elapsed.as_secs().max(watch.progress_sent + 1);
-        watch.progress_sent = progress;
         watch.next_progress = now.instant.saturating_add(PROGRESS_INTERVAL);
-        let id = self.tasks.get(&task).map_or("?", |t| t.id.as_str());
+        if self.congested() {
+            return;
+        }
+        watch.progress_sent = progress;
+        let id = self.tasks.get(&waiter.task).map_or("?", |t| t.id.as_str());
         let message = format!("waiting on task {id}: {progress}s of {}s", total.as_secs());
         self.notify(
             "notifications/progress",
-            json!({"progressToken": token, "progress": progress, "total": total.as_secs(), "message": message}),
+            &json!({"progressToken": token, "progress": progress, "total": total.as_secs(), "message": message}),
         );
-    }
-}
-
-fn waiter_task(waiter: &Waiter) -> u64 {
-    match waiter {
-        Waiter::Start { task, .. }
-        | Waiter::Restart { task, .. }
-        | Waiter::Stop { task, .. }
-        | Waiter::Wait { task, .. }
-        | Waiter::Write { task, .. } => *task,
     }
 }
 
@@ -480,6 +637,7 @@ fn wait_result(
         },
         waited,
         next_cursor,
+        now,
     );
     Server::tool_result(request, structured, text)
 }

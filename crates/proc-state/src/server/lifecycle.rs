@@ -1,0 +1,186 @@
+//! Inputs about tasks' processes, and what follows the end of a run: exit notifications,
+//! restarts, and the server's shutdown.
+//!
+//! Every change to a task goes through [`Server::with_task`], which carries out the task's
+//! actions, re-arms the task's timer and moves on whoever waits on it, so none of those can be
+//! forgotten by one code path.
+
+use super::{Output, Server, Shutdown, Timer};
+use crate::process::{ExitStatus, RunId, Signal, Stream};
+use crate::stdin::StdinAction;
+use crate::task::{Action, Progress, Task, Then};
+use crate::time::Now;
+
+impl Server {
+    pub(super) fn spawned(&mut self, now: Now, run: RunId, pid: u32) {
+        self.with_run(now, run, |task, out| task.on_spawned(pid, now, out));
+    }
+
+    pub(super) fn spawn_failed(&mut self, now: Now, run: RunId, error: String) {
+        self.with_run(now, run, |task, out| task.on_spawn_failed(error, now, out));
+    }
+
+    pub(super) fn task_output(&mut self, now: Now, run: RunId, stream: Stream, bytes: &[u8]) {
+        let Some(&key) = self.runs.get(&run) else {
+            return;
+        };
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        task.on_output(stream, bytes);
+        self.output_arrived(now, key);
+        self.progress_task_waiters(now, key);
+    }
+
+    pub(super) fn stream_closed(&mut self, now: Now, run: RunId, stream: Stream) {
+        self.with_run(now, run, |task, out| task.on_stream_closed(stream, out));
+    }
+
+    pub(super) fn exited(&mut self, now: Now, run: RunId, status: ExitStatus, signalled: bool) {
+        let drain = self.config.exit_drain;
+        self.with_run(now, run, |task, out| {
+            task.on_exited(status, signalled, now, drain, out)
+        });
+    }
+
+    pub(super) fn stdin_written(&mut self, now: Now, run: RunId, result: Result<usize, String>) {
+        self.with_run(now, run, |task, _| {
+            task.stdin.written(result.map_err(drop));
+            Progress::Unchanged
+        });
+    }
+
+    pub(super) fn stdin_ready(&mut self, now: Now, run: RunId) {
+        self.with_run(now, run, |task, _| {
+            task.stdin.ready();
+            Progress::Unchanged
+        });
+    }
+
+    pub(super) fn task_timeout(&mut self, now: Now, key: u64) {
+        self.with_task(now, key, |task, out| task.on_timeout(now, out));
+    }
+
+    /// Applies `f` to the task of `run`, if the core still knows the run.
+    pub(super) fn with_run(
+        &mut self,
+        now: Now,
+        run: RunId,
+        f: impl FnOnce(&mut Task, &mut Vec<Action>) -> Progress,
+    ) {
+        if let Some(&key) = self.runs.get(&run) {
+            self.with_task(now, key, f);
+        }
+    }
+
+    /// Applies `f` to task `key`, then carries out its actions (and feeds its stdin), re-arms
+    /// its timer, and moves on whoever waits on it; a finished run is followed up.
+    pub(super) fn with_task(
+        &mut self,
+        now: Now,
+        key: u64,
+        f: impl FnOnce(&mut Task, &mut Vec<Action>) -> Progress,
+    ) {
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        let mut actions = Vec::new();
+        let progress = f(task, &mut actions);
+        task.pump_stdin(&mut actions);
+        let (run, deadline) = (task.run(), task.next_deadline());
+        self.carry_out(run, actions);
+        self.timers.set(Timer::Task(key), deadline);
+        match progress {
+            Progress::Finished { then } => self.run_finished(now, key, run, then),
+            Progress::Started | Progress::Unchanged => self.progress_task_waiters(now, key),
+        }
+    }
+
+    fn carry_out(&mut self, run: RunId, actions: Vec<Action>) {
+        for action in actions {
+            let output = match action {
+                Action::Signal(signal) => Output::Signal { run, signal },
+                Action::Stdin(StdinAction::Write(data)) => Output::WriteStdin { run, data },
+                Action::Stdin(StdinAction::Close) => Output::CloseStdin { run },
+                Action::Release => {
+                    self.runs.remove(&run);
+                    Output::Release { run }
+                }
+            };
+            self.outputs.push_back(output);
+        }
+    }
+
+    /// Run `old` of task `key` ended and was released: tell whoever listens, answer whoever
+    /// waited on that run, and start the task again if the latest request was a `restart`
+    /// (never once the server is shutting down).
+    fn run_finished(&mut self, now: Now, key: u64, old: RunId, then: Then) {
+        if self
+            .tasks
+            .get(&key)
+            .is_some_and(|t| t.command.options.notify_on_exit)
+        {
+            self.notify_exit(key, now);
+        }
+        self.resource_changed(now, key, true);
+        self.progress_task_waiters(now, key);
+        let new = match then {
+            Then::Restart if self.shutdown == Shutdown::Serving => self.respawn(now, key),
+            _ => None,
+        };
+        self.restarts_resolved(now, key, old, new);
+    }
+
+    /// Starts the ended task `key` again as a new run; `None` if it is not ended (or gone).
+    pub(super) fn respawn(&mut self, now: Now, key: u64) -> Option<RunId> {
+        if self.shutdown != Shutdown::Serving {
+            return None;
+        }
+        let run = RunId(self.next_run);
+        let task = self.tasks.get_mut(&key)?;
+        if !task.respawn(run, now) {
+            return None;
+        }
+        self.next_run += 1;
+        let spec = task.command.spec.clone();
+        self.runs.insert(run, key);
+        self.outputs.push_back(Output::Spawn { run, spec });
+        self.timers.set(Timer::Task(key), None);
+        Some(run)
+    }
+
+    /// Stops every task (SIGTERM, then SIGKILL after the shutdown grace); nothing starts or
+    /// restarts from now on.
+    pub(super) fn begin_shutdown(&mut self, now: Now) {
+        if self.shutdown != Shutdown::Serving {
+            return;
+        }
+        self.shutdown = Shutdown::Stopping;
+        let grace = self.config.shutdown_grace;
+        let keys: Vec<u64> = self.tasks.keys().copied().collect();
+        for key in keys {
+            self.with_task(now, key, |task, out| {
+                task.stop(Signal::Term, grace, now, out);
+                Progress::Unchanged
+            });
+        }
+    }
+
+    /// SIGTERM/SIGINT: the first begins the shutdown, the second kills every group at once.
+    pub(super) fn terminate(&mut self, now: Now) {
+        match self.shutdown {
+            Shutdown::Serving => self.begin_shutdown(now),
+            Shutdown::Stopping => {
+                self.shutdown = Shutdown::Killing;
+                let keys: Vec<u64> = self.tasks.keys().copied().collect();
+                for key in keys {
+                    self.with_task(now, key, |task, out| {
+                        task.kill_now(now, out);
+                        Progress::Unchanged
+                    });
+                }
+            }
+            Shutdown::Killing | Shutdown::Done => {}
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The scripted driver shared by the core's integration tests: a [`Harness`] around one
+//! [`Server`] on virtual time, and helpers to read what it sent.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use proc_state::{Config, ExitStatus, Input, Instant, Now, Output, RunId, Server, Stream};
+use serde_json::{Value, json};
+
+/// A scripted driver around one server, on virtual time.
+///
+/// Time only moves in [`Harness::advance`], and then only to the deadlines the core asked for
+/// (the last [`Output::Timeout`]), the way quinn-proto's test utilities do: a timer the core
+/// forgot to arm is never fired by accident, so the test that needs it stalls and fails.
+/// Every line the core transmits is reported written at once (the client reads), unless
+/// [`Harness::stall`] says the client stopped reading.
+pub struct Harness {
+    pub server: Server,
+    now_ns: u64,
+    /// The deadline of the last `Output::Timeout`.
+    deadline: Option<Instant>,
+    /// The client does not read: transmitted bytes are not reported written.
+    stalled: bool,
+    /// Bytes transmitted and not yet reported written.
+    unread: usize,
+}
+
+impl Harness {
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        let mut counter = 0u32;
+        let ids = Box::new(move || {
+            counter += 1;
+            format!("t{counter:05}")
+        });
+        Self {
+            server: Server::new(config, ids),
+            now_ns: 0,
+            deadline: None,
+            stalled: false,
+            unread: 0,
+        }
+    }
+
+    pub fn now(&self) -> Now {
+        Now::new(
+            Instant::from_nanos(self.now_ns),
+            1_790_000_000_000 + self.now_ns / 1_000_000,
+        )
+    }
+
+    /// An initialized session at `version`.
+    pub fn initialized(version: &str) -> Self {
+        let mut h = Self::new();
+        let reply = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+        assert_eq!(reply["result"]["protocolVersion"], version);
+        h.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n");
+        assert!(h.drain().is_empty());
+        h
+    }
+
+    pub fn input(&mut self, input: Input<'_>) -> Vec<Output> {
+        let now = self.now();
+        self.server.handle_input(now, input);
+        self.drain()
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let now = self.now();
+        self.server.handle_input(now, Input::ClientBytes(bytes));
+    }
+
+    /// Every output up to the timeout (and, while the client reads, the outputs of reporting
+    /// the transmitted lines written).
+    pub fn drain(&mut self) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        loop {
+            match self.server.poll_output() {
+                Output::Timeout(deadline) => {
+                    self.deadline = deadline;
+                    if self.stalled || self.unread == 0 {
+                        return outputs;
+                    }
+                    let bytes = core::mem::take(&mut self.unread);
+                    let now = self.now();
+                    self.server.handle_input(now, Input::Transmitted { bytes });
+                }
+                other => {
+                    if let Output::Transmit(line) = &other {
+                        self.unread += line.len();
+                    }
+                    outputs.push(other);
+                }
+            }
+        }
+    }
+
+    /// The client stops reading (`true`) or reads everything again (`false`).
+    pub fn stall(&mut self, stalled: bool) -> Vec<Output> {
+        self.stalled = stalled;
+        self.drain()
+    }
+
+    pub fn send(&mut self, message: Value) -> Vec<Output> {
+        let mut line = serde_json::to_vec(&message).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line);
+        self.drain()
+    }
+
+    /// Sends a message and returns the one line it caused.
+    pub fn request(&mut self, message: Value) -> Value {
+        let lines = transmitted(&self.send(message));
+        assert_eq!(lines.len(), 1, "expected one response, got {lines:?}");
+        lines.into_iter().next().unwrap()
+    }
+
+    pub fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Vec<Output> {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments}}))
+    }
+
+    /// Calls a tool that answers at once and returns its result.
+    pub fn call_now(&mut self, tool: &str, arguments: Value) -> Value {
+        let lines = transmitted(&self.call(99, tool, arguments));
+        assert_eq!(lines.len(), 1, "expected one response, got {lines:?}");
+        lines[0]["result"].clone()
+    }
+
+    /// Starts `command`, answers the spawn with `pid`, returns (run, result).
+    pub fn start(&mut self, arguments: Value, pid: u32) -> (RunId, Value) {
+        let outputs = self.call(1, "start", arguments);
+        let run = spawned(&outputs)
+            .unwrap_or_else(|| panic!("expected a spawn, got {outputs:?}"))
+            .0;
+        let lines = transmitted(&self.input(Input::Spawned { run, pid }));
+        (run, lines[0]["result"].clone())
+    }
+
+    /// Lets `ms` milliseconds pass: fires, in order, every deadline the core asked for within
+    /// them (and only those), then sets the clock to the end.
+    pub fn advance(&mut self, ms: u64) -> Vec<Output> {
+        let target = self.now_ns + ms * 1_000_000;
+        let mut outputs = Vec::new();
+        while let Some(deadline) = self.deadline.filter(|d| d.as_nanos() <= target) {
+            self.now_ns = self.now_ns.max(deadline.as_nanos());
+            let now = self.now();
+            self.server.handle_timeout(now);
+            outputs.extend(self.drain());
+        }
+        self.now_ns = target;
+        outputs
+    }
+
+    /// The process exits with `status` (after the signals sent to it, if any) and closes both
+    /// pipes.
+    pub fn exit(&mut self, run: RunId, status: ExitStatus) -> Vec<Output> {
+        let mut outputs = self.input(Input::Exited {
+            run,
+            status,
+            signalled: true,
+        });
+        outputs.extend(self.input(Input::StreamClosed {
+            run,
+            stream: Stream::Stdout,
+        }));
+        outputs.extend(self.input(Input::StreamClosed {
+            run,
+            stream: Stream::Stderr,
+        }));
+        outputs
+    }
+}
+
+/// The responses among the outputs (notifications left out).
+pub fn transmitted(outputs: &[Output]) -> Vec<Value> {
+    every_message(outputs)
+        .into_iter()
+        .filter(|m| m.is_array() || m.get("id").is_some())
+        .collect()
+}
+
+/// The notifications among the outputs.
+pub fn notifications(outputs: &[Output]) -> Vec<Value> {
+    every_message(outputs)
+        .into_iter()
+        .filter(|m| m.get("method").is_some() && m.get("id").is_none())
+        .collect()
+}
+
+/// Every line sent, parsed.
+fn every_message(outputs: &[Output]) -> Vec<Value> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit(line) => {
+                assert_eq!(line.last(), Some(&b'\n'));
+                assert_eq!(
+                    line.iter().filter(|b| **b == b'\n').count(),
+                    1,
+                    "one line per message"
+                );
+                let text = std::str::from_utf8(line).unwrap();
+                assert!(!text.contains("\"params\":null"), "params null in {text}");
+                Some(serde_json::from_str(text).unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one spawn among the outputs.
+pub fn spawned(outputs: &[Output]) -> Option<(RunId, proc_state::SpawnSpec)> {
+    let mut spawns = outputs.iter().filter_map(|o| match o {
+        Output::Spawn { run, spec } => Some((*run, spec.clone())),
+        _ => None,
+    });
+    let first = spawns.next();
+    assert!(spawns.next().is_none(), "one spawn expected: {outputs:?}");
+    first
+}
+
+pub fn error_code(response: &Value) -> i64 {
+    response["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an error: {response}"))
+}
+
+/// Output of `run` on stdout.
+pub fn output(h: &mut Harness, run: RunId, bytes: &[u8]) -> Vec<Output> {
+    h.input(Input::Output {
+        run,
+        stream: Stream::Stdout,
+        bytes,
+    })
+}
