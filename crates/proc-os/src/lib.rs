@@ -33,6 +33,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(target_os = "linux")]
+pub mod cgroup;
 pub mod driver;
 pub mod fd;
 pub mod pipes;
@@ -44,5 +46,7 @@ pub mod signal;
 pub mod stdio;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
+#[cfg(target_os = "linux")]
+pub mod tree;
 #[cfg(vfork_spawn)]
 mod vfork;
