@@ -107,6 +107,12 @@ pub fn detect() -> Result<Cgroups, String> {
 }
 
 impl Cgroups {
+    /// The cgroup at `dir`, taken to be one [`detect`] accepted (by a process that was told
+    /// so, like the watchdog); nothing is checked.
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
     /// Our cgroup's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -429,41 +435,7 @@ fn unescape(field: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use proc_state::{ExitStatus, Signal};
-
     use super::*;
-    use crate::process::{self, SpawnPlacement};
-    use crate::testutil::{spec, wait_exited, wait_terminated};
-    use crate::tree::test_support::{FakeServer, Task, tagged_sh};
-
-    const LONG: Duration = Duration::from_secs(20);
-
-    /// The cgroups we may manage here, or `None` with a note on stdout (the test then checks
-    /// nothing more).
-    fn cgroups_or_skip() -> Option<Cgroups> {
-        match detect() {
-            Ok(cgroups) => Some(cgroups),
-            Err(reason) => {
-                println!("skipped: cgroups v2 cannot be managed here: {reason}");
-                None
-            }
-        }
-    }
-
-    /// Removes a test's cgroup tree even when the test fails.
-    struct Cleanup(Cgroup);
-
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if self.0.path().exists() {
-                let _ = self.0.kill();
-                let _ = self.0.wait_empty(LONG);
-                let _ = self.0.remove_tree();
-            }
-        }
-    }
 
     #[test]
     fn our_cgroup_directory_is_found_under_its_mount() {
@@ -519,154 +491,6 @@ mod tests {
                 println!("cgroups v2 not usable: {reason}");
                 assert!(!reason.is_empty());
             }
-        }
-    }
-
-    #[test]
-    fn a_task_and_its_setsid_daemon_start_in_the_run_cgroup_and_die_with_it() {
-        let Some(cgroups) = cgroups_or_skip() else {
-            return;
-        };
-        let server = FakeServer::start();
-        let parent = cgroups
-            .create_server(&server.instance)
-            .expect("server cgroup");
-        let _cleanup = Cleanup(parent.clone());
-        let run = parent.create_run(3).expect("run cgroup");
-        assert_eq!(run.path(), parent.path().join("run-3"));
-        let procs = run.open_procs().expect("cgroup.procs");
-        let spawned = process::spawn_placed(
-            &tagged_sh(
-                &server.instance,
-                3,
-                "setsid sh -c 'sleep 1000 & echo $!'; echo started; exec sleep 1000",
-            ),
-            SpawnPlacement::in_cgroup(std::os::fd::AsFd::as_fd(&procs)),
-        )
-        .expect("spawn into the cgroup");
-        let mut task = Task::from(spawned);
-        let daemon = task.pid_line();
-        assert_eq!(task.line(), "started");
-        let leader = task.pid.as_raw();
-        let mut members = run.procs().expect("procs");
-        members.sort_unstable();
-        assert!(members.contains(&leader), "{members:?}");
-        assert!(members.contains(&daemon), "{members:?}");
-        let own = std::fs::read_to_string(format!("/proc/{leader}/cgroup")).expect("cgroup");
-        assert!(own.contains("/proc-mcp-"), "{own}");
-        assert!(run.populated().expect("events"));
-        assert!(parent.populated().expect("events"), "counts descendants");
-        // Not empty yet: rmdir refuses.
-        assert_eq!(
-            run.remove().map_err(|e| e.raw_os_error()),
-            Err(Some(libc::EBUSY))
-        );
-
-        run.kill().expect("cgroup.kill");
-        assert!(run.wait_empty(LONG).expect("wait"), "still populated");
-        assert!(wait_terminated(daemon, LONG), "daemon {daemon} survived");
-        assert_eq!(wait_exited(task.pid), ExitStatus::Signaled(Signal::Kill));
-        // The leader is an unreaped zombie of ours: it does not keep the cgroup populated.
-        assert!(!run.populated().expect("events"));
-        run.remove().expect("rmdir with a zombie left");
-        drop(task);
-        parent.remove_tree().expect("rmdir the server's cgroup");
-        assert!(!parent.path().exists());
-    }
-
-    #[test]
-    fn spawning_into_a_removed_cgroup_fails_at_the_cgroup_step() {
-        let Some(cgroups) = cgroups_or_skip() else {
-            return;
-        };
-        let server = FakeServer::start();
-        let parent = cgroups
-            .create_server(&server.instance)
-            .expect("server cgroup");
-        let _cleanup = Cleanup(parent.clone());
-        let run = parent.create_run(1).expect("run cgroup");
-        let procs = run.open_procs().expect("cgroup.procs");
-        run.remove().expect("rmdir");
-        let err = process::spawn_placed(
-            &spec("true", &[]),
-            SpawnPlacement::in_cgroup(std::os::fd::AsFd::as_fd(&procs)),
-        )
-        .expect_err("no such cgroup any more");
-        assert!(err.contains("cgroup.procs"), "{err}");
-        assert!(matches!(
-            parent.create_child("a/b").map_err(|e| e.kind()),
-            Err(io::ErrorKind::InvalidInput)
-        ));
-    }
-
-    #[test]
-    fn stale_server_cgroups_are_killed_and_removed_live_ones_kept() {
-        let Some(cgroups) = cgroups_or_skip() else {
-            return;
-        };
-        let server = FakeServer::start();
-        let live = cgroups
-            .create_server(&server.instance)
-            .expect("live cgroup");
-        let _live_cleanup = Cleanup(live.clone());
-        // Same pid, another start time: a server that died and whose pid was reused.
-        let dead = Instance {
-            start_time: server.instance.start_time + 1,
-            ..server.instance
-        };
-        let stale = cgroups.create_server(&dead).expect("stale cgroup");
-        let _stale_cleanup = Cleanup(stale.clone());
-        let run = stale.create_run(1).expect("run");
-        let procs = run.open_procs().expect("procs");
-        let placement = SpawnPlacement::in_cgroup(std::os::fd::AsFd::as_fd(&procs));
-        let left =
-            Task::from(process::spawn_placed(&spec("sleep", &["1000"]), placement).expect("spawn"));
-        let kept_run = live.create_run(1).expect("run");
-        let kept_procs = kept_run.open_procs().expect("procs");
-        let placement = SpawnPlacement::in_cgroup(std::os::fd::AsFd::as_fd(&kept_procs));
-        let kept =
-            Task::from(process::spawn_placed(&spec("sleep", &["1000"]), placement).expect("spawn"));
-
-        assert!(cgroups.remove_stale() >= 1);
-        assert!(!stale.path().exists(), "stale cgroup removed");
-        assert_eq!(wait_exited(left.pid), ExitStatus::Signaled(Signal::Kill));
-        assert!(live.path().exists(), "live cgroup kept");
-        assert_eq!(kept_run.procs().expect("procs"), vec![kept.pid.as_raw()]);
-        drop((left, kept));
-    }
-
-    /// What moving into a cgroup adds to a spawn: `cargo test -p proc-os -- --ignored
-    /// --nocapture spawn_cost`.
-    #[test]
-    #[ignore = "a measurement, not a test"]
-    fn spawn_cost() {
-        let Some(cgroups) = cgroups_or_skip() else {
-            return;
-        };
-        let server = FakeServer::start();
-        let parent = cgroups
-            .create_server(&server.instance)
-            .expect("server cgroup");
-        let _cleanup = Cleanup(parent.clone());
-        let run = parent.create_run(1).expect("run");
-        let procs = run.open_procs().expect("procs");
-        let rounds = 50;
-        for placed in [false, true, false, true] {
-            let placement = if placed {
-                SpawnPlacement::in_cgroup(std::os::fd::AsFd::as_fd(&procs))
-            } else {
-                SpawnPlacement::default()
-            };
-            let mut total = Duration::ZERO;
-            for _ in 0..rounds {
-                let start = Instant::now();
-                let task = Task::from(
-                    process::spawn_placed(&spec("true", &[]), placement).expect("spawn"),
-                );
-                total += start.elapsed();
-                drop(task);
-            }
-            println!("spawn (in a cgroup: {placed}): {:?} each", total / rounds);
         }
     }
 }
