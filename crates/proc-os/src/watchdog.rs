@@ -205,42 +205,61 @@ impl Report {
 /// The watchdog's logic on `input` (its stdin in the real thing): stale cleanup, then messages
 /// until `disarm` or end-of-file, then the cleanup after the server (see the module's doc). A
 /// read error counts as end-of-file. Returns what it did; the caller exits.
-pub fn serve(mut input: impl BufRead, config: &Config) -> Outcome {
+pub fn serve(input: impl BufRead, config: &Config) -> Outcome {
     let mut scanner = Scanner::new().ok();
     let stale_killed = kill_stale(scanner.as_mut(), config);
-    let mut groups = BTreeSet::new();
-    let mut cgroups = BTreeSet::new();
-    let mut line = Vec::with_capacity(128);
-    loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => match Message::parse(&line) {
-                Some(Message::WatchGroup(pgid)) => {
-                    groups.insert(pgid);
-                }
-                Some(Message::UnwatchGroup(pgid)) => {
-                    groups.remove(&pgid);
-                }
-                Some(Message::WatchCgroup(path)) => {
-                    cgroups.insert(path);
-                }
-                Some(Message::UnwatchCgroup(path)) => {
-                    cgroups.remove(&path);
-                }
-                Some(Message::Disarm) => return Outcome::Disarmed { stale_killed },
-                None => eprintln!(
-                    "proc-mcp watchdog: ignoring {:?}",
-                    String::from_utf8_lossy(&line)
-                ),
-            },
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
+    let mut watched = Watched::default();
+    if watched.read(input) {
+        return Outcome::Disarmed { stale_killed };
     }
-    let mut report = clean_up(scanner.as_mut(), config, &groups, &cgroups);
+    let mut report = clean_up(scanner.as_mut(), config, &watched);
     report.stale_killed = stale_killed;
     Outcome::CleanedUp(report)
+}
+
+/// What the server asked the watchdog to watch.
+#[derive(Debug, Default)]
+struct Watched {
+    groups: BTreeSet<i32>,
+    cgroups: BTreeSet<PathBuf>,
+}
+
+impl Watched {
+    /// Applies the messages on `input` until `disarm` (`true`) or end-of-file (`false`; a read
+    /// error counts as end-of-file).
+    fn read(&mut self, mut input: impl BufRead) -> bool {
+        let mut line = Vec::with_capacity(128);
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                // End-of-file. A last line without its newline is a message cut short by the
+                // server's death (a backlog longer than PIPE_BUF may be written in pieces): a
+                // cut pgid or path would name another group or cgroup, so it is dropped.
+                Ok(_) if line.last() != Some(&b'\n') => return false,
+                Ok(_) => match Message::parse(&line) {
+                    Some(Message::WatchGroup(pgid)) => {
+                        self.groups.insert(pgid);
+                    }
+                    Some(Message::UnwatchGroup(pgid)) => {
+                        self.groups.remove(&pgid);
+                    }
+                    Some(Message::WatchCgroup(path)) => {
+                        self.cgroups.insert(path);
+                    }
+                    Some(Message::UnwatchCgroup(path)) => {
+                        self.cgroups.remove(&path);
+                    }
+                    Some(Message::Disarm) => return true,
+                    None => eprintln!(
+                        "proc-mcp watchdog: ignoring {:?}",
+                        String::from_utf8_lossy(&line)
+                    ),
+                },
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
 }
 
 /// SIGKILLs what dead servers left behind: tagged processes of our uid and pid namespace
@@ -265,7 +284,8 @@ pub fn kill_stale(scanner: Option<&mut Scanner>, config: &Config) -> usize {
 }
 
 /// SIGKILLs each of `processes` through a verified pidfd, adding (pid, start time) to `killed`,
-/// then waits up to `wait` for them to exit.
+/// then waits up to `wait` for them to exit (just waits, if no pidfd could be opened: the
+/// caller scans again after).
 fn kill_all(processes: &[TaggedProcess], killed: &mut BTreeSet<(i32, u64)>, wait: Duration) {
     let mut pidfds = Vec::with_capacity(processes.len());
     for process in processes {
@@ -276,6 +296,10 @@ fn kill_all(processes: &[TaggedProcess], killed: &mut BTreeSet<(i32, u64)>, wait
             pidfds.push(pidfd);
         }
     }
+    if pidfds.is_empty() {
+        std::thread::sleep(wait);
+        return;
+    }
     let deadline = Instant::now() + wait;
     for pidfd in &pidfds {
         let _ = pidfd.wait_timeout(deadline.saturating_duration_since(Instant::now()));
@@ -283,17 +307,12 @@ fn kill_all(processes: &[TaggedProcess], killed: &mut BTreeSet<(i32, u64)>, wait
 }
 
 /// Everything after the server died: groups, cgroups, tagged processes, cgroup removal.
-fn clean_up(
-    scanner: Option<&mut Scanner>,
-    config: &Config,
-    groups: &BTreeSet<i32>,
-    cgroups: &BTreeSet<PathBuf>,
-) -> Report {
+fn clean_up(scanner: Option<&mut Scanner>, config: &Config, watched: &Watched) -> Report {
     let deadline = Instant::now() + config.kill_timeout;
     let mut report = Report::default();
     // SAFETY: getpgrp(2) cannot fail.
     let own_group = unsafe { libc::getpgrp() };
-    for &pgid in groups {
+    for &pgid in &watched.groups {
         if pgid > 1 && pgid != own_group {
             // SAFETY: killpg(3) has no memory-safety preconditions; pgid > 1.
             if unsafe { libc::killpg(pgid, libc::SIGKILL) } == 0 {
@@ -301,7 +320,7 @@ fn clean_up(
             }
         }
     }
-    let mut all_cgroups: Vec<Cgroup> = cgroups.iter().map(Cgroup::at).collect();
+    let mut all_cgroups: Vec<Cgroup> = watched.cgroups.iter().map(Cgroup::at).collect();
     all_cgroups.extend(config.cgroup_parent.iter().map(Cgroup::at));
     for cgroup in &all_cgroups {
         if cgroup.kill().is_ok() {
@@ -714,6 +733,26 @@ mod tests {
         assert_eq!(parse_args(&args(&[])), None);
         assert_eq!(parse_args(&args(&["12"])), None);
         assert_eq!(parse_args(&args(&["12.34", "/a", "/b"])), None);
+    }
+
+    #[test]
+    fn a_message_cut_short_by_the_end_is_dropped() {
+        let mut watched = Watched::default();
+        let input = b"watch-group 1234\nwatch-cgroup /cg/a\nbogus\nwatch-group 56\n\
+                      unwatch-group 56\nwatch-cgroup /cg/ab\nwatch-group 12";
+        assert!(!watched.read(&input[..]), "end-of-file, not disarmed");
+        assert_eq!(watched.groups.into_iter().collect::<Vec<_>>(), [1234]);
+        let cgroups: Vec<PathBuf> = watched.cgroups.into_iter().collect();
+        assert_eq!(cgroups, [PathBuf::from("/cg/a"), PathBuf::from("/cg/ab")]);
+
+        let mut watched = Watched::default();
+        let input = b"watch-group 1234\nwatch-cgroup /cg/ab";
+        assert!(!watched.read(&input[..]));
+        assert!(watched.cgroups.is_empty(), "a cut path is not taken");
+
+        let mut watched = Watched::default();
+        assert!(watched.read(&b"watch-group 1234\ndisarm\nwatch-group 5678\n"[..]));
+        assert_eq!(watched.groups.into_iter().collect::<Vec<_>>(), [1234]);
     }
 
     #[test]
