@@ -19,6 +19,13 @@
 //! - [`pipes`]: reading tasks' pipes with bounded memory (a pool of 64 KiB buffers).
 //! - [`stdio`]: the client's side: stdin read by one blocking thread, stdout written with
 //!   blocking writes (neither is made non-blocking: both are shared with the client).
+//! - `tree` (Linux): what a task spawned even after it left its process group: the inherited
+//!   tag `PROC_MCP_TAG` found through `/proc`, pidfds that never hit a reused pid, the child
+//!   subreaper role and the reaping of orphans.
+//! - `cgroup` (Linux): one cgroup v2 per run where the server's cgroup is writable (detection,
+//!   `cgroup.kill`, starting a task in its cgroup with [`process::spawn_placed`]).
+//! - `watchdog` (Linux): the process, one per server, that kills everything the server started
+//!   when the server dies without cleaning up.
 //! - [`driver`]: the event loop of the proc-state driver contract, written once; a driver crate
 //!   only implements [`driver::Runtime`] (spawn a task, sleep until a deadline) and runs
 //!   [`driver::Session::serve`] on its executor.
@@ -33,6 +40,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(target_os = "linux")]
+pub mod cgroup;
 pub mod driver;
 pub mod fd;
 pub mod pipes;
@@ -44,5 +53,9 @@ pub mod signal;
 pub mod stdio;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
+#[cfg(target_os = "linux")]
+pub mod tree;
 #[cfg(vfork_spawn)]
 mod vfork;
+#[cfg(target_os = "linux")]
+pub mod watchdog;

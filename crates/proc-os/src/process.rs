@@ -6,6 +6,7 @@
 //! setrlimit(2), killpg(3), waitid(2) with `WNOWAIT`, waitpid(2).
 
 use std::io;
+use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 
@@ -34,7 +35,37 @@ pub struct Spawned {
     pub stderr: ChildStderr,
 }
 
-/// Starts `spec` as the leader of a new session and process group.
+/// Where [`spawn_placed`] starts a task, besides its own session and process group.
+/// [`SpawnPlacement::default`] is what [`spawn`] does: nothing more.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct SpawnPlacement<'fd> {
+    /// The `cgroup.procs` file of a cgroup v2 to start the task in, open for writing (see
+    /// `cgroup::Cgroup::open_procs` on Linux). The child writes `0` to it before exec, which
+    /// moves the writing process (cgroups(7)), so the task is in that cgroup before it can fork
+    /// and everything it starts is born there.
+    pub cgroup_procs: Option<BorrowedFd<'fd>>,
+}
+
+impl<'fd> SpawnPlacement<'fd> {
+    /// Start in the cgroup whose `cgroup.procs` is open as `procs` (for writing).
+    pub fn in_cgroup(procs: BorrowedFd<'fd>) -> Self {
+        Self {
+            cgroup_procs: Some(procs),
+        }
+    }
+}
+
+/// Starts `spec` as the leader of a new session and process group: [`spawn_placed`] with the
+/// default [`SpawnPlacement`].
+///
+/// # Errors
+/// As [`spawn_placed`].
+pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
+    spawn_placed(spec, SpawnPlacement::default())
+}
+
+/// Starts `spec` as the leader of a new session and process group, placed as `placement` says.
 ///
 /// The child gets stdin from `/dev/null` (or a pipe for [`StdinMode::Piped`]), stdout and
 /// stderr as pipes, the server's environment plus `spec.env`, default dispositions for all
@@ -51,11 +82,17 @@ pub struct Spawned {
 /// like posix_spawn(3), which costs a fraction of a `fork` (see the `vfork` module); elsewhere,
 /// or where that clone(2) is refused, with std's `Command` (`fork`).
 ///
+/// With [`SpawnPlacement::cgroup_procs`] the child first moves itself into that cgroup (right
+/// after asking for its parent-death signal, before anything else).
+///
 /// # Errors
 /// A one-line message for people: the working directory does not exist or is not a
-/// directory, the command is not found, is not executable, or `fork`/`exec` failed otherwise
-/// (with the OS error).
-pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
+/// directory, the command is not found, is not executable, the move into the cgroup failed
+/// (`EACCES`/`EPERM`: the cgroup is not ours to write, `ENODEV`/`ENOENT`: it was removed,
+/// `EBUSY`: it has controllers enabled for its children), or `fork`/`exec` failed otherwise
+/// (with the OS error). On the `fork` fallback a failed move is reported like a failed exec
+/// with the same error.
+pub fn spawn_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> Result<Spawned, String> {
     if let Some(cwd) = &spec.cwd {
         check_cwd(cwd)?;
     }
@@ -63,6 +100,8 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
     let last_signal = last_signal();
     let nofile = rlimit::original();
     let fd_limit = fd::fd_limit();
+    // Borrowed for the whole call: valid until the child has exec'd.
+    let cgroup_procs = placement.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd());
     #[cfg(vfork_spawn)]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +115,7 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
                 last_signal,
                 nofile,
                 fd_limit,
+                cgroup_procs,
             };
             match vfork::spawn(spec, inherit) {
                 Ok(child) => {
@@ -113,7 +153,7 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
             }
         }
     }
-    spawn_forked(spec, parent, last_signal, nofile, fd_limit)
+    spawn_forked(spec, parent, last_signal, nofile, fd_limit, cgroup_procs)
 }
 
 /// [`spawn`] with std's `Command`, which forks because of the `pre_exec` hook.
@@ -123,6 +163,7 @@ fn spawn_forked(
     last_signal: libc::c_int,
     nofile: Option<(libc::rlim_t, libc::rlim_t)>,
     fd_limit: libc::c_int,
+    cgroup_procs: RawFd,
 ) -> Result<Spawned, String> {
     let mut command = Command::new(&spec.program);
     command
@@ -138,10 +179,11 @@ fn spawn_forked(
         command.current_dir(cwd);
     }
     // SAFETY: `setup_child` only makes async-signal-safe system calls (setsid, signal, prctl,
-    // getppid, close_range, open, getdents64, fcntl, close, setrlimit, _exit) and does not
-    // allocate, as required between fork and exec.
+    // getppid, write, close_range, open, getdents64, fcntl, close, setrlimit, _exit) and does
+    // not allocate, as required between fork and exec. `cgroup_procs` stays open until
+    // `spawn` returns, after the exec.
     unsafe {
-        command.pre_exec(move || setup_child(parent, last_signal, nofile, fd_limit));
+        command.pre_exec(move || setup_child(parent, last_signal, nofile, fd_limit, cgroup_procs));
     }
     let mut child = command
         .spawn()
@@ -166,6 +208,7 @@ fn setup_child(
     last_signal: libc::c_int,
     nofile: Option<(libc::rlim_t, libc::rlim_t)>,
     fd_limit: libc::c_int,
+    cgroup_procs: RawFd,
 ) -> io::Result<()> {
     // New session, hence new process group: pgid == sid == pid (setsid(2)).
     nix::unistd::setsid()?;
@@ -198,6 +241,14 @@ fn setup_child(
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = parent;
+    // Into the task's cgroup: writing "0" to cgroup.procs moves the writing process
+    // (cgroups(7)).
+    if cgroup_procs >= 0 {
+        // SAFETY: write(2) of one byte from a static string to a descriptor of ours.
+        if unsafe { libc::write(cgroup_procs, b"0".as_ptr().cast(), 1) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     Ok(())
 }
 
@@ -552,6 +603,7 @@ mod tests {
                 last_signal(),
                 rlimit::original(),
                 fd::fd_limit(),
+                -1,
             )
         };
         let leaked = Leaked::new();
@@ -576,6 +628,54 @@ mod tests {
             err,
             "command not found: \"no-such-command-7f3a\" is not in PATH"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn both_spawn_paths_start_the_task_in_the_given_cgroup() {
+        let cgroups = match crate::cgroup::detect() {
+            Ok(cgroups) => cgroups,
+            Err(reason) => {
+                println!("skipped: {reason}");
+                return;
+            }
+        };
+        let me = crate::tree::Instance::current().expect("our instance");
+        // Not a server's name: nothing else here may take it for stale and remove it.
+        let parent = cgroups
+            .create_server(&me)
+            .and_then(|server| server.create_child(&format!("spawn-test-{}", me.pid)))
+            .expect("cgroup");
+        let procs = parent.open_procs().expect("cgroup.procs");
+        let placement = SpawnPlacement::in_cgroup(std::os::fd::AsFd::as_fd(&procs));
+        let forked = |spec: &SpawnSpec| {
+            spawn_forked(
+                spec,
+                nix::unistd::getpid(),
+                last_signal(),
+                rlimit::original(),
+                fd::fd_limit(),
+                procs.as_raw_fd(),
+            )
+        };
+        let script = sh("cat /proc/self/cgroup");
+        let mut outputs = Vec::new();
+        for child in [spawn_placed(&script, placement), forked(&script)] {
+            let child = child.expect("spawn");
+            outputs.push(read_all(child.stdout));
+            assert_eq!(wait_exited(child.pid), ExitStatus::Code(0));
+            reap(child.pid).expect("reap");
+        }
+        let _ = parent.remove();
+        let _ = crate::cgroup::Cgroup::at(parent.path().parent().expect("parent")).remove();
+        let suffix = format!("/spawn-test-{}", me.pid);
+        for out in outputs {
+            assert!(
+                out.lines()
+                    .any(|line| line.starts_with("0::") && line.ends_with(&suffix)),
+                "{out}"
+            );
+        }
     }
 
     #[test]

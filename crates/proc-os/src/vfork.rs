@@ -21,10 +21,11 @@
 //!   (the child inherits that mask); the child sets every disposition to `SIG_DFL` (ignored
 //!   ones too: a task must not inherit `SIG_IGN`) and only then unblocks everything, just
 //!   before execve(2), so the task starts with an empty signal mask.
-//! - **Only raw system calls in the child**: setsid(2), prctl(2), getppid(2), setrlimit(2),
-//!   dup2(2), close_range(2) (or its fallbacks in [`crate::fd`]), chdir(2), rt_sigaction(2),
-//!   rt_sigprocmask(2), execve(2), _exit(2). Their glibc wrappers write only `errno`, which is
-//!   the suspended caller's thread-local.
+//! - **Only raw system calls in the child**: setsid(2), prctl(2), getppid(2), write(2) (of
+//!   `cgroup.procs`, to start in a cgroup), setrlimit(2), dup2(2), close_range(2) (or its
+//!   fallbacks in [`crate::fd`]), chdir(2), rt_sigaction(2), rt_sigprocmask(2), execve(2),
+//!   _exit(2). Their glibc wrappers write only `errno`, which is the suspended caller's
+//!   thread-local.
 //! - **The parent learns why the child failed** through the shared memory: the child records
 //!   the step it was at and the errno, then `_exit(127)`s; the parent reaps it and reports.
 //!
@@ -62,6 +63,9 @@ pub(crate) struct Inherit {
     pub nofile: Option<(libc::rlim_t, libc::rlim_t)>,
     /// Bounds the last-resort loop of [`fd::mark_cloexec_from`].
     pub fd_limit: c_int,
+    /// `cgroup.procs` of the cgroup to start in, open for writing, or -1: the child writes `0`
+    /// to it, which moves the writing process (cgroups(7)), before it can fork.
+    pub cgroup_procs: RawFd,
 }
 
 /// A started child: the leader of its own session, and the parent's ends of its pipes.
@@ -87,16 +91,18 @@ pub(crate) enum Step {
     Setsid = 1,
     /// prctl(2) `PR_SET_PDEATHSIG`.
     Pdeathsig = 2,
+    /// write(2) of `0` to the target cgroup's `cgroup.procs` (moving into it).
+    Cgroup = 3,
     /// setrlimit(2) `RLIMIT_NOFILE`.
-    Rlimit = 3,
+    Rlimit = 4,
     /// dup2(2) of the pipes and `/dev/null` onto 0, 1 and 2.
-    Stdio = 4,
+    Stdio = 5,
     /// Marking descriptors from 3 up close-on-exec.
-    Cloexec = 5,
+    Cloexec = 6,
     /// chdir(2) to the working directory.
-    Chdir = 6,
+    Chdir = 7,
     /// execve(2) (the signal mask is emptied just before).
-    Exec = 7,
+    Exec = 8,
 }
 
 impl Step {
@@ -105,11 +111,12 @@ impl Step {
         match n {
             1 => Self::Setsid,
             2 => Self::Pdeathsig,
-            3 => Self::Rlimit,
-            4 => Self::Stdio,
-            5 => Self::Cloexec,
-            6 => Self::Chdir,
-            7 => Self::Exec,
+            3 => Self::Cgroup,
+            4 => Self::Rlimit,
+            5 => Self::Stdio,
+            6 => Self::Cloexec,
+            7 => Self::Chdir,
+            8 => Self::Exec,
             _ => Self::Signals,
         }
     }
@@ -121,6 +128,7 @@ impl fmt::Display for Step {
             Self::Signals => "resetting signal dispositions",
             Self::Setsid => "setsid",
             Self::Pdeathsig => "prctl(PR_SET_PDEATHSIG)",
+            Self::Cgroup => "moving into its cgroup (writing cgroup.procs)",
             Self::Rlimit => "setrlimit(RLIMIT_NOFILE)",
             Self::Stdio => "dup2 of stdin, stdout and stderr",
             Self::Cloexec => "marking descriptors close-on-exec",
@@ -417,6 +425,17 @@ unsafe fn prepare_and_exec(plan: &Plan<'_>) -> c_int {
         unsafe { libc::_exit(1) };
     }
 
+    // Into the task's cgroup before anything else can run: writing "0" to cgroup.procs moves
+    // the writing process, this child (cgroups(7); cgroup-v2.rst "cgroup.procs"). Whatever the
+    // task forks later is born there. The descriptor is close-on-exec.
+    at(Step::Cgroup);
+    if inherit.cgroup_procs >= 0 {
+        // SAFETY: write(2) of one byte from a static string to a descriptor of ours.
+        if unsafe { libc::write(inherit.cgroup_procs, b"0".as_ptr().cast(), 1) } < 0 {
+            return Errno::last_raw();
+        }
+    }
+
     // The limit the server started with, not the raised one (see `rlimit`).
     at(Step::Rlimit);
     if let Some((soft, hard)) = inherit.nofile {
@@ -676,6 +695,7 @@ mod tests {
             last_signal: libc::SIGRTMAX(),
             nofile: None,
             fd_limit: fd::fd_limit(),
+            cgroup_procs: -1,
         }
     }
 
@@ -820,6 +840,7 @@ mod tests {
             Step::Signals,
             Step::Setsid,
             Step::Pdeathsig,
+            Step::Cgroup,
             Step::Rlimit,
             Step::Stdio,
             Step::Cloexec,
