@@ -75,6 +75,18 @@ struct Cli {
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     page_size: usize,
 
+    /// Put every task in a cgroup v2 of its own when the server may manage cgroups under its
+    /// own (`auto`), or never (`off`); processes that leave a task's process group are found by
+    /// an inherited environment tag either way
+    #[arg(
+        long,
+        env = "PROC_MCP_CGROUPS",
+        value_name = "WHEN",
+        value_enum,
+        default_value_t = Cgroups::Auto
+    )]
+    cgroups: Cgroups,
+
     /// Async runtime that drives the server; both behave the same (smol is the primary one,
     /// async-std is discontinued upstream)
     #[arg(
@@ -85,6 +97,15 @@ struct Cli {
         default_value_t = RuntimeName::Smol
     )]
     runtime: RuntimeName,
+}
+
+/// When `--cgroups` puts tasks in cgroups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Cgroups {
+    /// whenever the server can manage cgroup v2 under its own cgroup
+    Auto,
+    /// never
+    Off,
 }
 
 /// The drivers `--runtime` can pick.
@@ -123,6 +144,8 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
+    // The same executable is the server's watchdog (see proc_os::watchdog).
+    proc_os::watchdog::run_if_requested();
     let cli = Cli::parse();
     if cli.max_line > cli.output_budget {
         Cli::command()
@@ -135,9 +158,11 @@ fn main() -> ExitCode {
             )
             .exit();
     }
+    let mut contain = proc_os::contain::ContainOptions::all("/proc/self/exe".into());
+    contain.cgroups = cli.cgroups == Cgroups::Auto;
     let served = match cli.runtime {
-        RuntimeName::Smol => proc_smol::serve_stdio(cli.config()),
-        RuntimeName::AsyncStd => proc_async_std::serve_stdio(cli.config()),
+        RuntimeName::Smol => proc_smol::serve_stdio(cli.config(), contain),
+        RuntimeName::AsyncStd => proc_async_std::serve_stdio(cli.config(), contain),
     };
     match served {
         Ok(()) => ExitCode::SUCCESS,

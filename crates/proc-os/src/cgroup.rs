@@ -335,10 +335,10 @@ impl Cgroup {
         let mut first_error = None;
         if let Ok(entries) = std::fs::read_dir(&self.path) {
             for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    if let Err(err) = Self::at(entry.path()).remove_tree() {
-                        first_error.get_or_insert(err);
-                    }
+                if entry.file_type().is_ok_and(|t| t.is_dir())
+                    && let Err(err) = Self::at(entry.path()).remove_tree()
+                {
+                    first_error.get_or_insert(err);
                 }
             }
         }

@@ -28,14 +28,21 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_channel::{Receiver, Sender};
 use async_signal::{Signal as OsSignal, Signals};
 use futures_lite::StreamExt as _;
 use proc_state::{
-    Config, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, RunId, Server, Stream,
+    Config, EscapedProcess, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, RunId, Server,
+    Signal, Stream,
 };
+
+use crate::contain::{ContainOptions, Containment};
+use crate::process::SpawnPlacement;
+use crate::tree::PidFd;
 
 use crate::pipes::{self, Chunk, Pool};
 use crate::probe::probe_port;
@@ -116,6 +123,13 @@ pub enum Event {
     },
     /// The client can no longer be written to (its end of stdout is closed).
     ClientGone,
+    /// An escaped process that a sweep found (and holds a pidfd on) has exited.
+    EscapedExited {
+        /// The run it escaped from.
+        run: RunId,
+        /// Its pid.
+        pid: i32,
+    },
     /// SIGCHLD: some child changed state.
     ChildSignal,
     /// SIGTERM or SIGINT.
@@ -130,10 +144,10 @@ pub fn startup(mut config: Config) -> Config {
     if let Err(err) = rlimit::raise_nofile_limit() {
         eprintln!("proc-mcp: cannot raise the limit on open files (RLIMIT_NOFILE): {err}");
     }
-    if config.cwd == "." {
-        if let Ok(dir) = std::env::current_dir().map(|dir| dir.into_os_string().into_string()) {
-            config.cwd = dir.unwrap_or(config.cwd);
-        }
+    if config.cwd == "."
+        && let Ok(dir) = std::env::current_dir().map(|dir| dir.into_os_string().into_string())
+    {
+        config.cwd = dir.unwrap_or(config.cwd);
     }
     config
 }
@@ -146,6 +160,7 @@ pub struct Session {
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
     client: Receiver<ClientInput>,
+    contain: ContainOptions,
 }
 
 impl Session {
@@ -167,7 +182,16 @@ impl Session {
             events_tx,
             events_rx,
             client,
+            contain: ContainOptions::default(),
         })
+    }
+
+    /// Contains the tasks with what `options` allow (see [`crate::contain`]); by default only
+    /// the inherited tag.
+    #[must_use]
+    pub fn contain(mut self, options: ContainOptions) -> Self {
+        self.contain = options;
+        self
     }
 
     /// Serves MCP (the client's lines come from the session's input, the core's go to
@@ -180,7 +204,7 @@ impl Session {
     ///
     /// # Errors
     /// The writer thread could not be started.
-    pub async fn serve<Rt, W>(self, config: Config, output: W, runtime: Rt) -> io::Result<()>
+    pub async fn serve<Rt, W>(self, mut config: Config, output: W, runtime: Rt) -> io::Result<()>
     where
         Rt: Runtime,
         W: Write + Send + 'static,
@@ -190,7 +214,10 @@ impl Session {
             events_tx,
             events_rx,
             client,
+            contain,
         } = self;
+        let containment = Containment::start(&contain);
+        config.containment = containment.describe();
         let writer = ClientWriter::spawn(output, events_tx.clone())?;
         let signal_task = runtime.spawn(forward_signals(signals, events_tx.clone()));
         let mut driver = Driver {
@@ -203,12 +230,22 @@ impl Session {
             pending: VecDeque::new(),
             client_eof: false,
             probes: BTreeMap::new(),
+            contain: containment,
+            escaped: BTreeMap::new(),
+            sweeps: BTreeMap::new(),
             clock: Clock::new(),
         };
         driver.run(&events_rx, &client).await;
         driver.runs.shutdown();
         drop(signal_task);
-        let Driver { writer, .. } = driver;
+        let Driver {
+            writer,
+            contain,
+            escaped,
+            ..
+        } = driver;
+        drop(escaped);
+        contain.finish();
         // Give back every pooled buffer still queued, so the readers are never stuck waiting
         // for one, and let them see the channels closed.
         events_rx.close();
@@ -283,6 +320,12 @@ struct Driver<Rt: Runtime> {
     client_eof: bool,
     /// Port probes under way.
     probes: BTreeMap<ProbeId, Rt::Task>,
+    contain: Containment,
+    /// The escaped processes found, by run and pid: a pidfd on each, and the task that waits
+    /// for it to exit.
+    escaped: BTreeMap<(RunId, i32), (Arc<PidFd>, Rt::Task)>,
+    /// Sweeps asked for in this drain, by run (with its process group), done together.
+    sweeps: BTreeMap<RunId, u32>,
     clock: Clock,
 }
 
@@ -394,7 +437,19 @@ impl<Rt: Runtime> Driver<Rt> {
                 self.server.handle_input(now, Input::Transmitted { bytes });
             }
             Event::ClientGone => self.feed_pending(now, Input::ClientEof),
+            Event::EscapedExited { run, pid } => {
+                if self.escaped.remove(&(run, pid)).is_some() {
+                    if !self.escaped.keys().any(|(r, _)| *r == run) {
+                        self.contain.remove_cgroup_if_empty(run);
+                    }
+                    let pid = pid.unsigned_abs();
+                    self.server
+                        .handle_input(now, Input::EscapedExited { run, pid });
+                }
+            }
             Event::ChildSignal => {
+                let runs = &self.runs;
+                self.contain.child_exited(|pid| runs.is_leader(pid));
                 // Possibly several exits: each is one input of its own, fed before anything
                 // new. The first one now, so that this wake-up feeds exactly one input.
                 let mut exits = self
@@ -421,14 +476,25 @@ impl<Rt: Runtime> Driver<Rt> {
         loop {
             match self.server.poll_output() {
                 Output::Transmit(line) => self.writer.transmit(line),
-                Output::Spawn { run, spec } => {
+                Output::Spawn { run, mut spec } => {
+                    spec.env.extend(self.contain.tag(run));
+                    let procs = self.contain.prepare(run);
+                    let placement = procs.as_ref().map_or_else(SpawnPlacement::default, |fd| {
+                        SpawnPlacement::in_cgroup(fd.as_fd())
+                    });
                     let (runtime, pool, events) = (&self.runtime, &self.pool, &self.events);
-                    let spawned = self.runs.spawn(run, &spec, |stream, pipe| {
+                    let spawned = self.runs.spawn(run, &spec, placement, |stream, pipe| {
                         runtime.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
                     });
                     self.pending.push_back(match spawned {
-                        Ok(pid) => Input::Spawned { run, pid },
-                        Err(error) => Input::SpawnFailed { run, error },
+                        Ok(pid) => {
+                            self.contain.spawned(run, pid.cast_signed());
+                            Input::Spawned { run, pid }
+                        }
+                        Err(error) => {
+                            self.contain.failed(run);
+                            Input::SpawnFailed { run, error }
+                        }
                     });
                 }
                 Output::Signal { run, signal } => {
@@ -459,12 +525,78 @@ impl<Rt: Runtime> Driver<Rt> {
                     });
                     self.probes.insert(probe, task);
                 }
-                Output::Release { run } => self.runs.release(run),
+                Output::Sweep { run, pgid } => {
+                    self.sweeps.insert(run, pgid);
+                }
+                Output::SignalEscaped { run, signal } => self.signal_escaped(run, signal),
+                Output::Release { run } => {
+                    self.contain.releasing(run);
+                    self.runs.release(run);
+                }
                 Output::Exit => return None,
                 Output::Timeout(deadline) => {
+                    self.sweep();
                     return Some(deadline.and_then(|deadline| self.clock.to_std(deadline)));
                 }
             }
+        }
+    }
+}
+
+impl<Rt: Runtime> Driver<Rt> {
+    /// Carries out the sweeps of this drain with one scan of `/proc`, takes a pidfd on every
+    /// escaped process not known yet (and starts waiting for its exit), and queues one
+    /// `Escaped` input per sweep.
+    fn sweep(&mut self) {
+        if self.sweeps.is_empty() {
+            return;
+        }
+        let sweeps = core::mem::take(&mut self.sweeps);
+        let mut found: BTreeMap<RunId, Vec<EscapedProcess>> =
+            sweeps.keys().map(|run| (*run, Vec::new())).collect();
+        for (run, process) in self.contain.sweep(&sweeps) {
+            if self.escaped.contains_key(&(run, process.pid)) {
+                continue;
+            }
+            let Ok(Some(pidfd)) = process.open_pidfd() else {
+                continue;
+            };
+            let pidfd = Arc::new(pidfd);
+            let (watched, events, pid) = (pidfd.clone(), self.events.clone(), process.pid);
+            let waiter = self.runtime.spawn(async move {
+                let _ = watched.exited().await;
+                let _ = events.send(Event::EscapedExited { run, pid }).await;
+            });
+            self.escaped.insert((run, pid), (pidfd, waiter));
+            if let Some(list) = found.get_mut(&run) {
+                list.push(EscapedProcess {
+                    pid: pid.unsigned_abs(),
+                    command: process.command,
+                });
+            }
+        }
+        for (run, processes) in found {
+            self.pending.push_back(Input::Escaped { run, processes });
+        }
+    }
+
+    /// Sends `signal` to every escaped process of `run` held; with `SIGKILL`, the run's
+    /// cgroup is killed too (which also reaches what the tag could not find).
+    fn signal_escaped(&mut self, run: RunId, signal: Signal) {
+        let held = self
+            .escaped
+            .range((run, i32::MIN)..=(run, i32::MAX))
+            .map(|(_, (pidfd, _))| pidfd);
+        for pidfd in held {
+            if let Err(err) = pidfd.send_signal(signal) {
+                eprintln!(
+                    "proc-mcp: cannot send {signal} to escaped process {} of {run}: {err}",
+                    pidfd.pid()
+                );
+            }
+        }
+        if signal == Signal::Kill {
+            self.contain.kill_cgroup(run);
         }
     }
 }

@@ -91,13 +91,13 @@ pub fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
                 result = Ok(false);
                 break 'read;
             }
-            if let Some(fd) = parse_fd(&buf.0[at + NAME..at + reclen]) {
-                if fd >= first && fd != dir {
-                    if let Err(err) = set_cloexec(fd) {
-                        result = Err(err);
-                        break 'read;
-                    }
-                }
+            if let Some(fd) = parse_fd(&buf.0[at + NAME..at + reclen])
+                && fd >= first
+                && fd != dir
+                && let Err(err) = set_cloexec(fd)
+            {
+                result = Err(err);
+                break 'read;
             }
             at += reclen;
         }

@@ -42,6 +42,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod cgroup;
+#[cfg(target_os = "linux")]
+pub mod contain;
 pub mod driver;
 pub mod fd;
 pub mod pipes;

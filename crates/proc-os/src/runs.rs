@@ -13,7 +13,7 @@ use async_io::Async;
 use nix::unistd::Pid;
 use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
 
-use crate::process;
+use crate::process::{self, SpawnPlacement};
 
 /// A run's stdin pipe (our end, non-blocking) and, after a short write, the task that waits
 /// for it to have room.
@@ -88,14 +88,14 @@ impl<P> RunTable<P> {
         self.live.is_empty()
     }
 
-    /// The pid (also the process group id) of each live run's leader, for a caller that must
-    /// not reap them.
-    pub fn leaders(&self) -> impl Iterator<Item = Pid> + '_ {
-        self.live.values().map(|run| run.pid)
+    /// Whether `pid` is the leader of a live run: a process that must not be reaped before
+    /// its run is released.
+    pub fn is_leader(&self, pid: i32) -> bool {
+        self.live.values().any(|run| run.pid.as_raw() == pid)
     }
 
-    /// Spawns `spec` for `run` (see [`process::spawn`]) and starts reading its stdout and
-    /// stderr with `serve(stream, pipe)`, which returns a handle that stops the reader when
+    /// Spawns `spec` for `run`, placed as `placement` says (see [`process::spawn_placed`]), and
+    /// starts reading its stdout and stderr with `serve(stream, pipe)`, which returns a handle that stops the reader when
     /// dropped. Returns the pid, which is also the process group id.
     ///
     /// # Errors
@@ -104,12 +104,13 @@ impl<P> RunTable<P> {
         &mut self,
         run: RunId,
         spec: &SpawnSpec,
+        placement: SpawnPlacement<'_>,
         mut serve: impl FnMut(Stream, OwnedFd) -> P,
     ) -> Result<u32, String> {
         if self.live.contains_key(&run) {
             return Err(format!("internal error: {run} was spawned twice"));
         }
-        let child = process::spawn(spec)?;
+        let child = process::spawn_placed(spec, placement)?;
         let pumps = [
             (Stream::Stdout, OwnedFd::from(child.stdout)),
             (Stream::Stderr, OwnedFd::from(child.stderr)),
@@ -353,9 +354,10 @@ mod tests {
     impl Runs<'_> {
         fn spawn(&mut self, run: RunId, spec: &SpawnSpec) -> Result<u32, String> {
             let (executor, events, pool) = (self.executor, &self.events, &self.pool);
-            self.table.spawn(run, spec, |stream, pipe| {
-                executor.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
-            })
+            self.table
+                .spawn(run, spec, Default::default(), |stream, pipe| {
+                    executor.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))
+                })
         }
 
         /// Writes what the pipe takes now; on a short write, the ready event follows.

@@ -69,10 +69,10 @@ pub fn group_members(pgid: i32) -> Vec<(i32, char)> {
         else {
             continue;
         };
-        if let Some(stat) = stat(pid) {
-            if stat.pgrp == pgid {
-                members.push((pid, stat.state));
-            }
+        if let Some(stat) = stat(pid)
+            && stat.pgrp == pgid
+        {
+            members.push((pid, stat.state));
         }
     }
     members

@@ -390,19 +390,19 @@ fn run(config: &Config) -> i32 {
         unsafe { libc::signal(signo, libc::SIG_IGN) };
     }
     let stdin = io::stdin();
-    if let Outcome::CleanedUp(report) = serve(stdin.lock(), config) {
-        if report.killed_anything() || report.survivors > 0 || report.cgroups_left > 0 {
-            eprintln!(
-                "proc-mcp watchdog: server {} ended without cleaning up: killed {} process \
+    if let Outcome::CleanedUp(report) = serve(stdin.lock(), config)
+        && (report.killed_anything() || report.survivors > 0 || report.cgroups_left > 0)
+    {
+        eprintln!(
+            "proc-mcp watchdog: server {} ended without cleaning up: killed {} process \
                  groups, {} cgroups, {} tagged processes ({} survived, {} cgroups left)",
-                config.instance.pid,
-                report.groups,
-                report.cgroups,
-                report.tagged_killed,
-                report.survivors,
-                report.cgroups_left,
-            );
-        }
+            config.instance.pid,
+            report.groups,
+            report.cgroups,
+            report.tagged_killed,
+            report.survivors,
+            report.cgroups_left,
+        );
     }
     0
 }

@@ -37,8 +37,9 @@
 #![warn(missing_docs)]
 
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
+pub use proc_os::contain::ContainOptions;
 use proc_os::driver::{self, Runtime, Session};
 use smol::{LocalExecutor, Task, Timer};
 
@@ -59,18 +60,30 @@ use smol::{LocalExecutor, Task, Timer};
 /// Only for failures to set up: the signal handlers or the stdin thread could not be created.
 /// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
 /// is handled by the core or reported on stderr.
-pub fn serve_stdio(config: proc_state::Config) -> io::Result<()> {
-    serve(driver::startup(config), io::stdin(), io::stdout())
+///
+/// `contain` says how the tasks' processes are kept within reach (see `proc_os::contain`): a
+/// server process wants [`ContainOptions::all`].
+pub fn serve_stdio(config: proc_state::Config, contain: ContainOptions) -> io::Result<()> {
+    let session = Session::open(io::stdin())?.contain(contain);
+    run(session, driver::startup(config), io::stdout())
 }
 
+#[cfg(test)]
 /// Serves MCP with the client's messages read from `input` and the core's lines written to
 /// `output`, on a local executor on the calling thread.
 fn serve<R, W>(config: proc_state::Config, input: R, output: W) -> io::Result<()>
 where
-    R: Read + Send + 'static,
+    R: std::io::Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    let session = Session::open(input)?;
+    run(Session::open(input)?, config, output)
+}
+
+/// Runs `session` on a local executor on the calling thread.
+fn run<W>(session: Session, config: proc_state::Config, output: W) -> io::Result<()>
+where
+    W: Write + Send + 'static,
+{
     let executor = LocalExecutor::new();
     smol::block_on(executor.run(session.serve(config, output, Smol(&executor))))
 }

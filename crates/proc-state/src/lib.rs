@@ -61,6 +61,7 @@
 //!   their own `_meta` envelope), the tool handlers, the requests that wait on tasks (`start`
 //!   with `wait_for`, `stop`, `restart`, `wait`, `write`), resources and notifications.
 
+pub mod escaped;
 pub mod log;
 pub mod mcp;
 pub mod process;
@@ -70,7 +71,7 @@ pub mod task;
 pub mod time;
 mod timers;
 
-pub use process::{ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
+pub use process::{EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
 pub use server::{
     BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, PROBE_TIMEOUT, ProbeId, Server,
 };

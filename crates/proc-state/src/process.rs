@@ -159,6 +159,16 @@ impl fmt::Display for Signal {
     }
 }
 
+/// A process that a task started and that left the task's process group (setsid(2),
+/// setpgid(2)), as the driver found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EscapedProcess {
+    /// Its pid.
+    pub pid: u32,
+    /// Its command line, shortened, for people.
+    pub command: String,
+}
+
 /// How a process ended, as `waitid(2)` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {

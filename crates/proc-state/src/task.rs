@@ -28,8 +28,9 @@
 
 use core::time::Duration;
 
+use crate::escaped::{self, Escaped};
 use crate::log::{LogBuffer, LogLimits};
-use crate::process::{ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
+use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
 use crate::stdin::{Stdin, StdinAction};
 use crate::time::{Instant, Now};
 
@@ -135,10 +136,10 @@ pub enum Phase {
         until: Instant,
         then: Then,
     },
-    /// The run is over and released.
-    Exited { pid: u32, exit: Exit },
+    /// The run is over and released; `then` waits for its escaped processes to be gone.
+    Exited { pid: u32, exit: Exit, then: Then },
     /// The process could not be started; `at` is when that was known.
-    Failed { error: String, at: Now },
+    Failed { error: String, at: Now, then: Then },
 }
 
 /// Something the server must do for a task's current run.
@@ -149,6 +150,8 @@ pub enum Action {
     Signal(Signal),
     /// Write to or close the run's stdin.
     Stdin(StdinAction),
+    /// Look for, or signal, the run's escaped processes.
+    Escaped(escaped::Action),
     /// The run is over: the driver reaps its process and forgets it.
     Release,
 }
@@ -161,9 +164,9 @@ pub enum Progress {
     Unchanged,
     /// The spawn was answered (`Spawned` or `SpawnFailed`): a pending `start` can be answered.
     Started,
-    /// The run ended (`exited` or `failed`) and was released; `then` says whether to start it
-    /// again.
-    Finished { then: Then },
+    /// The run ended (`exited` or `failed`) and was released. Whether it starts again is
+    /// known once its escaped processes are gone ([`Task::take_restart`]).
+    Finished,
 }
 
 /// What the user asked to run, kept for display and for restarts.
@@ -224,6 +227,8 @@ pub struct Task {
     pub log: LogBuffer,
     /// Its stdin queue (for tasks started with `stdin: true`).
     pub stdin: Stdin,
+    /// The processes its current run started that left its process group.
+    pub escaped: Escaped,
     run: RunId,
     phase: Phase,
     started: Now,
@@ -249,6 +254,7 @@ impl Task {
             command,
             log: LogBuffer::new(limits),
             stdin: Stdin::new(piped, stdin_limit),
+            escaped: Escaped::default(),
             run,
             phase: Phase::Starting { stop: None },
             started: now,
@@ -258,11 +264,12 @@ impl Task {
 
     /// Starts an ended task over as `run`: same id, name, command and buffer (cursors
     /// continue); `restarts` counts up. The caller asks the driver to spawn it. A no-op (false)
-    /// unless the task has ended.
+    /// unless the task is [settled](Task::is_settled).
     pub fn respawn(&mut self, run: RunId, now: Now) -> bool {
-        if !self.state().is_ended() {
+        if !self.is_settled() {
             return false;
         }
+        self.escaped = Escaped::default();
         self.run = run;
         self.phase = Phase::Starting { stop: None };
         self.started = now;
@@ -279,6 +286,27 @@ impl Task {
     /// The current phase.
     pub fn phase(&self) -> &Phase {
         &self.phase
+    }
+
+    /// Ended, and every escaped process of the run is gone (or survived `SIGKILL`): nothing
+    /// more will happen until a new request.
+    pub fn is_settled(&self) -> bool {
+        self.state().is_ended() && self.escaped.is_settled()
+    }
+
+    /// Whether the latest request asked for a new run, and the task is settled: then it is
+    /// cleared and `true` returned (once), and the caller respawns the task.
+    pub fn take_restart(&mut self) -> bool {
+        if !self.escaped.is_settled() {
+            return false;
+        }
+        match &mut self.phase {
+            Phase::Exited { then, .. } | Phase::Failed { then, .. } if *then == Then::Restart => {
+                *then = Then::Rest;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The state as the tools show it.
@@ -383,7 +411,7 @@ impl Task {
         };
         self.stdin.spawned();
         self.phase = match stop {
-            Some(stop) => Self::send_stop(process, stop, now, out),
+            Some(stop) => self.send_stop(process, stop, now, out),
             None => Phase::Running {
                 process,
                 runtime_limit_at: self
@@ -403,10 +431,14 @@ impl Task {
             return Progress::Unchanged;
         };
         let then = stop.map_or(Then::Rest, |stop| stop.then);
-        self.phase = Phase::Failed { error, at: now };
+        self.phase = Phase::Failed {
+            error,
+            at: now,
+            then,
+        };
         self.stdin.end();
         out.push(Action::Release);
-        Progress::Finished { then }
+        Progress::Finished
     }
 
     /// Output from one of the pipes.
@@ -444,6 +476,16 @@ impl Task {
         };
         self.stdin.end();
         out.push(Action::Signal(Signal::Kill));
+        // What left the group is stopped as the group was: with the stop under way, or, after
+        // an exit of its own, with SIGTERM and the task's grace period.
+        let mut escaped = Vec::new();
+        self.escaped.sweep(&mut escaped);
+        if stop.is_none() {
+            let grace = self.command.options.grace;
+            self.escaped
+                .stop(Signal::Term, grace, now.instant, now, &mut escaped);
+        }
+        out.extend(escaped.into_iter().map(Action::Escaped));
         self.phase = Phase::Draining {
             process,
             exit: Exit {
@@ -465,11 +507,11 @@ impl Task {
         self.request_stop(signal, grace, Then::Rest, now, out);
     }
 
-    /// Asks the task to start again once the current run has ended: stops it (`SIGTERM`, then
-    /// `SIGKILL` after `grace`) if it runs. Returns `false` for an ended task, which the caller
-    /// respawns at once.
+    /// Asks the task to start again once the current run has ended (and its escaped
+    /// processes are gone): stops it (`SIGTERM`, then `SIGKILL` after `grace`) if it runs.
+    /// Returns `false` for a settled task, which the caller respawns at once.
     pub fn restart(&mut self, grace: Duration, now: Now, out: &mut Vec<Action>) -> bool {
-        if self.state().is_ended() {
+        if self.is_settled() {
             return false;
         }
         self.request_stop(Signal::Term, grace, Then::Restart, now, out);
@@ -502,7 +544,7 @@ impl Task {
             }
             Phase::Running { process, .. } => {
                 let process = *process;
-                self.phase = Self::send_stop(process, new, now, out);
+                self.phase = self.send_stop(process, new, now, out);
             }
             Phase::Stopping { stop, kill_at, .. } => {
                 stop.then = then;
@@ -513,19 +555,73 @@ impl Task {
                 } else if let Some(at) = kill_at {
                     *at = (*at).min(now.instant.saturating_add(grace));
                 }
+                self.stop_escaped(signal, grace, now, out);
             }
-            Phase::Draining { then: t, .. } => *t = then,
-            Phase::Exited { .. } | Phase::Failed { .. } => {}
+            Phase::Draining { then: t, .. } => {
+                *t = then;
+                self.stop_escaped(signal, grace, now, out);
+            }
+            Phase::Exited { then: t, .. } | Phase::Failed { then: t, .. } => {
+                *t = then;
+                if self.escaped.any_alive() {
+                    // Look again: more may have left since the run ended.
+                    let mut escaped = Vec::new();
+                    self.escaped.sweep(&mut escaped);
+                    out.extend(escaped.into_iter().map(Action::Escaped));
+                    self.stop_escaped(signal, grace, now, out);
+                }
+            }
         }
     }
 
-    fn send_stop(process: Spawned, stop: Stop, now: Now, out: &mut Vec<Action>) -> Phase {
+    /// Sends the stop's signal to the group and looks for what left it, to stop that too.
+    fn send_stop(
+        &mut self,
+        process: Spawned,
+        stop: Stop,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) -> Phase {
         out.push(Action::Signal(stop.signal));
+        let mut escaped = Vec::new();
+        self.escaped.sweep(&mut escaped);
+        out.extend(escaped.into_iter().map(Action::Escaped));
+        self.stop_escaped(stop.signal, stop.grace, now, out);
         Phase::Stopping {
             process,
             stop,
             kill_at: (stop.signal != Signal::Kill).then(|| now.instant.saturating_add(stop.grace)),
         }
+    }
+
+    fn stop_escaped(&mut self, signal: Signal, grace: Duration, now: Now, out: &mut Vec<Action>) {
+        let mut escaped = Vec::new();
+        self.escaped
+            .stop(signal, grace, now.instant, now, &mut escaped);
+        out.extend(escaped.into_iter().map(Action::Escaped));
+    }
+
+    /// The driver's answer to a sweep. Once the leader has exited, pipes that escaped
+    /// processes hold open are not waited for: those processes are being stopped.
+    pub fn on_escaped(&mut self, found: Vec<EscapedProcess>, out: &mut Vec<Action>) -> Progress {
+        let mut escaped = Vec::new();
+        self.escaped.on_found(found, &mut escaped);
+        out.extend(escaped.into_iter().map(Action::Escaped));
+        if let Phase::Draining { process, .. } = &mut self.phase
+            && self.escaped.any_alive()
+            && process.open.iter().any(|open| *open)
+        {
+            process.open = [false, false];
+            let _ = self.log.close(Stream::Stdout);
+            let _ = self.log.close(Stream::Stderr);
+            return self.finish_if_drained(out);
+        }
+        Progress::Unchanged
+    }
+
+    /// An escaped process is gone.
+    pub fn on_escaped_exited(&mut self, pid: u32) {
+        self.escaped.on_exited(pid);
     }
 
     /// Kills the group at once (a second shutdown request), whatever the grace; the task then
@@ -545,18 +641,22 @@ impl Task {
 
     /// The earliest deadline this task needs a wake-up for.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match &self.phase {
+        let own = match &self.phase {
             Phase::Running {
                 runtime_limit_at, ..
             } => *runtime_limit_at,
             Phase::Stopping { kill_at, .. } => *kill_at,
             Phase::Draining { until, .. } => Some(*until),
             _ => None,
-        }
+        };
+        own.into_iter().chain(self.escaped.next_deadline()).min()
     }
 
     /// Fires the deadlines that passed; early calls are no-ops.
     pub fn on_timeout(&mut self, now: Now, out: &mut Vec<Action>) -> Progress {
+        let mut escaped = Vec::new();
+        self.escaped.on_timeout(now, &mut escaped);
+        out.extend(escaped.into_iter().map(Action::Escaped));
         match &mut self.phase {
             Phase::Running {
                 runtime_limit_at: Some(at),
@@ -574,6 +674,7 @@ impl Task {
                 *kill_at = None;
                 stop.escalated = true;
                 out.push(Action::Signal(Signal::Kill));
+                self.stop_escaped(Signal::Kill, Duration::ZERO, now, out);
                 Progress::Unchanged
             }
             Phase::Draining { process, until, .. } if *until <= now.instant => {
@@ -618,13 +719,13 @@ impl Task {
         if process.open.iter().any(|open| *open) {
             return Progress::Unchanged;
         }
-        let then = *then;
         self.phase = Phase::Exited {
             pid: process.pid,
             exit: *exit,
+            then: *then,
         };
         out.push(Action::Release);
-        Progress::Finished { then }
+        Progress::Finished
     }
 }
 
@@ -653,6 +754,7 @@ fn stream_index(stream: Stream) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::escaped;
 
     const GRACE: Duration = Duration::from_secs(5);
     const DRAIN: Duration = Duration::from_secs(1);
@@ -707,6 +809,18 @@ mod tests {
         Action::Signal(signal)
     }
 
+    /// The actions about the group and the run (escaped-process actions left out).
+    fn own(out: &[Action]) -> Vec<&Action> {
+        out.iter()
+            .filter(|a| !matches!(a, Action::Escaped(_)))
+            .collect()
+    }
+
+    /// The driver found no escaped process.
+    fn none_escaped(t: &mut Task) {
+        let _ = t.on_escaped(Vec::new(), &mut Vec::new());
+    }
+
     fn close_both(t: &mut Task, out: &mut Vec<Action>) -> Progress {
         let first = t.on_stream_closed(Stream::Stdout, out);
         assert_eq!(first, Progress::Unchanged);
@@ -718,7 +832,7 @@ mod tests {
         let mut t = running();
         let mut out = Vec::new();
         t.stop(Signal::Term, GRACE, at(10), &mut out);
-        assert_eq!(out, vec![signal(Signal::Term)]);
+        assert_eq!(own(&out), [&signal(Signal::Term)]);
         assert_eq!(t.state(), State::Stopping);
         assert_eq!(t.next_deadline(), Some(at(5010).instant));
 
@@ -726,7 +840,7 @@ mod tests {
         assert_eq!(t.on_timeout(at(5009), &mut out), Progress::Unchanged);
         assert!(out.is_empty(), "early timeout is a no-op");
         assert_eq!(t.on_timeout(at(5010), &mut out), Progress::Unchanged);
-        assert_eq!(out, vec![signal(Signal::Kill)]);
+        assert_eq!(own(&out), [&signal(Signal::Kill)]);
         assert!(t.escalated());
         assert_eq!(t.next_deadline(), None, "no timer once SIGKILL went out");
     }
@@ -741,18 +855,15 @@ mod tests {
             Progress::Unchanged
         );
         assert_eq!(
-            out,
-            vec![signal(Signal::Kill)],
+            own(&out),
+            [&signal(Signal::Kill)],
             "leftovers in the group are killed"
         );
         assert_eq!(t.state(), State::Stopping, "draining");
         assert_eq!(t.exit_code(), Some(3));
         out.clear();
-        assert_eq!(
-            close_both(&mut t, &mut out),
-            Progress::Finished { then: Then::Rest }
-        );
-        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
+        assert_eq!(own(&out), [&Action::Release]);
         assert_eq!(t.state(), State::Exited);
         assert!(!t.stopped());
         assert_eq!(t.runtime(at(999)), Duration::from_millis(20));
@@ -765,11 +876,8 @@ mod tests {
         let _ = t.on_exited(ExitStatus::Code(0), false, at(0), DRAIN, &mut out);
         assert_eq!(t.next_deadline(), Some(at(1000).instant));
         out.clear();
-        assert_eq!(
-            t.on_timeout(at(1000), &mut out),
-            Progress::Finished { then: Then::Rest }
-        );
-        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(t.on_timeout(at(1000), &mut out), Progress::Finished);
+        assert_eq!(own(&out), [&Action::Release]);
         assert_eq!(t.next_deadline(), None);
     }
 
@@ -780,7 +888,7 @@ mod tests {
         t.stop(Signal::Int, GRACE, at(1), &mut out);
         assert!(out.is_empty());
         let _ = t.on_spawned(7, at(2), &mut out);
-        assert_eq!(out, vec![signal(Signal::Int)]);
+        assert_eq!(own(&out), [&signal(Signal::Int)]);
         assert_eq!(t.state(), State::Stopping);
         let _ = t.on_exited(
             ExitStatus::Signaled(Signal::Int),
@@ -797,7 +905,7 @@ mod tests {
         let mut t = running();
         let mut out = Vec::new();
         t.stop(Signal::Kill, GRACE, at(0), &mut out);
-        assert_eq!(out, vec![signal(Signal::Kill)]);
+        assert_eq!(own(&out), [&signal(Signal::Kill)]);
         assert_eq!(t.next_deadline(), None);
     }
 
@@ -807,7 +915,7 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(t.next_deadline(), Some(at(60_000).instant));
         let _ = t.on_timeout(at(60_000), &mut out);
-        assert_eq!(out, vec![signal(Signal::Term)]);
+        assert_eq!(own(&out), [&signal(Signal::Term)]);
         assert_eq!(t.next_deadline(), Some(at(65_000).instant));
         let _ = t.on_exited(
             ExitStatus::Signaled(Signal::Term),
@@ -826,6 +934,8 @@ mod tests {
         t.on_output(Stream::Stdout, b"one\n");
         let _ = t.on_exited(ExitStatus::Code(0), false, at(5), DRAIN, &mut out);
         let _ = close_both(&mut t, &mut out);
+        assert!(!t.respawn(RunId(2), at(9)), "not before the sweep answered");
+        none_escaped(&mut t);
         assert!(t.respawn(RunId(2), at(10)));
         assert_eq!(
             (t.state(), t.run(), t.restarts()),
@@ -844,10 +954,10 @@ mod tests {
         let mut out = Vec::new();
         t.stop(Signal::Term, GRACE, at(0), &mut out);
         t.stop(Signal::Kill, GRACE, at(1), &mut out);
-        assert_eq!(out, vec![signal(Signal::Term), signal(Signal::Kill)]);
+        assert_eq!(own(&out), [&signal(Signal::Term), &signal(Signal::Kill)]);
         assert!(!t.escalated(), "a forced stop is not an escalation");
         t.stop(Signal::Kill, GRACE, at(2), &mut out);
-        assert_eq!(out.len(), 2, "SIGKILL goes out once");
+        assert_eq!(own(&out).len(), 2, "SIGKILL goes out once");
     }
 
     #[test]
@@ -855,10 +965,10 @@ mod tests {
         let mut t = task();
         let mut out = Vec::new();
         let p = t.on_spawn_failed("no such directory".into(), at(3), &mut out);
-        assert_eq!(p, Progress::Finished { then: Then::Rest });
+        assert_eq!(p, Progress::Finished);
         assert_eq!(t.state(), State::Failed);
         assert_eq!(t.failure(), Some("no such directory"));
-        assert_eq!(out, vec![Action::Release]);
+        assert_eq!(own(&out), [&Action::Release]);
     }
 
     #[test]
@@ -906,10 +1016,9 @@ mod tests {
             DRAIN,
             &mut out,
         );
-        assert_eq!(
-            close_both(&mut t, &mut out),
-            Progress::Finished { then: Then::Rest }
-        );
+        assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
+        none_escaped(&mut t);
+        assert!(!t.take_restart());
         // stop, then restart (even while draining): starts again.
         let mut t = running();
         t.stop(Signal::Term, GRACE, at(0), &mut out);
@@ -921,18 +1030,20 @@ mod tests {
             &mut out,
         );
         assert!(t.restart(GRACE, at(2), &mut out));
-        assert_eq!(
-            close_both(&mut t, &mut out),
-            Progress::Finished {
-                then: Then::Restart
-            }
+        assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
+        assert!(
+            !t.take_restart(),
+            "not before the escaped processes are known"
         );
+        none_escaped(&mut t);
+        assert!(t.take_restart());
+        assert!(!t.take_restart(), "once");
         // A restart asked for before the spawn answered stops the new process at once.
         let mut t = task();
         out.clear();
         assert!(t.restart(GRACE, at(0), &mut out));
         let _ = t.on_spawned(9, at(1), &mut out);
-        assert_eq!(out, vec![signal(Signal::Term)]);
+        assert_eq!(own(&out), [&signal(Signal::Term)]);
         // An ended task is restarted by the caller.
         let _ = t.on_exited(
             ExitStatus::Signaled(Signal::Term),
@@ -942,7 +1053,93 @@ mod tests {
             &mut out,
         );
         let _ = close_both(&mut t, &mut out);
+        none_escaped(&mut t);
         assert!(!t.restart(GRACE, at(3), &mut out));
+    }
+
+    fn daemon(pid: u32) -> Vec<EscapedProcess> {
+        vec![EscapedProcess {
+            pid,
+            command: "daemon".into(),
+        }]
+    }
+
+    fn escaped_signals(out: &[Action]) -> Vec<Signal> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Escaped(escaped::Action::Signal(s)) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stop_looks_for_escaped_processes_and_stops_them_with_the_group() {
+        let mut t = running();
+        let mut out = Vec::new();
+        t.stop(Signal::Term, GRACE, at(0), &mut out);
+        assert!(out.contains(&Action::Escaped(escaped::Action::Sweep)));
+        out.clear();
+        let _ = t.on_escaped(daemon(99), &mut out);
+        assert_eq!(escaped_signals(&out), [Signal::Term]);
+        // The leader goes at once; the daemon ignores SIGTERM.
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Term),
+            true,
+            at(10),
+            DRAIN,
+            &mut out,
+        );
+        let _ = close_both(&mut t, &mut out);
+        let _ = t.on_escaped(Vec::new(), &mut out);
+        assert_eq!(t.state(), State::Exited);
+        assert!(!t.is_settled(), "the daemon is not gone yet");
+        out.clear();
+        assert_eq!(
+            t.next_deadline(),
+            Some(at(5000).instant),
+            "the group's deadline"
+        );
+        let _ = t.on_timeout(at(5000), &mut out);
+        assert_eq!(escaped_signals(&out), [Signal::Kill]);
+        t.on_escaped_exited(99);
+        assert!(t.is_settled());
+    }
+
+    #[test]
+    fn a_daemon_holding_the_pipes_does_not_hold_up_the_exit() {
+        let mut t = running();
+        let mut out = Vec::new();
+        t.stop(Signal::Term, GRACE, at(0), &mut out);
+        let _ = t.on_exited(
+            ExitStatus::Signaled(Signal::Term),
+            true,
+            at(1),
+            DRAIN,
+            &mut out,
+        );
+        // The pipes stay open: the daemon has them. Once it is found, the run ends at once.
+        let _ = t.on_escaped(Vec::new(), &mut out);
+        let progress = t.on_escaped(daemon(5), &mut out);
+        assert_eq!(progress, Progress::Finished);
+        assert_eq!(t.state(), State::Exited);
+    }
+
+    #[test]
+    fn escaped_processes_of_a_task_that_exited_on_its_own_get_sigterm_then_sigkill() {
+        let mut t = running();
+        let mut out = Vec::new();
+        let _ = t.on_exited(ExitStatus::Code(0), false, at(0), DRAIN, &mut out);
+        assert!(out.contains(&Action::Escaped(escaped::Action::Sweep)));
+        out.clear();
+        let _ = t.on_escaped(daemon(8), &mut out);
+        assert_eq!(escaped_signals(&out), [Signal::Term]);
+        assert_eq!(t.escaped.next_deadline(), Some(at(5000).instant));
+        // A `stop` of the ended task hurries it along.
+        out.clear();
+        t.stop(Signal::Kill, GRACE, at(100), &mut out);
+        assert_eq!(escaped_signals(&out), [Signal::Kill]);
+        assert!(!t.stopped(), "the task itself ended on its own");
     }
 
     #[test]
@@ -952,7 +1149,7 @@ mod tests {
         for ms in 0..3 {
             assert!(t.restart(GRACE, at(ms), &mut out));
         }
-        assert_eq!(out, vec![signal(Signal::Term)]);
+        assert_eq!(own(&out), [&signal(Signal::Term)]);
         assert_eq!(t.next_deadline(), Some(at(5000).instant));
     }
 }

@@ -83,10 +83,13 @@ fn a_stop_after_a_pending_restart_supersedes_it() {
     let outputs = h.exit(run, ExitStatus::Signaled(Signal::Term));
     assert!(spawns(&outputs).is_empty(), "no resurrection: {outputs:?}");
     let replies = transmitted(&outputs);
-    assert_eq!(ids(&replies), [12, 11], "both answered");
-    assert_eq!(replies[0]["result"]["structuredContent"]["stopped"], true);
-    assert_eq!(replies[1]["result"]["isError"], true);
-    assert!(text(&replies[1]).contains("superseded"), "{}", replies[1]);
+    let mut answered = ids(&replies);
+    answered.sort_unstable();
+    assert_eq!(answered, [11, 12], "both answered");
+    let reply = |id: i64| replies.iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(reply(12)["result"]["structuredContent"]["stopped"], true);
+    assert_eq!(reply(11)["result"]["isError"], true);
+    assert!(text(reply(11)).contains("superseded"), "{}", reply(11));
 }
 
 #[test]
@@ -560,4 +563,144 @@ fn logs_with_both_head_and_tail_is_refused() {
     let _ = h.start(json!({"command": "x"}), 10);
     let result = h.call_now("logs", json!({"id": "t00001", "head": 1, "tail": 1}));
     assert_eq!(result["isError"], true);
+}
+
+// ---- processes that left the group ----
+
+fn escaped(run: RunId, pids: &[u32]) -> Input<'static> {
+    Input::Escaped {
+        run,
+        processes: pids
+            .iter()
+            .map(|&pid| proc_state::EscapedProcess {
+                pid,
+                command: format!("sleep 1000 #{pid}"),
+            })
+            .collect(),
+    }
+}
+
+fn escaped_signals(outputs: &[Output]) -> Vec<Signal> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::SignalEscaped { signal, .. } => Some(*signal),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn stop_finds_what_left_the_group_stops_it_and_lists_it() {
+    let mut h = Harness::initialized("2025-11-25");
+    h.auto_sweep = false;
+    let (run, _) = h.start(
+        json!({"command": "setsid sh -c 'sleep 1000 &'; sleep 1000"}),
+        10,
+    );
+    let outputs = h.call(11, "stop", json!({"id": "t00001"}));
+    assert_eq!(signals(&outputs), [(run, Signal::Term)]);
+    assert_eq!(
+        h.sweeps.drain(..).collect::<Vec<_>>(),
+        [run],
+        "it looks for escapees"
+    );
+    let outputs = h.input(escaped(run, &[99]));
+    assert_eq!(
+        escaped_signals(&outputs),
+        [Signal::Term],
+        "they get the stop's signal"
+    );
+    // The leader goes; the daemon still holds the pipes: no waiting on them.
+    let outputs = h.input(Input::Exited {
+        run,
+        status: ExitStatus::Signaled(Signal::Term),
+        signalled: true,
+    });
+    assert_eq!(
+        h.sweeps.drain(..).collect::<Vec<_>>(),
+        [run],
+        "and looks again"
+    );
+    assert!(
+        !outputs.contains(&Output::Release { run }),
+        "the pipes are open"
+    );
+    let outputs = h.input(escaped(run, &[]));
+    assert!(
+        outputs.contains(&Output::Release { run }),
+        "released without the drain wait: {outputs:?}"
+    );
+    assert!(
+        transmitted(&outputs).is_empty(),
+        "the daemon is not gone yet"
+    );
+    let replies = transmitted(&h.input(Input::EscapedExited { run, pid: 99 }));
+    let s = &replies[0]["result"]["structuredContent"];
+    assert_eq!(s["state"], "exited");
+    assert_eq!(
+        s["escaped"],
+        json!([{"pid": 99, "command": "sleep 1000 #99", "state": "exited"}])
+    );
+    assert!(
+        text(&replies[0]).contains("escaped its process group: 99"),
+        "{}",
+        replies[0]
+    );
+}
+
+#[test]
+fn an_escapee_that_ignores_sigterm_gets_sigkill_and_a_survivor_is_reported() {
+    let mut h = Harness::initialized("2025-11-25");
+    h.auto_sweep = false;
+    let (run, _) = h.start(json!({"command": "daemonize"}), 10);
+    let _ = h.call(11, "stop", json!({"id": "t00001", "grace_ms": 500}));
+    let _ = h.input(escaped(run, &[7, 8]));
+    let _ = h.exit(run, ExitStatus::Signaled(Signal::Term));
+    let _ = h.input(escaped(run, &[]));
+    let _ = h.input(Input::EscapedExited { run, pid: 7 });
+    let outputs = h.advance(500);
+    assert_eq!(escaped_signals(&outputs), [Signal::Kill], "after the grace");
+    let replies = transmitted(&h.advance(500));
+    let s = &replies[0]["result"]["structuredContent"];
+    assert_eq!(s["escaped"][0]["state"], "exited");
+    assert_eq!(s["escaped"][1]["state"], "survived_sigkill");
+}
+
+#[test]
+fn escapees_of_a_task_that_exited_on_its_own_are_stopped_and_hold_up_the_shutdown() {
+    let mut h = Harness::initialized("2025-11-25");
+    h.auto_sweep = false;
+    let (run, _) = h.start(json!({"command": "pg_ctl start"}), 10);
+    let _ = h.exit(run, ExitStatus::Code(0));
+    let outputs = h.input(escaped(run, &[50]));
+    assert_eq!(escaped_signals(&outputs), [Signal::Term]);
+    let status = h.call_now("status", json!({"id": "t00001"}));
+    assert_eq!(
+        status["structuredContent"]["escaped"][0]["state"],
+        "stopping"
+    );
+    assert_eq!(
+        h.call_now("remove", json!({"id": "t00001"}))["isError"],
+        true
+    );
+    let outputs = h.input(Input::ClientEof);
+    assert!(
+        !outputs.contains(&Output::Exit),
+        "not while the daemon lives"
+    );
+    assert_eq!(
+        h.sweeps.drain(..).count(),
+        2,
+        "looked for more at the exit and at the shutdown"
+    );
+    let _ = h.input(escaped(run, &[]));
+    let outputs = h.advance(1000);
+    assert_eq!(
+        escaped_signals(&outputs),
+        [Signal::Kill],
+        "the shutdown grace"
+    );
+    let outputs = h.input(Input::EscapedExited { run, pid: 50 });
+    assert_eq!(outputs.last(), Some(&Output::Exit));
 }

@@ -6,9 +6,10 @@
 //! forgotten by one code path.
 
 use super::{Output, Server, Shutdown, Timer};
-use crate::process::{ExitStatus, RunId, Signal, Stream};
+use crate::escaped;
+use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, Stream};
 use crate::stdin::StdinAction;
-use crate::task::{Action, Progress, Task, Then};
+use crate::task::{Action, Progress, Task};
 use crate::time::Now;
 
 impl Server {
@@ -57,6 +58,33 @@ impl Server {
         });
     }
 
+    pub(super) fn escaped_found(&mut self, now: Now, run: RunId, found: Vec<EscapedProcess>) {
+        if let Some(key) = self.task_of(run) {
+            self.with_task(now, key, |task, out| task.on_escaped(found, out));
+        }
+    }
+
+    pub(super) fn escaped_exited(&mut self, now: Now, run: RunId, pid: u32) {
+        if let Some(key) = self.task_of(run) {
+            self.with_task(now, key, |task, _| {
+                task.on_escaped_exited(pid);
+                Progress::Unchanged
+            });
+        }
+    }
+
+    /// The task whose current run is `run`, released or not (escaped processes outlive the
+    /// release of their run; a task starts a new run only once they are gone).
+    fn task_of(&self, run: RunId) -> Option<u64> {
+        if let Some(&key) = self.runs.get(&run) {
+            return Some(key);
+        }
+        self.tasks
+            .iter()
+            .find(|(_, t)| t.run() == run)
+            .map(|(key, _)| *key)
+    }
+
     pub(super) fn task_timeout(&mut self, now: Now, key: u64) {
         self.with_task(now, key, |task, out| task.on_timeout(now, out));
     }
@@ -74,7 +102,7 @@ impl Server {
     }
 
     /// Applies `f` to task `key`, then carries out its actions (and feeds its stdin), re-arms
-    /// its timer, and moves on whoever waits on it; a finished run is followed up.
+    /// its timer, follows up a finished run, and moves on whoever waits on it.
     pub(super) fn with_task(
         &mut self,
         now: Now,
@@ -87,21 +115,29 @@ impl Server {
         let mut actions = Vec::new();
         let progress = f(task, &mut actions);
         task.pump_stdin(&mut actions);
-        let (run, deadline) = (task.run(), task.next_deadline());
-        self.carry_out(run, actions);
+        let (run, pid, deadline) = (task.run(), task.pid(), task.next_deadline());
+        self.carry_out(run, pid, actions);
         self.timers.set(Timer::Task(key), deadline);
-        match progress {
-            Progress::Finished { then } => self.run_finished(now, key, run, then),
-            Progress::Started | Progress::Unchanged => self.progress_task_waiters(now, key),
+        if progress == Progress::Finished {
+            self.run_finished(now, key);
         }
+        self.settle(now, key, run);
+        self.progress_task_waiters(now, key);
     }
 
-    fn carry_out(&mut self, run: RunId, actions: Vec<Action>) {
+    fn carry_out(&mut self, run: RunId, pid: Option<u32>, actions: Vec<Action>) {
         for action in actions {
             let output = match action {
                 Action::Signal(signal) => Output::Signal { run, signal },
                 Action::Stdin(StdinAction::Write(data)) => Output::WriteStdin { run, data },
                 Action::Stdin(StdinAction::Close) => Output::CloseStdin { run },
+                Action::Escaped(escaped::Action::Sweep) => match pid {
+                    Some(pgid) => Output::Sweep { run, pgid },
+                    None => continue,
+                },
+                Action::Escaped(escaped::Action::Signal(signal)) => {
+                    Output::SignalEscaped { run, signal }
+                }
                 Action::Release => {
                     self.runs.remove(&run);
                     Output::Release { run }
@@ -111,10 +147,8 @@ impl Server {
         }
     }
 
-    /// Run `old` of task `key` ended and was released: tell whoever listens, answer whoever
-    /// waited on that run, and start the task again if the latest request was a `restart`
-    /// (never once the server is shutting down).
-    fn run_finished(&mut self, now: Now, key: u64, old: RunId, then: Then) {
+    /// The run of task `key` ended and was released: tell whoever listens.
+    fn run_finished(&mut self, now: Now, key: u64) {
         if self
             .tasks
             .get(&key)
@@ -123,10 +157,22 @@ impl Server {
             self.notify_exit(key, now);
         }
         self.resource_changed(now, key, true);
-        self.progress_task_waiters(now, key);
-        let new = match then {
-            Then::Restart if self.shutdown == Shutdown::Serving => self.respawn(now, key),
-            _ => None,
+    }
+
+    /// Once task `key`'s run `old` has ended and its escaped processes are gone: start it again
+    /// if the latest request was a `restart` (never once the server is shutting down), and
+    /// resolve the `restart` requests that waited on `old`.
+    fn settle(&mut self, now: Now, key: u64, old: RunId) {
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return;
+        };
+        if !task.is_settled() {
+            return;
+        }
+        let new = if task.take_restart() {
+            self.respawn(now, key)
+        } else {
+            None
         };
         self.restarts_resolved(now, key, old, new);
     }

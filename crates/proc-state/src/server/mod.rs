@@ -9,7 +9,7 @@ use crate::mcp::framing::{Frame, LineFramer};
 use crate::mcp::jsonrpc::{self, Error, ErrorCode, Invalid, Message, RequestId};
 use crate::mcp::protocol::ProtocolVersion;
 use crate::mcp::{paging, tools as tool_defs};
-use crate::process::{ExitStatus, RunId, SpawnSpec, Stream};
+use crate::process::{EscapedProcess, ExitStatus, RunId, SpawnSpec, Stream};
 use crate::task::Task;
 use crate::time::{Instant, Now};
 use crate::timers::Timers;
@@ -66,6 +66,9 @@ pub struct Config {
     pub server_name: String,
     /// `serverInfo.version`.
     pub server_version: String,
+    /// One sentence on how the driver keeps tasks' processes contained, appended to the
+    /// `instructions` (empty: nothing said).
+    pub containment: String,
 }
 
 /// A JSON-RPC batch's reply holds at most this many times [`Config::max_message_bytes`];
@@ -88,6 +91,7 @@ impl Default for Config {
             page_size: 100,
             server_name: "proc-mcp".to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            containment: String::new(),
         }
     }
 }
@@ -146,6 +150,14 @@ pub enum Input<'a> {
     /// The answer to [`Output::ProbePort`]: whether a TCP connection to 127.0.0.1:port was
     /// accepted.
     PortProbed { probe: ProbeId, open: bool },
+    /// The answer to one [`Output::Sweep`]: the escaped processes of `run` found that were
+    /// not reported before (possibly none).
+    Escaped {
+        run: RunId,
+        processes: Vec<EscapedProcess>,
+    },
+    /// An escaped process of `run` reported by [`Input::Escaped`] is gone.
+    EscapedExited { run: RunId, pid: u32 },
 }
 
 /// Identifies one [`Output::ProbePort`] so its answer finds its way back.
@@ -179,6 +191,17 @@ pub enum Output {
     WriteStdin { run: RunId, data: Vec<u8> },
     /// Close the run's stdin pipe: the process reads end-of-file.
     CloseStdin { run: RunId },
+    /// Find the processes `run` started that left its process group `pgid` (they carry the
+    /// run's tag, or are in its cgroup, and are in another process group), keep a handle on
+    /// each that stays valid if its pid is reused (a pidfd), and report those not reported
+    /// before with one [`Input::Escaped`]; report each one's end with
+    /// [`Input::EscapedExited`]. Also after [`Output::Release`] of the run.
+    Sweep { run: RunId, pgid: u32 },
+    /// Send `signal` to every escaped process of `run` found so far that is still alive.
+    SignalEscaped {
+        run: RunId,
+        signal: crate::process::Signal,
+    },
     /// Try a TCP connection to `127.0.0.1:port` (closing it at once) and report with
     /// [`Input::PortProbed`]. A probe should give up after [`PROBE_TIMEOUT`].
     ProbePort { probe: ProbeId, port: u16 },
@@ -424,6 +447,8 @@ impl Server {
             Input::StdinWritten { run, result } => self.stdin_written(now, run, result),
             Input::StdinReady { run } => self.stdin_ready(now, run),
             Input::PortProbed { probe, open } => self.port_probed(now, probe, open),
+            Input::Escaped { run, processes } => self.escaped_found(now, run, processes),
+            Input::EscapedExited { run, pid } => self.escaped_exited(now, run, pid),
         }
         self.maybe_exit();
     }
@@ -448,9 +473,13 @@ impl Server {
         Output::Timeout(self.timers.next())
     }
 
-    /// Queues [`Output::Exit`] once shutting down and every run is released.
+    /// Queues [`Output::Exit`] once shutting down, every run is released and every escaped
+    /// process is gone (or survived `SIGKILL`).
     fn maybe_exit(&mut self) {
-        if matches!(self.shutdown, Shutdown::Stopping | Shutdown::Killing) && self.runs.is_empty() {
+        if matches!(self.shutdown, Shutdown::Stopping | Shutdown::Killing)
+            && self.runs.is_empty()
+            && self.tasks.values().all(|t| t.escaped.is_settled())
+        {
             self.shutdown = Shutdown::Done;
             self.close_listeners();
             self.outputs.push_back(Output::Exit);
@@ -689,8 +718,17 @@ impl Server {
                 "title": "proc-mcp: background processes",
                 "version": self.config.server_version,
             },
-            "instructions": INSTRUCTIONS,
+            "instructions": self.instructions(),
         }))
+    }
+
+    /// The `instructions` of `initialize` and `server/discover`.
+    fn instructions(&self) -> String {
+        if self.config.containment.is_empty() {
+            INSTRUCTIONS.to_owned()
+        } else {
+            format!("{INSTRUCTIONS} {}", self.config.containment)
+        }
     }
 
     /// One page of `tools/list`.

@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{INSTRUCTIONS, Pending, Reply, Server, capabilities};
+use super::{Pending, Reply, Server, capabilities};
 use crate::mcp::jsonrpc::{self, Error, ErrorCode, MetaId, RequestId, WithMetaId};
 use crate::time::Now;
 
@@ -116,7 +116,7 @@ impl Server {
                 json!({
                     "supportedVersions": [VERSION],
                     "capabilities": capabilities(),
-                    "instructions": INSTRUCTIONS,
+                    "instructions": self.instructions(),
                 }),
                 Cache::Static,
             ),

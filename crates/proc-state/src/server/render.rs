@@ -73,10 +73,36 @@ pub(super) fn status_fields(t: &Task, now: Now) -> Map<String, Value> {
             "next_cursor": t.log.next_cursor(),
         },
     });
-    match fields {
+    let mut fields = match fields {
         Value::Object(map) => map,
         _ => Map::new(),
+    };
+    let escaped: Vec<Value> = t
+        .escaped
+        .listed()
+        .map(|e| json!({"pid": e.pid, "command": e.command, "state": e.fate.as_str()}))
+        .collect();
+    if !escaped.is_empty() {
+        fields.insert("escaped".into(), Value::Array(escaped));
     }
+    fields
+}
+
+/// One line on the task's escaped processes, if it has any: what happened to each.
+pub(super) fn escaped_text(t: &Task) -> Option<String> {
+    let listed: Vec<String> = t
+        .escaped
+        .listed()
+        .map(|e| format!("{} `{}` ({})", e.pid, e.command, e.fate.as_str()))
+        .collect();
+    if listed.is_empty() {
+        return None;
+    }
+    let mut text = format!("escaped its process group: {}", listed.join(", "));
+    if t.escaped.unlisted() > 0 {
+        text.push_str(&format!(" and {} more", t.escaped.unlisted()));
+    }
+    Some(text)
 }
 
 /// How the task is doing, in a few words: `running`, `exited with code 0`, …
@@ -130,6 +156,10 @@ pub(super) fn status_text(t: &Task, now: Now) -> String {
     if t.restarts() > 0 {
         text.push_str(&format!("\nrestarts: {}", t.restarts()));
     }
+    if let Some(escaped) = escaped_text(t) {
+        text.push('\n');
+        text.push_str(&escaped);
+    }
     text
 }
 
@@ -137,6 +167,10 @@ pub(super) fn stop_text(t: &Task, now: Now) -> String {
     let mut text = format!("Task {}: {}", t.id, state_phrase_at(t, now));
     if t.escalated() {
         text.push_str(" (it outlived the grace period; SIGKILL was sent to its process group)");
+    }
+    if let Some(escaped) = escaped_text(t) {
+        text.push('\n');
+        text.push_str(&escaped);
     }
     text.push_str(&format!(
         "\noutput: {} lines; next_cursor {}",

@@ -204,7 +204,7 @@ impl Server {
         let oldest_ended = self
             .tasks
             .iter()
-            .find(|(_, t)| t.state().is_ended())
+            .find(|(_, t)| t.is_settled())
             .map(|(k, _)| *k);
         match oldest_ended {
             Some(key) => {
@@ -557,6 +557,12 @@ impl Server {
                 "task {} is {}; stop it first, then remove it",
                 t.id,
                 t.state().as_str()
+            )));
+        }
+        if !t.escaped.is_settled() {
+            return Err(ToolError(format!(
+                "task {} has processes that left its process group and are being stopped; `stop` it (or wait), then remove it",
+                t.id
             )));
         }
         let id = t.id.clone();

@@ -357,7 +357,8 @@ impl Server {
                 }
             }
             Kind::Stop { run } => {
-                if !run_over(run, task) {
+                // Answered once the run is over and what escaped from it is gone too.
+                if !run_over(run, task) || (task.run() == run && !task.escaped.is_settled()) {
                     return Step::Keep(Waiter {
                         task: key,
                         request,

@@ -21,6 +21,11 @@ pub struct Harness {
     stalled: bool,
     /// Bytes transmitted and not yet reported written.
     unread: usize,
+    /// Answer every `Sweep` at once with "nothing escaped" (a world without daemons), and
+    /// leave the sweeps out of what [`Harness::drain`] returns.
+    pub auto_sweep: bool,
+    /// Sweeps not answered yet (when `auto_sweep` is off).
+    pub sweeps: Vec<RunId>,
 }
 
 impl Harness {
@@ -40,6 +45,8 @@ impl Harness {
             deadline: None,
             stalled: false,
             unread: 0,
+            auto_sweep: true,
+            sweeps: Vec::new(),
         }
     }
 
@@ -73,23 +80,37 @@ impl Harness {
     }
 
     /// Every output up to the timeout (and, while the client reads, the outputs of reporting
-    /// the transmitted lines written).
+    /// the transmitted lines written; with `auto_sweep`, of answering the sweeps).
     pub fn drain(&mut self) -> Vec<Output> {
         let mut outputs = Vec::new();
+        let mut swept = Vec::new();
         loop {
             match self.server.poll_output() {
                 Output::Timeout(deadline) => {
                     self.deadline = deadline;
+                    let now = self.now();
+                    if let Some(run) = swept.pop() {
+                        let processes = Vec::new();
+                        self.server
+                            .handle_input(now, Input::Escaped { run, processes });
+                        continue;
+                    }
                     if self.stalled || self.unread == 0 {
                         return outputs;
                     }
                     let bytes = core::mem::take(&mut self.unread);
-                    let now = self.now();
                     self.server.handle_input(now, Input::Transmitted { bytes });
                 }
                 other => {
-                    if let Output::Transmit(line) = &other {
-                        self.unread += line.len();
+                    match &other {
+                        Output::Transmit(line) => self.unread += line.len(),
+                        // Answered here and not shown: nothing ever escapes in this world.
+                        Output::Sweep { run, .. } if self.auto_sweep => {
+                            swept.push(*run);
+                            continue;
+                        }
+                        Output::Sweep { run, .. } => self.sweeps.push(*run),
+                        _ => {}
                     }
                     outputs.push(other);
                 }

@@ -1,0 +1,318 @@
+//! Keeping every process a task starts within reach, and ending them all when the server dies.
+//!
+//! Mechanisms, strongest first (each is used when available; [`Containment::describe`] says
+//! which are in force):
+//!
+//! - **cgroup v2**: where the server runs in a delegated, writable cgroup v2 subtree, every run
+//!   is started in a cgroup of its own ([`crate::cgroup`]); `SIGKILL` to a run's escaped
+//!   processes is also `cgroup.kill`, which reaches processes that left the process group *and*
+//!   cleared their environment, and the watchdog kills the server's whole cgroup.
+//! - **an inherited tag**: every task gets `PROC_MCP_TAG=<server pid>.<start time>.<run>` in its
+//!   environment, which its descendants inherit, so those that left the process group (setsid,
+//!   double fork) are found through `/proc` ([`crate::tree::Scanner`]) and stopped through
+//!   verified pidfds, never by a pid that could have been reused.
+//! - **child subreaper** (prctl(2) `PR_SET_CHILD_SUBREAPER`): orphans of the tasks are
+//!   re-parented to the server rather than to init, and reaped by it.
+//! - **a watchdog** ([`crate::watchdog`]): one process per server that notices the server's
+//!   death (`kill -9`, a crash) by end-of-file on a pipe and kills every watched process group,
+//!   the server's cgroup and every process tagged by the server; at its start it also kills what
+//!   servers that died before left behind.
+//!
+//! Library users get the tag only ([`ContainOptions::default`]); the `proc-mcp` binary turns
+//! everything on. Subreaping in particular is process-wide: only a process that is nothing but
+//! a server should ask for it (it would reap children that other code in the process waits
+//! for).
+
+use std::path::PathBuf;
+
+/// What [`Containment`] may use; see the [module docs](self).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ContainOptions {
+    /// Run the watchdog: this executable with [`crate::watchdog::WATCHDOG_ARG`] (the server's
+    /// own, e.g. `/proc/self/exe`, whose `main` calls
+    /// [`crate::watchdog::run_if_requested`]).
+    pub watchdog: Option<PathBuf>,
+    /// Put every run in a cgroup of its own when the server can manage cgroup v2.
+    pub cgroups: bool,
+    /// Become a child subreaper and reap the tasks' orphans.
+    pub subreaper: bool,
+}
+
+impl ContainOptions {
+    /// Everything on, with `watchdog` as the watchdog's executable: what a server process
+    /// wants.
+    pub fn all(watchdog: PathBuf) -> Self {
+        Self {
+            watchdog: Some(watchdog),
+            cgroups: true,
+            subreaper: true,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub use linux::Containment;
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::os::fd::OwnedFd;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use proc_state::RunId;
+
+    use super::ContainOptions;
+    use crate::cgroup::{self, Cgroup};
+    use crate::tree::{self, Instance, Scanner, TAG_VAR, TaggedProcess};
+    use crate::watchdog::Watchdog;
+
+    /// Servers started in this process so far: each gets a range of tag run ids of its own, so
+    /// that two servers in one process (tests) never find each other's processes.
+    static SESSIONS: AtomicU64 = AtomicU64::new(0);
+
+    /// Tag run ids per session: run `n` of session `s` is tagged `s << 40 | n`.
+    const SESSION_SHIFT: u32 = 40;
+
+    /// How long a clean exit waits for the watchdog to acknowledge.
+    const DISARM_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// One server's containment: its identity for tags, its cgroups, its watchdog.
+    pub struct Containment {
+        instance: Option<Instance>,
+        session: u64,
+        scanner: Option<Scanner>,
+        server_cgroup: Option<Cgroup>,
+        run_cgroups: BTreeMap<RunId, Cgroup>,
+        watchdog: Option<Watchdog>,
+        watchdog_exe: Option<PathBuf>,
+        /// Live runs' process groups, to watch again with a new watchdog.
+        groups: BTreeMap<RunId, i32>,
+        subreaper: bool,
+        /// Why the cgroup mechanism is not in force, when it was asked for.
+        cgroup_unavailable: Option<String>,
+    }
+
+    impl Containment {
+        /// Sets up what `options` ask for. Whatever cannot be set up is reported on stderr
+        /// and left out (the tag always works where `/proc` does).
+        pub fn start(options: &ContainOptions) -> Self {
+            let instance = Instance::current()
+                .map_err(|err| eprintln!("proc-mcp: cannot read this process's start time: {err}"))
+                .ok();
+            let scanner = Scanner::new()
+                .map_err(|err| eprintln!("proc-mcp: cannot open /proc: {err}"))
+                .ok();
+            let subreaper = options.subreaper
+                && tree::set_child_subreaper()
+                    .map_err(|err| eprintln!("proc-mcp: cannot become a child subreaper: {err}"))
+                    .is_ok();
+            let mut cgroup_unavailable = None;
+            let server_cgroup = match (&instance, options.cgroups) {
+                (Some(instance), true) => match cgroup::detect() {
+                    Ok(cgroups) => {
+                        let _ = cgroups.remove_stale();
+                        cgroups
+                            .create_server(instance)
+                            .map_err(|err| cgroup_unavailable = Some(err.to_string()))
+                            .ok()
+                    }
+                    Err(reason) => {
+                        cgroup_unavailable = Some(reason);
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let watchdog = match (&options.watchdog, &instance) {
+                (Some(exe), Some(instance)) => {
+                    let parent = server_cgroup.as_ref().map(Cgroup::path);
+                    Watchdog::spawn(exe, instance, parent)
+                        .map_err(|err| eprintln!("proc-mcp: cannot start the watchdog: {err}"))
+                        .ok()
+                }
+                _ => None,
+            };
+            Self {
+                instance,
+                session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+                scanner,
+                server_cgroup,
+                run_cgroups: BTreeMap::new(),
+                watchdog,
+                watchdog_exe: options.watchdog.clone(),
+                groups: BTreeMap::new(),
+                subreaper,
+                cgroup_unavailable,
+            }
+        }
+
+        /// One sentence on what is in force, for people (and the MCP `instructions`).
+        pub fn describe(&self) -> String {
+            let mut parts = Vec::new();
+            if self.server_cgroup.is_some() {
+                parts.push("a cgroup v2 per task (cgroup.kill)".to_owned());
+            }
+            if self.instance.is_some() {
+                parts.push(format!("an inherited {TAG_VAR} tag"));
+            }
+            if self.subreaper {
+                parts.push("child subreaping".to_owned());
+            }
+            if self.watchdog.is_some() {
+                parts.push("a watchdog that ends every task if the server is killed".to_owned());
+            }
+            let mut text = if parts.is_empty() {
+                "Process containment: process groups only.".to_owned()
+            } else {
+                format!("Process containment: process groups, {}.", parts.join(", "))
+            };
+            if let Some(reason) = &self.cgroup_unavailable {
+                text.push_str(&format!(" (No cgroups: {reason}.)"));
+            }
+            text
+        }
+
+        /// The process id of the watchdog, which must never be reaped as an orphan.
+        pub fn watchdog_pid(&self) -> Option<i32> {
+            self.watchdog.as_ref().map(Watchdog::pid)
+        }
+
+        fn tag_run(&self, run: RunId) -> u64 {
+            (self.session << SESSION_SHIFT) | (run.0 & ((1 << SESSION_SHIFT) - 1))
+        }
+
+        /// The variable that tags `run`'s processes.
+        pub fn tag(&self, run: RunId) -> Option<(String, String)> {
+            let instance = self.instance.as_ref()?;
+            Some((TAG_VAR.to_owned(), instance.tag(self.tag_run(run))))
+        }
+
+        /// The `cgroup.procs` of a new cgroup for `run`, for the spawn to place the task in.
+        pub fn prepare(&mut self, run: RunId) -> Option<OwnedFd> {
+            let server = self.server_cgroup.as_ref()?;
+            let cgroup = server
+                .create_run(self.tag_run(run))
+                .map_err(|err| eprintln!("proc-mcp: cannot create a cgroup for {run}: {err}"))
+                .ok()?;
+            let procs = cgroup.open_procs().ok()?;
+            self.run_cgroups.insert(run, cgroup);
+            Some(procs)
+        }
+
+        /// `run` could not be spawned: its cgroup goes.
+        pub fn failed(&mut self, run: RunId) {
+            if let Some(cgroup) = self.run_cgroups.remove(&run) {
+                let _ = cgroup.remove();
+            }
+        }
+
+        /// `run` was spawned as process group `pgid`.
+        pub fn spawned(&mut self, run: RunId, pgid: i32) {
+            self.groups.insert(run, pgid);
+            if let Some(watchdog) = &mut self.watchdog {
+                let _ = watchdog.watch_group(pgid);
+            }
+        }
+
+        /// `run` is about to be released (its leader reaped): its pgid may be reused, so the
+        /// watchdog must forget it first.
+        pub fn releasing(&mut self, run: RunId) {
+            if let Some(pgid) = self.groups.remove(&run)
+                && let Some(watchdog) = &mut self.watchdog
+            {
+                let _ = watchdog.unwatch_group(pgid);
+            }
+            self.remove_cgroup_if_empty(run);
+        }
+
+        /// Every process tagged with one of `runs` that is not in that run's process group.
+        pub fn sweep(&mut self, runs: &BTreeMap<RunId, u32>) -> Vec<(RunId, TaggedProcess)> {
+            let (Some(instance), Some(scanner)) = (&self.instance, &mut self.scanner) else {
+                return Vec::new();
+            };
+            let by_tag: BTreeMap<u64, (RunId, u32)> = runs
+                .iter()
+                .map(|(&run, &pgid)| {
+                    let tag_run =
+                        (self.session << SESSION_SHIFT) | (run.0 & ((1 << SESSION_SHIFT) - 1));
+                    (tag_run, (run, pgid))
+                })
+                .collect();
+            scanner
+                .scan(|theirs, tag_run| theirs == instance && by_tag.contains_key(&tag_run))
+                .into_iter()
+                .filter_map(|process| {
+                    let &(run, pgid) = by_tag.get(&process.run)?;
+                    (i64::from(process.pgid) != i64::from(pgid)).then_some((run, process))
+                })
+                .collect()
+        }
+
+        /// `SIGKILL` for everything in `run`'s cgroup, if it has one.
+        pub fn kill_cgroup(&self, run: RunId) {
+            if let Some(cgroup) = self.run_cgroups.get(&run) {
+                let _ = cgroup.kill();
+            }
+        }
+
+        /// Every escaped process of a released `run` is gone: its cgroup can go.
+        pub fn remove_cgroup_if_empty(&mut self, run: RunId) {
+            if self.groups.contains_key(&run) {
+                return;
+            }
+            if let Some(cgroup) = self.run_cgroups.get(&run)
+                && cgroup.remove().is_ok()
+            {
+                self.run_cgroups.remove(&run);
+            }
+        }
+
+        /// After SIGCHLD: reaps the tasks' orphans (never a run leader: `keep` says which
+        /// those are, nor the watchdog), and replaces a watchdog that died.
+        pub fn child_exited(&mut self, mut keep: impl FnMut(i32) -> bool) {
+            let watchdog = self.watchdog_pid();
+            if self.subreaper {
+                let _ = tree::reap_orphans(|pid| Some(pid) == watchdog || keep(pid));
+            }
+            let died = match &mut self.watchdog {
+                Some(watchdog) => matches!(watchdog.try_reap(), Ok(Some(_))),
+                None => false,
+            };
+            if died {
+                eprintln!("proc-mcp: the watchdog died; starting a new one");
+                self.watchdog = None;
+                if let (Some(exe), Some(instance)) = (&self.watchdog_exe, &self.instance) {
+                    let parent = self.server_cgroup.as_ref().map(Cgroup::path);
+                    self.watchdog = Watchdog::spawn(exe, instance, parent).ok();
+                    if let Some(watchdog) = &mut self.watchdog {
+                        for pgid in self.groups.values() {
+                            let _ = watchdog.watch_group(*pgid);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// A clean exit: every task was stopped. Removes the cgroups and dismisses the
+        /// watchdog.
+        pub fn finish(mut self) {
+            let runs: BTreeSet<RunId> = self.run_cgroups.keys().copied().collect();
+            for run in runs {
+                self.kill_cgroup(run);
+            }
+            if let Some(server) = self.server_cgroup.take() {
+                let _ = server.kill();
+                let _ = server.wait_empty(Duration::from_secs(1));
+                let _ = server.remove_tree();
+            }
+            if let Some(watchdog) = self.watchdog.take()
+                && let Err(err) = watchdog.disarm(DISARM_TIMEOUT)
+            {
+                eprintln!("proc-mcp: the watchdog did not take its leave: {err}");
+            }
+        }
+    }
+}
