@@ -228,27 +228,45 @@ mod linux {
             self.remove_cgroup_if_empty(run);
         }
 
-        /// Every process tagged with one of `runs` that is not in that run's process group.
+        /// Every process of one of `runs` (with its process group) that is not in that run's
+        /// process group: the members of the run's cgroup where it has one (which finds even
+        /// processes that cleared their environment, and costs a read of one file), else the
+        /// processes carrying the run's tag (one scan of `/proc` for all such runs).
         pub fn sweep(&mut self, runs: &BTreeMap<RunId, u32>) -> Vec<(RunId, TaggedProcess)> {
-            let (Some(instance), Some(scanner)) = (&self.instance, &mut self.scanner) else {
+            let (Some(instance), Some(scanner)) = (self.instance, &mut self.scanner) else {
                 return Vec::new();
             };
-            let by_tag: BTreeMap<u64, (RunId, u32)> = runs
-                .iter()
-                .map(|(&run, &pgid)| {
-                    let tag_run =
-                        (self.session << SESSION_SHIFT) | (run.0 & ((1 << SESSION_SHIFT) - 1));
-                    (tag_run, (run, pgid))
-                })
-                .collect();
-            scanner
-                .scan(|theirs, tag_run| theirs == instance && by_tag.contains_key(&tag_run))
-                .into_iter()
-                .filter_map(|process| {
-                    let &(run, pgid) = by_tag.get(&process.run)?;
-                    (i64::from(process.pgid) != i64::from(pgid)).then_some((run, process))
-                })
-                .collect()
+            let mut found = Vec::new();
+            let mut by_tag: BTreeMap<u64, (RunId, u32)> = BTreeMap::new();
+            for (&run, &pgid) in runs {
+                let tag_run =
+                    (self.session << SESSION_SHIFT) | (run.0 & ((1 << SESSION_SHIFT) - 1));
+                match self.run_cgroups.get(&run).map(Cgroup::procs) {
+                    Some(Ok(pids)) => found.extend(
+                        pids.into_iter()
+                            .filter_map(|pid| scanner.describe(pid, instance, tag_run))
+                            .map(|process| (run, process)),
+                    ),
+                    _ => {
+                        by_tag.insert(tag_run, (run, pgid));
+                    }
+                }
+            }
+            if !by_tag.is_empty() {
+                found.extend(
+                    scanner
+                        .scan(|theirs, tag_run| {
+                            *theirs == instance && by_tag.contains_key(&tag_run)
+                        })
+                        .into_iter()
+                        .filter_map(|process| Some((by_tag.get(&process.run)?.0, process))),
+                );
+            }
+            found.retain(|(run, process)| {
+                runs.get(run)
+                    .is_some_and(|&pgid| i64::from(process.pgid) != i64::from(pgid))
+            });
+            found
         }
 
         /// `SIGKILL` for everything in `run`'s cgroup, if it has one.

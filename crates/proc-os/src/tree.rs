@@ -299,6 +299,29 @@ impl Scanner {
         if find_tag(&self.buf)? != (instance, run) {
             return None;
         }
+        self.details(pid, dir, instance, run)
+    }
+
+    /// What [`Scanner::scan`] would report about `pid`, for a process known to belong to
+    /// `instance`'s run `run` by other means (it is in the run's cgroup) whether or not it
+    /// carries the tag (it may have cleared its environment). `None` if it is gone, a zombie,
+    /// or another user's.
+    pub fn describe(&mut self, pid: i32, instance: Instance, run: u64) -> Option<TaggedProcess> {
+        if pid == self.own_pid {
+            return None;
+        }
+        let dir = self.open_relative(None, pid, None).ok()?;
+        self.details(pid, dir, instance, run)
+    }
+
+    /// The rest of a process's report, read through its `/proc/<pid>` directory `dir`.
+    fn details(
+        &mut self,
+        pid: i32,
+        dir: OwnedFd,
+        instance: Instance,
+        run: u64,
+    ) -> Option<TaggedProcess> {
         let stat = self
             .open_relative(Some(dir.as_fd()), pid, Some("stat"))
             .ok()?;
