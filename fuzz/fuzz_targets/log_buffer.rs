@@ -59,13 +59,13 @@ struct Input {
 /// The most heap a buffer with these limits holds beyond its retained cost, per the module
 /// docs: two pending partial lines of capacity at most `max(max_line_bytes, 1) + 2`, and per
 /// ring (text, index) less than 3 blocks of `B` bytes plus a block table of at most
-/// `⌈budget / B⌉ + 1` pointers.
+/// `⌈budget / B⌉ + 2` pointers.
 fn documented_overhead(limits: LogLimits) -> usize {
     let budget = limits.budget_bytes;
     let block = 1 << (budget / 8).clamp(64, 16 << 10).ilog2();
     let pointer = size_of::<Box<[u8]>>();
     let pending = 2 * (limits.max_line_bytes.max(1) + 2);
-    pending + 2 * (3 * block + pointer * (budget.div_ceil(block) + 1))
+    pending + 2 * (3 * block + pointer * (budget.div_ceil(block) + 2))
 }
 
 /// A few patterns, so that the fuzzer can find matches without writing regexes (compiled once:
