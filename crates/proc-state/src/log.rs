@@ -534,11 +534,11 @@ impl LogBuffer {
     fn complete(&self, n: u64) -> Option<(Stream, Cow<'_, [u8]>)> {
         let i = n.checked_sub(self.first_retained())?;
         let pos = self.index.start().checked_add(i)?;
-        let entry = self.index.get(pos)?;
-        let start = if i == 0 {
-            self.text.start()
-        } else {
-            self.index.get(pos - 1)?.end()
+        // The line starts where the previous one ends, usually in the same index block.
+        let (start, entry) = match i.checked_sub(1).map(|_| self.index.run_from(pos - 1)) {
+            None => (self.text.start(), self.index.get(pos)?),
+            Some([previous, entry, ..]) => (previous.end(), *entry),
+            Some(_) => (self.index.get(pos - 1)?.end(), self.index.get(pos)?),
         };
         Some((entry.stream(), self.text.slice(start..entry.end())?))
     }
@@ -947,6 +947,7 @@ impl<T: Copy + Default> Ring<T> {
 
     /// The live elements from `pos` to the end of its block or of the ring, whichever comes
     /// first; empty when `pos` is not live.
+    #[inline]
     fn run_from(&self, pos: u64) -> &[T] {
         if !(self.start..self.end).contains(&pos) {
             return &[];
@@ -974,19 +975,21 @@ impl<T: Copy + Default> Ring<T> {
     }
 
     /// The live elements at `range`: borrowed when they lie in one block, else copied.
+    #[inline]
     fn slice(&self, range: Range<u64>) -> Option<Cow<'_, [T]>> {
         if range.start < self.start || range.end > self.end || range.start > range.end {
             return None;
         }
-        if range.is_empty() {
-            return Some(Cow::Borrowed(&[]));
-        }
-        let offset = (range.start & self.mask()) as usize;
         let len = (range.end - range.start) as usize;
-        if range.start >> self.shift == (range.end - 1) >> self.shift {
-            let block = self.block(range.start >> self.shift)?;
-            return block.get(offset..offset + len).map(Cow::Borrowed);
+        match self.run_from(range.start).get(..len) {
+            Some(within_a_block) => Some(Cow::Borrowed(within_a_block)),
+            None => self.joined(range),
         }
+    }
+
+    /// [`Ring::slice`] of a live `range` that spans blocks.
+    fn joined(&self, range: Range<u64>) -> Option<Cow<'_, [T]>> {
+        let len = (range.end - range.start) as usize;
         let mut joined = Vec::with_capacity(len);
         let mut pos = range.start;
         while pos < range.end {
