@@ -48,8 +48,8 @@
 //! unused in its oldest block and less than `B` in its newest, one spare block, and a block
 //! table that never has more slots than the ring can need at once (eviction is batched, so a
 //! call may go one block over the budget before it returns). With the default limits the
-//! constant is 104 KiB (2.5% of the budget). [`LogBuffer::evict_to`] also frees the spare blocks
-//! and shrinks the block tables to what is in use.
+//! constant is about 104 KiB (2.5% of the budget). [`LogBuffer::evict_to`] also frees the spare
+//! blocks and shrinks the block tables to what is in use.
 
 use core::ops::Range;
 use std::borrow::Cow;
