@@ -49,7 +49,7 @@
 //! table that never has more slots than the ring can need at once (eviction is batched, so a
 //! call may go one block over the budget before it returns). With the default limits the
 //! constant is about 104 KiB (2.5% of the budget). [`LogBuffer::evict_to`] also frees the spare
-//! blocks and shrinks the block tables to what is in use.
+//! blocks, and shrinks the block tables and the pending partial lines to what is in use.
 
 use core::ops::Range;
 use std::borrow::Cow;
@@ -329,13 +329,16 @@ impl LogBuffer {
     /// `max_cost` bytes (same units: text plus [`INDEX_ENTRY_BYTES`] per line), as the budget
     /// does: they count in [`dropped_lines`](Self::dropped_lines), and the retained lines stay
     /// the newest ones. Returns how many lines it evicted (0 when the cost was already within
-    /// `max_cost`). Also frees the blocks kept for reuse, so that the memory of every evicted
-    /// block is returned at once; pending partial lines are untouched. The budget is unchanged:
+    /// `max_cost`). Also frees what is kept for reuse: spare blocks, and the capacity of the
+    /// pending partial lines beyond their length (their bytes stay). The budget is unchanged:
     /// later output may fill the buffer up to it again.
     pub fn evict_to(&mut self, max_cost: usize) -> u64 {
         let evicted = self.evict(self.retained_cost().saturating_sub(max_cost));
         self.text.trim();
         self.index.trim();
+        for pending in &mut self.pending {
+            pending.shrink_to_fit();
+        }
         evicted
     }
 
@@ -1770,6 +1773,26 @@ mod tests {
     }
 
     #[test]
+    fn evict_to_frees_what_is_kept_for_reuse() {
+        let mut log = LogBuffer::new(LogLimits::default());
+        log.push(Stdout, &[b'x'; 40_000]);
+        log.push(Stdout, b"\nshort");
+        assert!(
+            pending_capacity(&log) >= 40_000,
+            "kept for the next partial line"
+        );
+        log.evict_to(usize::MAX);
+        assert_eq!(pending_capacity(&log), "short".len());
+        let page = log.read(&everything());
+        let lengths: Vec<usize> = page.lines.iter().map(|l| l.text.len()).collect();
+        assert_eq!(lengths, [40_000, "short".len()], "the lines stay");
+        assert!(log.text.spare.is_none() && log.index.spare.is_none());
+        let tables = (log.text.blocks.len() + log.index.blocks.len()) * size_of::<Box<[u8]>>();
+        let blocks = log.text.capacity() + log.index.capacity() * INDEX_ENTRY_BYTES;
+        assert_eq!(log.allocated_bytes(), blocks + tables + "short".len());
+    }
+
+    #[test]
     fn evict_to_counts_evicted_lines_as_dropped() {
         let mut log = numbered(10);
         let line_cost = 1 + INDEX_ENTRY_BYTES;
@@ -2432,7 +2455,9 @@ mod tests {
                     MemOp::EvictTo(permille) => {
                         let max_cost = limits.0.budget_bytes / 1000 * usize::from(*permille);
                         log.evict_to(max_cost);
-                        let spares = log.text.spare.is_some() || log.index.spare.is_some();
+                        let spares = log.text.spare.is_some()
+                            || log.index.spare.is_some()
+                            || log.pending.iter().any(|p| p.capacity() > p.len());
                         if log.retained_cost() > max_cost || spares {
                             return TestResult::error(format!("after op {step}: {log:?}"));
                         }
