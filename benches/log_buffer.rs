@@ -2,7 +2,7 @@
 //!
 //! - `ingest/*`: raw output pushed in 64 KiB chunks (a pipe read's size) into a buffer that is
 //!   already full, so every push also evicts (the steady state of a chatty task). Throughput is
-//!   in bytes of output.
+//!   in bytes of output. `yes_2B_lines` is `yes`: one-byte lines, the most index per byte.
 //! - `read/*`: the `logs` tool's typical reads of a full 4 MiB buffer of ~80-byte lines.
 //!
 //! Run with `cargo bench --bench log_buffer` (about 30 s).
@@ -54,6 +54,11 @@ fn short_output(len: usize) -> Vec<u8> {
     out
 }
 
+/// About `len` bytes of `yes` output: `y\n` over and over.
+fn yes_output(len: usize) -> Vec<u8> {
+    b"y\n".repeat(len / 2)
+}
+
 /// 64 KiB chunks of `output`; lines straddle chunk boundaries as they do in pipe reads.
 fn chunks(output: &[u8]) -> Vec<&[u8]> {
     output.chunks(CHUNK).filter(|c| c.len() == CHUNK).collect()
@@ -72,9 +77,14 @@ fn full_buffer(output: &[u8]) -> LogBuffer {
 fn ingest(c: &mut Criterion) {
     let typical = typical_output(2 * BUDGET);
     let short = short_output(2 * BUDGET);
+    let yes = yes_output(2 * BUDGET);
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Bytes(CHUNK as u64));
-    for (name, output) in [("typical_80B_lines", &typical), ("short_8B_lines", &short)] {
+    for (name, output) in [
+        ("typical_80B_lines", &typical),
+        ("short_8B_lines", &short),
+        ("yes_2B_lines", &yes),
+    ] {
         let chunks = chunks(output);
         let mut log = full_buffer(output);
         let mut next = 0;

@@ -1,7 +1,8 @@
-//! Drives one `LogBuffer` with small limits through an arbitrary list of pushes, closes and
-//! reads, and checks its invariants after every step: the budget holds, cursors only move
-//! forward and stay consistent, and reads never panic and return strictly increasing lines
-//! within `max_bytes`.
+//! Drives one `LogBuffer` with small limits through an arbitrary list of pushes, closes,
+//! evictions on demand and reads, and checks its invariants after every step: the budget holds,
+//! the heap stays within the bound of the module docs, cursors only move forward and stay
+//! consistent, `evict_to` evicts down to its cost and counts what it evicted, and reads never
+//! panic and return strictly increasing lines within `max_bytes`.
 
 #![no_main]
 
@@ -42,14 +43,29 @@ struct Read {
 enum Op {
     Push(Which, Vec<u8>),
     Close(Which),
+    EvictTo(u16),
     Read(Read),
 }
 
 #[derive(Arbitrary, Debug)]
 struct Input {
     budget_bytes: u8,
+    /// The budget is `budget_bytes << (budget_scale % 8)`: up to 32 KiB, blocks up to 2 KiB.
+    budget_scale: u8,
     max_line_bytes: u8,
     ops: Vec<Op>,
+}
+
+/// The most heap a buffer with these limits holds beyond its retained cost, per the module
+/// docs: two pending partial lines of capacity at most `max(max_line_bytes, 1) + 2`, and per
+/// ring (text, index) less than 3 blocks of `B` bytes plus a block table of at most
+/// `⌈budget / B⌉ + 2` pointers.
+fn documented_overhead(limits: LogLimits) -> usize {
+    let budget = limits.budget_bytes;
+    let block = 1 << (budget / 8).clamp(64, 16 << 10).ilog2();
+    let pointer = size_of::<Box<[u8]>>();
+    let pending = 2 * (limits.max_line_bytes.max(1) + 2);
+    pending + 2 * (3 * block + pointer * (budget.div_ceil(block) + 2))
 }
 
 /// A few patterns, so that the fuzzer can find matches without writing regexes (compiled once:
@@ -63,7 +79,7 @@ static PATTERNS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 
 fuzz_target!(|input: Input| {
     let limits = LogLimits {
-        budget_bytes: usize::from(input.budget_bytes),
+        budget_bytes: usize::from(input.budget_bytes) << (input.budget_scale % 8),
         max_line_bytes: usize::from(input.max_line_bytes % 32),
     };
     let patterns = &*PATTERNS;
@@ -81,6 +97,13 @@ fuzz_target!(|input: Input| {
                 let done = log.close(which.stream());
                 assert_eq!(done, before.0..log.next_cursor());
                 assert!(done.end - done.start <= 1);
+            }
+            Op::EvictTo(max_cost) => {
+                let max_cost = usize::from(*max_cost);
+                let evicted = log.evict_to(max_cost);
+                assert!(log.retained_cost() <= max_cost, "evict_to left too much");
+                assert_eq!(log.first_retained(), before.1 + evicted, "evicted count");
+                assert_eq!(log.next_cursor(), before.0);
             }
             Op::Read(read) => {
                 let grep = read
@@ -128,6 +151,13 @@ fuzz_target!(|input: Input| {
             "cursors"
         );
         assert!(log.retained_cost() <= limits.budget_bytes, "over budget");
+        let allocated = log.allocated_bytes();
+        assert!(allocated >= log.retained_cost(), "cost not all in memory");
+        assert!(
+            allocated <= log.retained_cost() + documented_overhead(limits),
+            "{allocated} bytes held for a cost of {}",
+            log.retained_cost()
+        );
         assert_eq!(log.dropped_lines(), first);
         assert_eq!(log.total_lines(), next);
         assert_eq!(log.total_bytes(), pushed);

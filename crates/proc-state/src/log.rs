@@ -26,14 +26,30 @@
 //! index); that cost never exceeds [`LogLimits::budget_bytes`]: the oldest lines are evicted to
 //! make room and counted in [`LogBuffer::dropped_lines`]. A line whose cost alone exceeds the
 //! budget is dropped as soon as it completes (with every older line, so that retained lines stay
-//! contiguous). The two pending partial lines are *not* part of the budget; each holds at most
-//! `max_line_bytes + 1` bytes between calls (`+ 2` while a push is split), and its allocation
-//! is freed by [`LogBuffer::close`].
+//! contiguous). [`LogBuffer::evict_to`] evicts the same way, on demand, to a lower cost. The two
+//! pending partial lines are *not* part of the budget; each holds at most `max_line_bytes + 1`
+//! bytes between calls (`+ 2` while a push is split), its capacity is at most
+//! `max(max_line_bytes, 1) + 2` bytes, and its allocation is freed by [`LogBuffer::close`].
 //!
-//! Nothing is allocated until output arrives. Allocated capacity grows geometrically but is
-//! capped at `budget_bytes` for the text ring and at `budget_bytes` for the index, so a
-//! buffer's memory stays near its budget (at worst about twice it, after a run of long lines
-//! followed by a run of empty ones).
+//! The text and the index are each stored in a ring of fixed-size blocks of `B` bytes (an
+//! index block holds `B / INDEX_ENTRY_BYTES` entries), where `B` is `budget_bytes / 8` rounded
+//! down to a power of two, but at least 64 bytes and at most 16 KiB (so 16 KiB for every budget
+//! from 128 KiB on, the default's included). A block is allocated when the first byte (or entry)
+//! is written into it and freed as soon as eviction passes its last one; each ring keeps at
+//! most one freed block as a spare for its next allocation. Nothing is allocated until output
+//! arrives. Hence the heap a buffer holds, [`LogBuffer::allocated_bytes`], is always at most
+//!
+//! ```text
+//! retained_cost() + C_stdout + C_stderr + 2 × (3 × B + P × (⌈budget_bytes / B⌉ + 2))
+//! ```
+//!
+//! where `C_*` are the capacities of the pending partial lines and `P` is the size of a block
+//! pointer (`size_of::<Box<[u8]>>()`, 16 bytes on 64-bit targets). Per ring: less than `B`
+//! unused in its oldest block and less than `B` in its newest, one spare block, and a block
+//! table that never has more slots than the ring can need at once (eviction is batched, so a
+//! call may go one block over the budget before it returns). With the default limits the
+//! constant is about 104 KiB (2.5% of the budget). [`LogBuffer::evict_to`] also frees the spare
+//! blocks, and shrinks the block tables and the pending partial lines to what is in use.
 
 use core::ops::Range;
 use std::borrow::Cow;
@@ -77,18 +93,17 @@ impl Default for LogLimits {
     }
 }
 
-/// One task's output: a byte ring of retained lines, their index, and a pending partial line
-/// per stream. See the [module docs](self) for the rules.
+/// One task's output: a block ring of retained line texts, one of their index entries, and a
+/// pending partial line per stream. See the [module docs](self) for the rules.
 #[derive(Clone, Debug)]
 pub struct LogBuffer {
     limits: LogLimits,
     /// The texts of the retained complete lines, oldest first, back to back (no separators).
-    text: VecDeque<u8>,
-    /// One entry per retained complete line, oldest first; `index[i]` is line
-    /// `first_retained() + i`.
-    index: VecDeque<IndexEntry>,
-    /// Offset of `text[0]` in the stream of all bytes ever stored in `text` (evicted included).
-    text_start: u64,
+    /// Positions are offsets in the stream of all text ever stored (evicted included).
+    text: Ring<u8>,
+    /// One entry per retained complete line, oldest first; the entry at position
+    /// `index.start() + i` is line `first_retained() + i`.
+    index: Ring<IndexEntry>,
     /// Number the next complete line gets; also the count of complete lines so far.
     next_cursor: u64,
     /// Raw bytes ever pushed, newlines included.
@@ -100,7 +115,7 @@ pub struct LogBuffer {
 /// A line-index entry: the offset one past the line's last byte in the stream of all stored
 /// text (the line starts where the previous one ends), with the stream in the low bit.
 /// Packed into 8 bytes because short lines (`seq`) would otherwise cost more in index than text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct IndexEntry(u64);
 
 impl IndexEntry {
@@ -209,11 +224,12 @@ pub struct Page {
 impl LogBuffer {
     /// An empty buffer. Allocates nothing until output arrives.
     pub fn new(limits: LogLimits) -> Self {
+        let block = block_bytes(limits.budget_bytes);
+        let max_blocks = max_blocks(limits.budget_bytes);
         Self {
             limits,
-            text: VecDeque::new(),
-            index: VecDeque::new(),
-            text_start: 0,
+            text: Ring::new(block.trailing_zeros(), max_blocks),
+            index: Ring::new((block / INDEX_ENTRY_BYTES).trailing_zeros(), max_blocks),
             next_cursor: 0,
             total_bytes: 0,
             pending: [Vec::new(), Vec::new()],
@@ -232,12 +248,24 @@ impl LogBuffer {
         let first = self.next_cursor;
         self.total_bytes = self.total_bytes.saturating_add(bytes.len() as u64);
         let mut rest = bytes;
-        while let Some(i) = memchr::memchr(b'\n', rest) {
+        // Short lines are found faster without memchr; lines tend to be like the previous one.
+        let mut short = true;
+        loop {
+            let newline = if short {
+                find_short_line(rest)
+            } else {
+                memchr::memchr(b'\n', rest)
+            };
+            let Some(i) = newline else {
+                break;
+            };
+            short = i < 8;
             let (line, after) = rest.split_at(i);
             self.finish_line(stream, line);
             rest = after.get(1..).unwrap_or_default();
         }
         self.extend_pending(stream, rest);
+        self.enforce_budget();
         first..self.next_cursor
     }
 
@@ -250,6 +278,7 @@ impl LogBuffer {
         if !pending.is_empty() {
             self.emit_split(stream, strip_cr(&pending));
         }
+        self.enforce_budget();
         first..self.next_cursor
     }
 
@@ -284,6 +313,33 @@ impl LogBuffer {
     /// retained line. Never above [`LogLimits::budget_bytes`].
     pub fn retained_cost(&self) -> usize {
         self.text.len() + INDEX_ENTRY_BYTES * self.index.len()
+    }
+
+    /// Heap bytes this buffer holds now: its text and index blocks (spares included), their
+    /// block tables, and the capacities of the pending partial lines. Not the `LogBuffer` value
+    /// itself. At most `retained_cost()` plus the pending capacities plus a constant set by the
+    /// limits (see the [module docs](self#memory)).
+    pub fn allocated_bytes(&self) -> usize {
+        self.text.allocated_bytes()
+            + self.index.allocated_bytes()
+            + self.pending.iter().map(Vec::capacity).sum::<usize>()
+    }
+
+    /// Evicts the oldest complete lines until [`retained_cost`](Self::retained_cost) is at most
+    /// `max_cost` bytes (same units: text plus [`INDEX_ENTRY_BYTES`] per line), as the budget
+    /// does: they count in [`dropped_lines`](Self::dropped_lines), and the retained lines stay
+    /// the newest ones. Returns how many lines it evicted (0 when the cost was already within
+    /// `max_cost`). Also frees what is kept for reuse: spare blocks, and the capacity of the
+    /// pending partial lines beyond their length (their bytes stay). The budget is unchanged:
+    /// later output may fill the buffer up to it again.
+    pub fn evict_to(&mut self, max_cost: usize) -> u64 {
+        let evicted = self.evict(self.retained_cost().saturating_sub(max_cost));
+        self.text.trim();
+        self.index.trim();
+        for pending in &mut self.pending {
+            pending.shrink_to_fit();
+        }
+        evicted
     }
 
     /// Retained complete line `n`, rendered as for a model (`raw: false`); `None` when it was
@@ -411,47 +467,64 @@ impl LogBuffer {
         self.emit(stream, line);
     }
 
-    /// Numbers and stores one complete line of at most `max_line_bytes`, evicting as needed.
+    /// Numbers and stores one complete line of at most `max_line_bytes`.
+    ///
+    /// Evicts in batches: while a call runs, the retained cost may exceed the budget by up to
+    /// one block, and [`enforce_budget`](Self::enforce_budget) evicts the excess before the
+    /// call returns. Since the retained lines are always the longest run of newest lines that
+    /// fits, this retains the same lines as evicting for every line, for less work per line.
     fn emit(&mut self, stream: Stream, line: &[u8]) {
         self.next_cursor += 1;
         let budget = self.limits.budget_bytes;
         let cost = line.len().saturating_add(INDEX_ENTRY_BYTES);
         if cost > budget {
             // It can never fit: drop it, and everything older so retained lines stay contiguous.
-            self.text_start += self.text.len() as u64;
             self.text.clear();
             self.index.clear();
             return;
         }
-        self.evict(
-            self.retained_cost()
-                .saturating_add(cost)
-                .saturating_sub(budget),
-        );
-        reserve_deque_capped(&mut self.text, line.len(), budget, 1024);
-        reserve_deque_capped(&mut self.index, 1, budget / INDEX_ENTRY_BYTES, 64);
-        self.text.extend(line);
-        let end = self.text_start + self.text.len() as u64;
-        self.index.push_back(IndexEntry::new(end, stream));
+        let after = self.retained_cost().saturating_add(cost);
+        if after > budget.saturating_add(self.text.block_len()) {
+            self.evict(after - budget);
+        }
+        self.text.extend_from_slice(line);
+        self.index.push(IndexEntry::new(self.text.end(), stream));
     }
 
-    /// Evicts the fewest oldest lines whose cost is at least `excess` bytes.
-    fn evict(&mut self, mut excess: usize) {
-        let mut lines = 0;
-        let mut end = self.text_start;
-        for entry in &self.index {
-            if excess == 0 {
+    /// Evicts the lines over the budget (see [`emit`](Self::emit)).
+    fn enforce_budget(&mut self) {
+        let excess = self
+            .retained_cost()
+            .saturating_sub(self.limits.budget_bytes);
+        if excess > 0 {
+            self.evict(excess);
+        }
+    }
+
+    /// Evicts the fewest oldest lines whose cost is at least `excess` bytes (all of them when
+    /// they cost less); returns how many.
+    fn evict(&mut self, mut excess: usize) -> u64 {
+        let mut pos = self.index.start();
+        let mut end = self.text.start();
+        'runs: while excess > 0 {
+            let run = self.index.run_from(pos);
+            if run.is_empty() {
                 break;
             }
-            let len = (entry.end() - end) as usize;
-            excess = excess.saturating_sub(len + INDEX_ENTRY_BYTES);
-            end = entry.end();
-            lines += 1;
+            for entry in run {
+                let len = (entry.end() - end) as usize;
+                excess = excess.saturating_sub(len + INDEX_ENTRY_BYTES);
+                end = entry.end();
+                pos += 1;
+                if excess == 0 {
+                    break 'runs;
+                }
+            }
         }
-        let bytes = (end - self.text_start) as usize;
-        self.index.drain(..lines);
-        self.text.drain(..bytes);
-        self.text_start = end;
+        let lines = pos - self.index.start();
+        self.index.advance_to(pos);
+        self.text.advance_to(end);
+        lines
     }
 
     fn max_line(&self) -> usize {
@@ -460,28 +533,17 @@ impl LogBuffer {
 
     // ---- read ----
 
-    /// Stream and raw bytes of retained complete line `n`; borrowed unless it wraps the ring.
+    /// Stream and raw bytes of retained complete line `n`; borrowed unless it spans blocks.
     fn complete(&self, n: u64) -> Option<(Stream, Cow<'_, [u8]>)> {
-        let i = usize::try_from(n.checked_sub(self.first_retained())?).ok()?;
-        let entry = *self.index.get(i)?;
-        let start = match i.checked_sub(1) {
-            Some(prev) => self.index.get(prev)?.end(),
-            None => self.text_start,
+        let i = n.checked_sub(self.first_retained())?;
+        let pos = self.index.start().checked_add(i)?;
+        // The line starts where the previous one ends, usually in the same index block.
+        let (start, entry) = match i.checked_sub(1).map(|_| self.index.run_from(pos - 1)) {
+            None => (self.text.start(), self.index.get(pos)?),
+            Some([previous, entry, ..]) => (previous.end(), *entry),
+            Some(_) => (self.index.get(pos - 1)?.end(), self.index.get(pos)?),
         };
-        let start = usize::try_from(start - self.text_start).ok()?;
-        let end = usize::try_from(entry.end() - self.text_start).ok()?;
-        let (front, back) = self.text.as_slices();
-        let bytes = if end <= front.len() {
-            Cow::Borrowed(front.get(start..end)?)
-        } else if start >= front.len() {
-            Cow::Borrowed(back.get(start - front.len()..end - front.len())?)
-        } else {
-            let mut joined = Vec::with_capacity(end - start);
-            joined.extend_from_slice(front.get(start..)?);
-            joined.extend_from_slice(back.get(..end - front.len())?);
-            Cow::Owned(joined)
-        };
-        Some((entry.stream(), bytes))
+        Some((entry.stream(), self.text.slice(start..entry.end())?))
     }
 
     /// The pending partial lines as read candidates: stdout's first, numbered from
@@ -691,6 +753,27 @@ fn must_split(buf: &[u8], max: usize) -> bool {
     buf.len() > max && !(buf.len() == max + 1 && buf.last() == Some(&b'\r'))
 }
 
+/// Index of the first `\n` in `bytes`, like `memchr`, but looking at the first 8 bytes in a
+/// register first: `memchr`'s per-call setup costs more than finding a short line (`seq`, `yes`).
+#[inline]
+fn find_short_line(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let Some(head) = bytes.first_chunk::<8>() else {
+        return memchr::memchr(b'\n', bytes);
+    };
+    // A byte of `x` is 0 where `head` has a `\n`; the lowest flagged byte is the first zero
+    // byte (flags above it may be false positives, from the borrow).
+    let x = u64::from_le_bytes(*head) ^ NEWLINES;
+    let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+    if zeros != 0 {
+        return Some((zeros.trailing_zeros() / 8) as usize);
+    }
+    let rest = bytes.get(8..).unwrap_or_default();
+    memchr::memchr(b'\n', rest).map(|i| i + 8)
+}
+
 fn is_continuation(b: u8) -> bool {
     b & 0b1100_0000 == 0b1000_0000
 }
@@ -748,22 +831,8 @@ fn reuse(mut buf: Vec<u8>) -> Vec<u8> {
     buf
 }
 
-/// Makes room for `additional` more elements, growing geometrically (from at least `min`) but
-/// never past `cap` elements unless the content itself needs more.
-fn reserve_deque_capped<T>(deque: &mut VecDeque<T>, additional: usize, cap: usize, min: usize) {
-    let needed = deque.len().saturating_add(additional);
-    if needed > deque.capacity() {
-        let target = deque
-            .capacity()
-            .saturating_mul(2)
-            .max(min)
-            .min(cap)
-            .max(needed);
-        deque.reserve_exact(target - deque.len());
-    }
-}
-
-/// [`reserve_deque_capped`] for a `Vec<u8>`, from at least 64 bytes.
+/// Makes room for `additional` more bytes, growing geometrically from at least 64 bytes, but
+/// never past `cap` bytes unless the content itself needs more.
 fn reserve_vec_capped(vec: &mut Vec<u8>, additional: usize, cap: usize) {
     let needed = vec.len().saturating_add(additional);
     if needed > vec.capacity() {
@@ -774,6 +843,306 @@ fn reserve_vec_capped(vec: &mut Vec<u8>, additional: usize, cap: usize) {
             .min(cap)
             .max(needed);
         vec.reserve_exact(target - vec.len());
+    }
+}
+
+/// Smallest block of a [`Ring`], in bytes.
+const MIN_BLOCK_BYTES: usize = 64;
+
+/// Largest block of a [`Ring`], in bytes: large enough that a block's allocation is cheap per
+/// line, small enough that a few partly used blocks are little next to a budget of megabytes.
+const MAX_BLOCK_BYTES: usize = 16 << 10;
+
+/// The block size `B` of a buffer with this budget, in bytes: `budget_bytes / 8` rounded down
+/// to a power of two, within [`MIN_BLOCK_BYTES`]`..=`[`MAX_BLOCK_BYTES`]. A power of two of at
+/// least [`INDEX_ENTRY_BYTES`], so that it holds a whole number of index entries.
+fn block_bytes(budget_bytes: usize) -> usize {
+    let bytes = (budget_bytes / 8).clamp(MIN_BLOCK_BYTES, MAX_BLOCK_BYTES);
+    1 << bytes.ilog2()
+}
+
+/// Most blocks either ring of a buffer with this budget holds at once (spare not included):
+/// `n` bytes of text or of index entries, starting anywhere in a block, span at most
+/// `⌈n / B⌉ + 1` blocks, and `n ≤ budget_bytes + B` (the budget is exceeded by up to a block
+/// while a call runs, see [`LogBuffer::emit`]).
+fn max_blocks(budget_bytes: usize) -> usize {
+    budget_bytes.div_ceil(block_bytes(budget_bytes)) + 2
+}
+
+/// A queue of `T`s stored in blocks of `1 << shift` elements. Each element ever pushed has a
+/// *position*: 0, 1, 2, … in push order, never reused. Position `p` lives in block
+/// `p >> shift` (its *block number*) at `p & mask`, so the live elements `start..end` occupy
+/// the blocks numbered `start >> shift ..= (end - 1) >> shift`, and only those are held: a block
+/// is allocated when its first element is written and freed when [`Ring::advance_to`] passes its
+/// last one. One freed block is kept as a spare for the next allocation.
+#[derive(Clone)]
+struct Ring<T> {
+    /// The held blocks, oldest first; `blocks[i]` has block number `first_block + i`. Empty when
+    /// the ring is.
+    blocks: VecDeque<Box<[T]>>,
+    /// Block number of `blocks[0]`.
+    first_block: u64,
+    /// Position of the oldest live element.
+    start: u64,
+    /// Position the next pushed element gets.
+    end: u64,
+    /// log2 of the block length, in elements.
+    shift: u32,
+    /// Bound on the capacity of `blocks`: the most blocks the ring can need at once.
+    max_blocks: usize,
+    /// A freed block, for the next allocation.
+    spare: Option<Box<[T]>>,
+}
+
+impl<T: Copy + Default> Ring<T> {
+    /// An empty ring of blocks of `1 << shift` elements. Allocates nothing.
+    fn new(shift: u32, max_blocks: usize) -> Self {
+        Self {
+            blocks: VecDeque::new(),
+            first_block: 0,
+            start: 0,
+            end: 0,
+            shift,
+            max_blocks,
+            spare: None,
+        }
+    }
+
+    /// Position of the oldest live element (`end()` when empty).
+    fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Position the next pushed element gets.
+    fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Live elements. They fit a budget given in `usize` bytes, so in a `usize`.
+    fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Elements the held blocks can store, spare included.
+    fn capacity(&self) -> usize {
+        (self.blocks.len() + usize::from(self.spare.is_some())) << self.shift
+    }
+
+    /// Heap bytes held: the blocks (spare included) and the block table.
+    fn allocated_bytes(&self) -> usize {
+        self.capacity() * size_of::<T>() + self.blocks.capacity() * size_of::<Box<[T]>>()
+    }
+
+    fn mask(&self) -> u64 {
+        (1 << self.shift) - 1
+    }
+
+    /// The held block numbered `number`.
+    fn block(&self, number: u64) -> Option<&[T]> {
+        let i = usize::try_from(number.checked_sub(self.first_block)?).ok()?;
+        self.blocks.get(i).map(|block| &**block)
+    }
+
+    /// Elements per block.
+    fn block_len(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// The live elements from `pos` to the end of its block or of the ring, whichever comes
+    /// first; empty when `pos` is not live.
+    #[inline]
+    fn run_from(&self, pos: u64) -> &[T] {
+        if !(self.start..self.end).contains(&pos) {
+            return &[];
+        }
+        let i = ((pos >> self.shift) - self.first_block) as usize;
+        let offset = (pos & self.mask()) as usize;
+        let Some(block) = self.blocks.get(i) else {
+            return &[];
+        };
+        let run = block.get(offset..).unwrap_or_default();
+        let live = usize::try_from(self.end - pos).unwrap_or(usize::MAX);
+        run.get(..live).unwrap_or(run)
+    }
+
+    /// The live element at `pos`.
+    #[inline]
+    fn get(&self, pos: u64) -> Option<T> {
+        if !(self.start..self.end).contains(&pos) {
+            return None;
+        }
+        // The ring is not empty, so `blocks[0]` holds `start`, and `pos` is in `blocks[i]`.
+        let i = ((pos >> self.shift) - self.first_block) as usize;
+        let offset = (pos & self.mask()) as usize;
+        self.blocks.get(i)?.get(offset).copied()
+    }
+
+    /// The live elements at `range`: borrowed when they lie in one block, else copied.
+    #[inline]
+    fn slice(&self, range: Range<u64>) -> Option<Cow<'_, [T]>> {
+        if range.start < self.start || range.end > self.end || range.start > range.end {
+            return None;
+        }
+        let len = (range.end - range.start) as usize;
+        match self.run_from(range.start).get(..len) {
+            Some(within_a_block) => Some(Cow::Borrowed(within_a_block)),
+            None => self.joined(range),
+        }
+    }
+
+    /// [`Ring::slice`] of a live `range` that spans blocks.
+    fn joined(&self, range: Range<u64>) -> Option<Cow<'_, [T]>> {
+        let len = (range.end - range.start) as usize;
+        let mut joined = Vec::with_capacity(len);
+        let mut pos = range.start;
+        while pos < range.end {
+            let block = self.block(pos >> self.shift)?;
+            let offset = (pos & self.mask()) as usize;
+            let part = block.get(offset..)?;
+            let part = part.get(..part.len().min((range.end - pos) as usize))?;
+            joined.extend_from_slice(part);
+            pos += part.len() as u64;
+        }
+        Some(Cow::Owned(joined))
+    }
+
+    /// Appends `value`.
+    #[inline]
+    fn push(&mut self, value: T) {
+        let slot = match self.newest_room() {
+            Some(room) => room.first_mut(),
+            None => self.writable().first_mut(),
+        };
+        if let Some(slot) = slot {
+            *slot = value;
+            self.end += 1;
+        }
+    }
+
+    /// Appends `values`, in order.
+    #[inline]
+    fn extend_from_slice(&mut self, values: &[T]) {
+        let room = self
+            .newest_room()
+            .and_then(|room| room.get_mut(..values.len()));
+        match room {
+            Some(room) => {
+                room.copy_from_slice(values);
+                self.end += values.len() as u64;
+            }
+            None => self.extend_across_blocks(values),
+        }
+    }
+
+    /// The free slots after `end` in the newest block, when `end` is inside it (not at a block
+    /// boundary, where the block holding `end` is not allocated yet).
+    #[inline]
+    fn newest_room(&mut self) -> Option<&mut [T]> {
+        let offset = (self.end & self.mask()) as usize;
+        if offset == 0 {
+            return None;
+        }
+        // The ring is not empty (or `blocks` would be) and `end - 1` is in the newest block.
+        self.blocks.back_mut()?.get_mut(offset..)
+    }
+
+    /// [`Ring::extend_from_slice`] when `values` do not fit in the newest block.
+    fn extend_across_blocks(&mut self, mut values: &[T]) {
+        while !values.is_empty() {
+            let room = self.writable();
+            let n = room.len().min(values.len());
+            if n == 0 {
+                debug_assert!(false, "`writable` returned no room");
+                return;
+            }
+            let (head, rest) = values.split_at(n);
+            room[..n].copy_from_slice(head);
+            self.end += n as u64;
+            values = rest;
+        }
+    }
+
+    /// The free slots from `end` to the end of its block, allocating that block if needed.
+    /// Never empty.
+    fn writable(&mut self) -> &mut [T] {
+        let number = self.end >> self.shift;
+        if self.blocks.is_empty() {
+            self.first_block = number;
+        }
+        let i = (number - self.first_block) as usize;
+        if i == self.blocks.len() {
+            let block = self
+                .spare
+                .take()
+                .unwrap_or_else(|| vec![T::default(); 1 << self.shift].into_boxed_slice());
+            if self.blocks.len() == self.blocks.capacity() {
+                // Grow the table geometrically, but never past what the ring can need.
+                let target = (self.blocks.capacity() * 2)
+                    .max(4)
+                    .min(self.max_blocks)
+                    .max(self.blocks.len() + 1);
+                self.blocks.reserve_exact(target - self.blocks.len());
+            }
+            self.blocks.push_back(block);
+        }
+        let offset = (self.end & self.mask()) as usize;
+        match self.blocks.get_mut(i) {
+            Some(block) => block.get_mut(offset..).unwrap_or_default(),
+            None => &mut [],
+        }
+    }
+
+    /// Drops the elements before `pos` (clamped to `start..=end`), freeing the blocks that
+    /// held only those. When the ring becomes empty, every block is freed.
+    #[inline(always)]
+    fn advance_to(&mut self, pos: u64) {
+        self.start = pos.clamp(self.start, self.end);
+        if self.start < self.end && self.start >> self.shift == self.first_block {
+            return;
+        }
+        self.free_passed_blocks();
+    }
+
+    /// Frees the blocks before the one holding `start`, or all of them when the ring is empty.
+    #[inline(never)]
+    fn free_passed_blocks(&mut self) {
+        let keep_from = if self.start == self.end {
+            self.first_block + self.blocks.len() as u64
+        } else {
+            self.start >> self.shift
+        };
+        while self.first_block < keep_from {
+            let Some(block) = self.blocks.pop_front() else {
+                break;
+            };
+            self.first_block += 1;
+            if self.spare.is_none() {
+                self.spare = Some(block);
+            }
+        }
+    }
+
+    /// Drops every element.
+    fn clear(&mut self) {
+        self.advance_to(self.end);
+    }
+
+    /// Frees the spare block and the block table's unused slots.
+    fn trim(&mut self) {
+        self.spare = None;
+        self.blocks.shrink_to_fit();
+    }
+}
+
+impl<T> core::fmt::Debug for Ring<T> {
+    /// The shape, not the contents (which can be megabytes).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ring")
+            .field("positions", &(self.start..self.end))
+            .field("block_len", &(1u64 << self.shift))
+            .field("blocks", &self.blocks.len())
+            .field("spare", &self.spare.is_some())
+            .finish()
     }
 }
 
@@ -1311,6 +1680,164 @@ mod tests {
         assert_eq!(texts(&page), ["line 00048", "line 00049"]);
     }
 
+    // ---- memory ----
+
+    /// The constant of the memory bound, computed from the module docs' formula.
+    fn documented_overhead(budget: usize) -> usize {
+        let mut block = 64;
+        while block * 2 <= (budget / 8).min(16 << 10) {
+            block *= 2;
+        }
+        let pointer = size_of::<Box<[u8]>>();
+        2 * (3 * block + pointer * (budget.div_ceil(block) + 2))
+    }
+
+    fn pending_capacity(log: &LogBuffer) -> usize {
+        log.pending.iter().map(Vec::capacity).sum()
+    }
+
+    /// Blocks a ring holds beyond those its live elements span (spare included).
+    fn idle_blocks<T: Copy + Default>(ring: &Ring<T>) -> usize {
+        let spanned = if ring.start == ring.end {
+            0
+        } else {
+            (((ring.end - 1) >> ring.shift) - (ring.start >> ring.shift) + 1) as usize
+        };
+        (ring.blocks.len() + usize::from(ring.spare.is_some())) - spanned
+    }
+
+    #[rstest]
+    #[case::no_budget(0, 64)]
+    #[case::tiny(511, 64)]
+    #[case::rounded_down(10_000, 1024)]
+    #[case::largest_from_128_kib(128 << 10, 16 << 10)]
+    #[case::default(4 << 20, 16 << 10)]
+    fn block_size_follows_the_budget(#[case] budget: usize, #[case] expected: usize) {
+        assert_eq!(block_bytes(budget), expected);
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn default_overhead_is_104_kib() {
+        assert_eq!(
+            documented_overhead(LogLimits::default().budget_bytes),
+            106_560
+        );
+    }
+
+    #[test]
+    fn allocated_bytes_counts_blocks_and_partial_lines() {
+        let mut log = LogBuffer::new(LogLimits::default());
+        assert_eq!(log.allocated_bytes(), 0);
+        log.push(Stdout, b"partial");
+        assert_eq!(log.allocated_bytes(), pending_capacity(&log));
+        log.push(Stdout, b"\n");
+        let tables = (log.text.blocks.capacity() + log.index.blocks.capacity()) * 16;
+        assert_eq!(log.allocated_bytes(), 64 + 2 * (16 << 10) + tables);
+    }
+
+    #[test]
+    fn flooded_buffer_holds_little_more_than_its_budget() {
+        let limits = LogLimits::default();
+        let mut log = LogBuffer::new(limits);
+        let yes = b"y\n".repeat(32 << 10);
+        for _ in 0..64 {
+            log.push(Stdout, &yes);
+        }
+        assert!(log.dropped_lines() > 0);
+        let allocated = log.allocated_bytes();
+        assert!(allocated >= log.retained_cost());
+        assert!(
+            allocated <= log.retained_cost() + documented_overhead(limits.budget_bytes),
+            "{allocated} for a cost of {}",
+            log.retained_cost()
+        );
+        assert!(idle_blocks(&log.text) <= 1 && idle_blocks(&log.index) <= 1);
+    }
+
+    #[test]
+    fn eviction_frees_the_blocks_it_passes() {
+        let mut log = LogBuffer::new(LogLimits::default());
+        for _ in 0..20_000 {
+            log.push(Stdout, b"a line of about forty bytes of output\n");
+        }
+        let full = log.allocated_bytes();
+        let evicted = log.evict_to(log.retained_cost() / 4);
+        assert!(evicted > 0);
+        assert!(log.allocated_bytes() <= log.retained_cost() + 4 * (16 << 10) + 1024);
+        assert!(
+            log.allocated_bytes() < full / 3,
+            "{} of {full}",
+            log.allocated_bytes()
+        );
+    }
+
+    #[test]
+    fn evict_to_frees_what_is_kept_for_reuse() {
+        let mut log = LogBuffer::new(LogLimits::default());
+        log.push(Stdout, &[b'x'; 40_000]);
+        log.push(Stdout, b"\nshort");
+        assert!(
+            pending_capacity(&log) >= 40_000,
+            "kept for the next partial line"
+        );
+        log.evict_to(usize::MAX);
+        assert_eq!(pending_capacity(&log), "short".len());
+        let page = log.read(&everything());
+        let lengths: Vec<usize> = page.lines.iter().map(|l| l.text.len()).collect();
+        assert_eq!(lengths, [40_000, "short".len()], "the lines stay");
+        assert!(log.text.spare.is_none() && log.index.spare.is_none());
+        let tables = (log.text.blocks.len() + log.index.blocks.len()) * size_of::<Box<[u8]>>();
+        let blocks = log.text.capacity() + log.index.capacity() * INDEX_ENTRY_BYTES;
+        assert_eq!(log.allocated_bytes(), blocks + tables + "short".len());
+    }
+
+    #[test]
+    fn evict_to_counts_evicted_lines_as_dropped() {
+        let mut log = numbered(10);
+        let line_cost = 1 + INDEX_ENTRY_BYTES;
+        assert_eq!(log.evict_to(3 * line_cost + 1), 7);
+        assert_eq!((log.dropped_lines(), log.first_retained()), (7, 7));
+        assert_eq!(log.retained_cost(), 3 * line_cost);
+        assert_eq!(texts(&log.read(&everything())), ["7", "8", "9"]);
+        let page = log.read(&Query {
+            since: Some(5),
+            ..Query::default()
+        });
+        assert_eq!(page.skipped, 2);
+    }
+
+    #[test]
+    fn evict_to_within_cost_evicts_nothing() {
+        let mut log = numbered(10);
+        assert_eq!(log.evict_to(log.retained_cost()), 0);
+        assert_eq!(log.evict_to(usize::MAX), 0);
+        assert_eq!(log.first_retained(), 0);
+    }
+
+    #[test]
+    fn evict_to_zero_keeps_only_partial_lines() {
+        let mut log = numbered(1000);
+        log.push(Stderr, b"half");
+        assert_eq!(log.evict_to(0), 1000);
+        assert_eq!(log.retained_cost(), 0);
+        assert_eq!(log.allocated_bytes(), pending_capacity(&log));
+        assert_eq!(texts(&log.read(&Query::default())), ["half"]);
+        log.push(Stdout, b"next\n");
+        assert_eq!(log.line(1000).map(|l| l.text).as_deref(), Some("next"));
+    }
+
+    #[test]
+    fn line_spanning_several_blocks_reads_whole() {
+        let mut log = LogBuffer::new(LogLimits::default());
+        let long: Vec<u8> = (0..50_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        log.push(Stdout, b"short\n");
+        log.push(Stdout, &long);
+        log.push(Stdout, b"\n");
+        let line = log.line(1).map(|l| l.text.into_bytes());
+        assert_eq!(line.as_deref(), Some(&long[..]));
+    }
+
     // ---- render ----
 
     #[rstest]
@@ -1647,6 +2174,24 @@ mod tests {
     }
 
     #[test]
+    fn find_short_line_agrees_with_memchr() {
+        fn prop(pieces: Vec<(u8, bool)>) -> bool {
+            // Arbitrary bytes and many newlines, often several in one word.
+            let bytes: Vec<u8> = pieces
+                .iter()
+                .map(|&(b, newline)| if newline { b'\n' } else { b ^ b'\n' })
+                .collect();
+            (0..=bytes.len()).all(|from| {
+                let rest = &bytes[from..];
+                find_short_line(rest) == memchr::memchr(b'\n', rest)
+            })
+        }
+        QuickCheck::new()
+            .tests(2_000)
+            .quickcheck(prop as fn(Vec<(u8, bool)>) -> bool);
+    }
+
+    #[test]
     fn split_point_is_the_last_char_boundary_within_max() {
         fn prop(text: String, max: u8) -> TestResult {
             let max = usize::from(max % 16).max(1);
@@ -1730,5 +2275,202 @@ mod tests {
         QuickCheck::new()
             .tests(1_000)
             .quickcheck(prop as fn(Vec<Op>, u8, Option<u8>, bool) -> TestResult);
+    }
+
+    // ---- properties: eviction on demand and memory ----
+
+    /// An input to a buffer, or an eviction on demand.
+    #[derive(Clone, Debug)]
+    enum EvictOp {
+        Op(Op),
+        EvictTo(usize),
+    }
+
+    impl Arbitrary for EvictOp {
+        fn arbitrary(g: &mut Gen) -> Self {
+            if u8::arbitrary(g) % 6 == 0 {
+                EvictOp::EvictTo(usize::arbitrary(g) % 200)
+            } else {
+                EvictOp::Op(Op::arbitrary(g))
+            }
+        }
+
+        fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+            match self {
+                EvictOp::Op(op) => Box::new(op.shrink().map(EvictOp::Op)),
+                EvictOp::EvictTo(cost) => Box::new(cost.shrink().map(EvictOp::EvictTo)),
+            }
+        }
+    }
+
+    /// The oldest line that may be retained when the lines from `first` on may cost at most
+    /// `max_cost`: the retained lines are the longest suffix that fits.
+    fn first_fitting(model: &Model, first: u64, max_cost: usize) -> u64 {
+        (first..=model.lines.len() as u64)
+            .find(|&f| model.cost(f) <= max_cost)
+            .unwrap_or(model.lines.len() as u64)
+    }
+
+    #[test]
+    fn evict_to_evicts_the_fewest_oldest_lines() {
+        fn prop(limits: SmallLimits, ops: Vec<EvictOp>) -> TestResult {
+            let limits = limits.0;
+            let mut log = LogBuffer::new(limits);
+            let mut model = Model::new(limits);
+            let mut first = 0;
+            for (step, op) in ops.iter().enumerate() {
+                let at = format!("after op {step} {op:?}");
+                match op {
+                    EvictOp::Op(op) => {
+                        match op {
+                            Op::Push(stream, bytes) => log.push(*stream, bytes),
+                            Op::Close(stream) => log.close(*stream),
+                        };
+                        model.apply(op);
+                        first = first_fitting(&model, first, limits.budget_bytes);
+                    }
+                    EvictOp::EvictTo(max_cost) => {
+                        let evicted = log.evict_to(*max_cost);
+                        let expected = first_fitting(&model, first, *max_cost);
+                        if evicted != expected - first {
+                            return TestResult::error(format!("{at}: evicted {evicted}"));
+                        }
+                        first = expected;
+                    }
+                }
+                if log.first_retained() != first || log.dropped_lines() != first {
+                    let got = log.first_retained();
+                    return TestResult::error(format!("{at}: first {got}, expected {first}"));
+                }
+                if log.retained_cost() != model.cost(first) {
+                    return TestResult::error(format!("{at}: cost {}", log.retained_cost()));
+                }
+                for n in first..log.next_cursor() {
+                    let expected = render(&model.lines[n as usize].1, true);
+                    let got = log.complete(n).map(|(_, bytes)| render(&bytes, true));
+                    if got != Some(expected) {
+                        return TestResult::error(format!("{at}: line {n} differs"));
+                    }
+                }
+            }
+            TestResult::passed()
+        }
+        QuickCheck::new()
+            .tests(2_000)
+            .quickcheck(prop as fn(SmallLimits, Vec<EvictOp>) -> TestResult);
+    }
+
+    /// An input for the memory property: a chunk pushed many times over, so that budgets of
+    /// hundreds of KiB (and 16 KiB blocks) fill up, a close, or an eviction to a fraction of the
+    /// budget (in thousandths).
+    #[derive(Clone, Debug)]
+    enum MemOp {
+        Push(Stream, Vec<u8>, u16),
+        Close(Stream),
+        EvictTo(u16),
+    }
+
+    impl Arbitrary for MemOp {
+        fn arbitrary(g: &mut Gen) -> Self {
+            match u8::arbitrary(g) % 10 {
+                0 => MemOp::Close(arbitrary_stream(g)),
+                1 => MemOp::EvictTo(u16::arbitrary(g) % 1200),
+                _ => {
+                    let Op::Push(stream, chunk) = Op::arbitrary(g) else {
+                        return MemOp::Close(arbitrary_stream(g));
+                    };
+                    MemOp::Push(stream, chunk, u16::arbitrary(g) % 500)
+                }
+            }
+        }
+
+        fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+            match self {
+                MemOp::Push(stream, chunk, times) => {
+                    let stream = *stream;
+                    Box::new(
+                        (chunk.clone(), *times)
+                            .shrink()
+                            .map(move |(c, t)| MemOp::Push(stream, c, t)),
+                    )
+                }
+                MemOp::Close(_) => Box::new(core::iter::empty()),
+                MemOp::EvictTo(permille) => Box::new(permille.shrink().map(MemOp::EvictTo)),
+            }
+        }
+    }
+
+    /// Budgets from 0 to 256 KiB, spread over every block size; lines up to 4 KiB.
+    #[derive(Clone, Debug)]
+    struct AnyLimits(LogLimits);
+
+    impl Arbitrary for AnyLimits {
+        fn arbitrary(g: &mut Gen) -> Self {
+            let bits = 6 + u32::arbitrary(g) % 13;
+            AnyLimits(LogLimits {
+                budget_bytes: usize::arbitrary(g) % (1 << bits),
+                max_line_bytes: usize::arbitrary(g) % (1 << (u32::arbitrary(g) % 13)),
+            })
+        }
+    }
+
+    /// The memory rules of the module docs; `Err` says which broke.
+    fn check_memory(log: &LogBuffer) -> Result<(), String> {
+        let limits = log.limits();
+        let cost = log.retained_cost();
+        let bound = cost + pending_capacity(log) + documented_overhead(limits.budget_bytes);
+        if log.allocated_bytes() > bound {
+            return Err(format!(
+                "{} bytes held, bound {bound}",
+                log.allocated_bytes()
+            ));
+        }
+        if log.allocated_bytes() < cost + pending_capacity(log) {
+            return Err(format!("{} bytes held, cost {cost}", log.allocated_bytes()));
+        }
+        let max_pending = limits.max_line_bytes.max(1) + 2;
+        if log.pending.iter().any(|p| p.capacity() > max_pending) {
+            return Err(format!("pending capacity over {max_pending}"));
+        }
+        if idle_blocks(&log.text) > 1 || idle_blocks(&log.index) > 1 {
+            return Err("a block eviction passed is still held".into());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn memory_stays_within_the_documented_bound() {
+        fn prop(limits: AnyLimits, ops: Vec<MemOp>) -> TestResult {
+            let mut log = LogBuffer::new(limits.0);
+            for (step, op) in ops.iter().enumerate() {
+                match op {
+                    MemOp::Push(stream, chunk, times) => {
+                        for _ in 0..*times {
+                            log.push(*stream, chunk);
+                        }
+                    }
+                    MemOp::Close(stream) => {
+                        log.close(*stream);
+                    }
+                    MemOp::EvictTo(permille) => {
+                        let max_cost = limits.0.budget_bytes / 1000 * usize::from(*permille);
+                        log.evict_to(max_cost);
+                        let spares = log.text.spare.is_some()
+                            || log.index.spare.is_some()
+                            || log.pending.iter().any(|p| p.capacity() > p.len());
+                        if log.retained_cost() > max_cost || spares {
+                            return TestResult::error(format!("after op {step}: {log:?}"));
+                        }
+                    }
+                }
+                if let Err(why) = check_memory(&log) {
+                    return TestResult::error(format!("after op {step} {op:?}: {why}"));
+                }
+            }
+            TestResult::passed()
+        }
+        QuickCheck::new()
+            .tests(300)
+            .quickcheck(prop as fn(AnyLimits, Vec<MemOp>) -> TestResult);
     }
 }
