@@ -163,6 +163,7 @@ impl Model {
     fn new() -> Self {
         let mut config = Config::default();
         config.output_budget_bytes = 8192;
+        config.output_budget_total_bytes = 16384;
         config.max_line_bytes = 64;
         config.max_message_bytes = 4096;
         config.max_client_backlog_bytes = 2048;
@@ -236,6 +237,12 @@ impl Model {
                 self.server.handle_input(now, Input::Transmitted { bytes });
                 continue;
             }
+            // The total output budget: only partial lines may stand above it.
+            assert!(
+                self.server.output_memory() <= 16384 + 6 * 2 * (64 + 2),
+                "output memory {} over the total budget",
+                self.server.output_memory()
+            );
             if !self.shutting_down && self.server.wants_client_bytes() {
                 if let Some(message) = self.held.pop_front() {
                     self.feed_client(message);

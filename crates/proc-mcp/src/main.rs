@@ -39,6 +39,11 @@ struct Cli {
     #[arg(long, env = "PROC_MCP_OUTPUT_BUDGET", value_name = "SIZE", default_value = "4MiB", value_parser = parse_bytes)]
     output_budget: usize,
 
+    /// Output kept for all tasks together; past it, the oldest lines of the task holding the
+    /// most are evicted first
+    #[arg(long, env = "PROC_MCP_OUTPUT_BUDGET_TOTAL", value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    output_budget_total: usize,
+
     /// Longest output line stored as one line; longer lines are split
     #[arg(long, env = "PROC_MCP_MAX_LINE", value_name = "SIZE", default_value = "64KiB", value_parser = parse_bytes)]
     max_line: usize,
@@ -132,6 +137,7 @@ impl Cli {
     fn config(&self) -> proc_state::Config {
         let mut config = proc_state::Config::default();
         config.output_budget_bytes = self.output_budget;
+        config.output_budget_total_bytes = self.output_budget_total;
         config.max_line_bytes = self.max_line;
         config.max_message_bytes = self.max_message;
         config.default_grace = Duration::from_millis(self.stop_grace_ms);
@@ -147,13 +153,13 @@ fn main() -> ExitCode {
     // The same executable is the server's watchdog (see proc_os::watchdog).
     proc_os::watchdog::run_if_requested();
     let cli = Cli::parse();
-    if cli.max_line > cli.output_budget {
+    if cli.max_line > cli.output_budget.min(cli.output_budget_total) {
         Cli::command()
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
                 format!(
-                    "--max-line ({}) must not be larger than --output-budget ({})",
-                    cli.max_line, cli.output_budget
+                    "--max-line ({}) must not be larger than --output-budget ({}) or --output-budget-total ({})",
+                    cli.max_line, cli.output_budget, cli.output_budget_total
                 ),
             )
             .exit();
@@ -186,6 +192,10 @@ mod tests {
         let config = parse(&[]).expect("no arguments").config();
         let core = proc_state::Config::default();
         assert_eq!(config.output_budget_bytes, core.output_budget_bytes);
+        assert_eq!(
+            config.output_budget_total_bytes,
+            core.output_budget_total_bytes
+        );
         assert_eq!(config.max_line_bytes, core.max_line_bytes);
         assert_eq!(config.max_message_bytes, core.max_message_bytes);
         assert_eq!(config.default_grace, core.default_grace);

@@ -704,3 +704,47 @@ fn escapees_of_a_task_that_exited_on_its_own_are_stopped_and_hold_up_the_shutdow
     let outputs = h.input(Input::EscapedExited { run, pid: 50 });
     assert_eq!(outputs.last(), Some(&Output::Exit));
 }
+
+// ---- one output budget for all tasks ----
+
+#[test]
+fn the_total_output_budget_holds_and_the_largest_pay_first() {
+    let mut config = Config::default();
+    config.output_budget_bytes = 256 << 10;
+    config.output_budget_total_bytes = 512 << 10;
+    config.max_line_bytes = 1024;
+    let mut h = Harness::with_config(config);
+    let _ = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25"}}));
+    let (quiet, _) = h.start(json!({"command": "quiet"}), 10);
+    let _ = output(&mut h, quiet, b"important line\n");
+    let floods: Vec<RunId> = (0..4)
+        .map(|n| h.start(json!({"command": format!("yes {n}")}), 11 + n).0)
+        .collect();
+    for _ in 0..100 {
+        for &run in &floods {
+            let _ = output(&mut h, run, &b"y\n".repeat(8 << 10));
+        }
+        let memory = h.server.output_memory();
+        assert!(memory <= (512 << 10) + 5 * 2 * 1026, "{memory} bytes held");
+    }
+    // Each flood printed 1.6 MB, far more than the total: they were cut to about equal shares.
+    for n in 2..6 {
+        let status = h.call_now("status", json!({"id": format!("t{n:05}"), "tail": 0}));
+        let dropped = status["structuredContent"]["output"]["dropped_lines"]
+            .as_u64()
+            .unwrap();
+        assert!(dropped > 700_000, "task {n} dropped only {dropped}");
+    }
+    // The quiet task kept its line.
+    let logs = h.call_now("logs", json!({"id": "t00001"}));
+    assert_eq!(
+        logs["structuredContent"]["lines"][0]["text"],
+        "important line"
+    );
+    // Removing tasks gives their memory back.
+    let before = h.server.output_memory();
+    let _ = h.exit(floods[0], ExitStatus::Code(0));
+    let _ = h.call_now("remove", json!({"id": "t00002"}));
+    assert!(h.server.output_memory() < before);
+}

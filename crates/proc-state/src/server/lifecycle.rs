@@ -28,9 +28,42 @@ impl Server {
         let Some(task) = self.tasks.get_mut(&key) else {
             return;
         };
+        let before = task.log.allocated_bytes();
         task.on_output(stream, bytes);
+        let after = task.log.allocated_bytes();
+        self.output_bytes = self.output_bytes + after - before;
+        self.keep_total_budget();
         self.output_arrived(now, key);
         self.progress_task_waiters(now, key);
+    }
+
+    /// Keeps the output of all tasks within [`Config::output_budget_total_bytes`]: while it
+    /// is over, the oldest lines of the task holding the most memory are evicted (so the
+    /// largest pay first, and equal floods end up with equal shares). Evicted lines count in
+    /// that task's `dropped_lines`, like its own budget's evictions.
+    ///
+    /// [`Config::output_budget_total_bytes`]: super::Config::output_budget_total_bytes
+    pub(super) fn keep_total_budget(&mut self) {
+        let total = self.config.output_budget_total_bytes;
+        while self.output_bytes > total {
+            let Some(largest) = self
+                .tasks
+                .values_mut()
+                .max_by_key(|task| task.log.allocated_bytes())
+            else {
+                return;
+            };
+            let before = largest.log.allocated_bytes();
+            let excess = self.output_bytes - total;
+            let keep = largest.log.retained_cost().saturating_sub(excess);
+            largest.log.evict_to(keep);
+            let after = largest.log.allocated_bytes();
+            self.output_bytes = self.output_bytes + after - before;
+            if after >= before {
+                // Only partial lines are left: nothing more can go.
+                return;
+            }
+        }
     }
 
     pub(super) fn stream_closed(&mut self, now: Now, run: RunId, stream: Stream) {
@@ -113,9 +146,13 @@ impl Server {
             return;
         };
         let mut actions = Vec::new();
+        let before = task.log.allocated_bytes();
         let progress = f(task, &mut actions);
         task.pump_stdin(&mut actions);
+        let after = task.log.allocated_bytes();
         let (run, pid, deadline) = (task.run(), task.pid(), task.next_deadline());
+        self.output_bytes = self.output_bytes + after - before;
+        self.keep_total_budget();
         self.carry_out(run, pid, actions);
         self.timers.set(Timer::Task(key), deadline);
         if progress == Progress::Finished {

@@ -35,6 +35,11 @@ pub struct Config {
     /// Bytes of output (text plus per-line bookkeeping) kept per task; older lines are evicted.
     /// Default 4 MiB.
     pub output_budget_bytes: usize,
+    /// Bytes of output kept for all tasks together (their buffers' memory, partial lines
+    /// included). Past it, the oldest lines of the task that holds the most are evicted first,
+    /// so a task that prints little keeps its output while floods share what is left. Default
+    /// 256 MiB.
+    pub output_budget_total_bytes: usize,
     /// Longest line stored as one line; longer ones are split into several. Default 64 KiB.
     pub max_line_bytes: usize,
     /// Longest client message (one line of stdin); longer ones are answered with an error and
@@ -79,6 +84,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             output_budget_bytes: 4 << 20,
+            output_budget_total_bytes: 256 << 20,
             max_line_bytes: 64 << 10,
             max_message_bytes: 1 << 20,
             max_client_backlog_bytes: 4 << 20,
@@ -259,6 +265,11 @@ pub struct Server {
     unacked: usize,
     /// Notifications held back while the client does not read.
     owed: Owed,
+    /// Memory held by every task's output ([`LogBuffer::allocated_bytes`] summed), kept within
+    /// [`Config::output_budget_total_bytes`].
+    ///
+    /// [`LogBuffer::allocated_bytes`]: crate::log::LogBuffer::allocated_bytes
+    output_bytes: usize,
 }
 
 /// Whose deadline a timer is.
@@ -395,6 +406,7 @@ impl Server {
             shutdown: Shutdown::Serving,
             unacked: 0,
             owed: Owed::default(),
+            output_bytes: 0,
         }
     }
 
@@ -405,6 +417,13 @@ impl Server {
     /// signals are handled as usual.
     pub fn wants_client_bytes(&self) -> bool {
         self.frames.is_empty() && !self.congested() && self.shutdown == Shutdown::Serving
+    }
+
+    /// Memory held by the output of every task, in bytes: their buffers' blocks and partial
+    /// lines. At most [`Config::output_budget_total_bytes`], but for partial lines (which are
+    /// never evicted: each task's two hold at most `max_line_bytes + 2` bytes each).
+    pub fn output_memory(&self) -> usize {
+        self.output_bytes
     }
 
     /// Feeds one input that happened at `now`.

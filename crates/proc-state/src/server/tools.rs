@@ -221,7 +221,9 @@ impl Server {
     /// Removes an ended task and everything that refers to it; whoever still waited on it is
     /// told so.
     fn forget(&mut self, now: Now, key: u64) {
-        self.tasks.remove(&key);
+        if let Some(task) = self.tasks.remove(&key) {
+            self.output_bytes -= task.log.allocated_bytes();
+        }
         self.subscriptions.remove(&key);
         self.timers.set(Timer::Task(key), None);
         self.timers.set(Timer::Update(key), None);
