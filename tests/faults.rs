@@ -615,6 +615,81 @@ fn stop_ends_a_daemonized_child_lists_it_and_does_not_wait_for_its_pipes() {
     }
 }
 
+/// A daemon that ignores SIGTERM and forks a `sleep 1000` (which ignores it too) every 20 ms,
+/// in a session of its own: while it is being stopped it keeps making processes that no sweep
+/// before its death can have seen.
+const FORKING_DAEMON: &str =
+    "setsid sh -c 'trap \"\" TERM; while :; do sleep 1000 & sleep 0.02; done' & wait";
+
+/// Starts [`FORKING_DAEMON`] and waits until it has forked a few times; its processes.
+fn start_forking_daemon(server: &mut RawServer, cleanup: &mut Cleanup) -> String {
+    let task = server.call("start", json!({"command": FORKING_DAEMON}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tagged_by(server.pid).len() < 6 {
+        assert!(Instant::now() < deadline, "the daemon did not fork");
+        thread::sleep(Duration::from_millis(10));
+    }
+    cleanup.track(tagged_by(server.pid).into_keys());
+    id_of(&task)
+}
+
+#[test]
+fn stop_of_a_daemon_that_forks_while_stopped_leaves_nothing_behind() {
+    let _serial = serial();
+    for cgroups in CGROUPS {
+        let mut cleanup = Cleanup::default();
+        let mut server = RawServer::initialized_with(LATEST, &["--cgroups", cgroups], &[]);
+        cleanup.server(server.pid);
+        let id = start_forking_daemon(&mut server, &mut cleanup);
+        let asked = Instant::now();
+        let stopped = server.call("stop", json!({"id": id, "grace_ms": 300}));
+        let took = asked.elapsed();
+        let left = tagged_by(server.pid);
+        cleanup.track(left.keys().copied());
+        let listed = stopped["escaped"].as_array().map_or(0, Vec::len);
+        figure!(
+            "stop of a daemon forking every 20 ms, --cgroups {cgroups}: replied in {took:?}, \
+             {listed} escaped listed, {} tagged processes alive after",
+            left.len()
+        );
+        assert_eq!(stopped["state"], "exited", "stop: {stopped}");
+        let shown: Vec<String> = left.keys().map(|p| p.describe()).collect();
+        assert!(
+            shown.is_empty(),
+            "--cgroups {cgroups}: alive after stop replied: {shown:#?}"
+        );
+        server.finish();
+    }
+}
+
+#[test]
+fn shutdown_with_a_daemon_that_forks_while_stopped_leaves_nothing_behind() {
+    let _serial = serial();
+    for cgroups in CGROUPS {
+        let mut cleanup = Cleanup::default();
+        let mut server = RawServer::initialized_with(LATEST, &["--cgroups", cgroups], &[]);
+        cleanup.server(server.pid);
+        start_forking_daemon(&mut server, &mut cleanup);
+        let told = Instant::now();
+        server.close_stdin();
+        let status = exit_within(&mut server, SHUTDOWN_GRACE + Duration::from_secs(2));
+        let exited = told.elapsed();
+        let left = tagged_by(server.pid);
+        cleanup.track(left.keys().copied());
+        figure!(
+            "stdin EOF with a daemon forking every 20 ms, --cgroups {cgroups}: exited {status} \
+             after {exited:?}, {} tagged processes alive after",
+            left.len()
+        );
+        assert!(status.success(), "{status}");
+        let shown: Vec<String> = left.keys().map(|p| p.describe()).collect();
+        assert!(
+            shown.is_empty(),
+            "--cgroups {cgroups}: alive after the server exited: {shown:#?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. A client that stops reading
 // ---------------------------------------------------------------------------------------------
@@ -931,13 +1006,25 @@ fn concurrent_restarts_coalesce_every_one_is_answered_and_stop_ends_it() {
     let new = *pids.first().unwrap();
     assert_ne!(new, old.pid, "a new process");
     assert!(!old.alive(), "the old process is gone");
-    let running = tagged_by(server.pid);
+    // The reply may come while the new process is still in execve(2), when /proc does not
+    // show its environment yet: wait for it to show.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let running = loop {
+        let running = tagged_by(server.pid);
+        if !running.is_empty() || Instant::now() > deadline {
+            break running;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
     cleanup.track(running.keys().copied());
     assert_eq!(
         running.keys().map(|p| p.pid).collect::<Vec<_>>(),
         vec![new],
         "only the one restarted process runs: {running:?}"
     );
+    // Its tag names run 1: one restart happened, not three.
+    let tag = running.values().next().unwrap();
+    assert!(tag.ends_with(".1"), "the new process's tag: {tag}");
 
     let stopped = server.call("stop", json!({"id": "t", "grace_ms": 500}));
     assert_eq!(stopped["state"], "exited", "stop: {stopped}");
@@ -1546,11 +1633,22 @@ fn stopped_is_false_for_a_task_that_exited_before_the_stop() {
     assert_eq!(stopped["exit_code"], 3, "stop: {stopped}");
     assert_eq!(stopped["stopped"], false, "stop: {stopped}");
 
+    // One that ends on the stop's signal with a code of its own (a graceful shutdown) was
+    // stopped.
+    let task = server.call(
+        "start",
+        json!({"command": "trap 'exit 7' TERM; echo ready; while :; do sleep 0.01; done",
+            "wait_for": "ready"}),
+    );
+    let stopped = server.call("stop", json!({"id": id_of(&task)}));
+    assert_eq!(stopped["exit_code"], 7, "stop: {stopped}");
+    assert_eq!(stopped["stopped"], true, "stop: {stopped}");
+
     // Racing: stop right after start. Whichever comes first, `stopped` says which it was.
     let mut tally = BTreeMap::new();
-    for delay in 0..20 {
+    for delay in 0..40 {
         let task = server.call("start", json!({"command": "exit 3"}));
-        thread::sleep(Duration::from_micros(500 * delay));
+        thread::sleep(Duration::from_micros(250 * delay));
         let stopped = server.call("stop", json!({"id": id_of(&task)}));
         let outcome = match (stopped["exit_code"].as_i64(), stopped["signal"].as_str()) {
             (Some(3), _) => {
@@ -1566,7 +1664,7 @@ fn stopped_is_false_for_a_task_that_exited_before_the_stop() {
         *tally.entry(outcome).or_insert(0) += 1;
         server.call("remove", json!({"id": id_of(&task)}));
     }
-    figure!("stop 0 to 10 ms after the start of `exit 3`, 20 times: {tally:?}");
+    figure!("stop 0 to 10 ms after the start of `exit 3`, 40 times: {tally:?}");
     server.finish();
 }
 
