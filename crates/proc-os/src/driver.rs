@@ -42,7 +42,7 @@ use proc_state::{
 
 use crate::contain::{ContainOptions, Containment};
 use crate::process::SpawnPlacement;
-use crate::tree::PidFd;
+use crate::tree::{PidFd, TaggedProcess};
 
 use crate::pipes::{self, Chunk, Pool};
 use crate::probe::probe_port;
@@ -233,6 +233,7 @@ impl Session {
             contain: containment,
             escaped: BTreeMap::new(),
             sweeps: BTreeMap::new(),
+            swept: BTreeMap::new(),
             clock: Clock::new(),
         };
         driver.run(&events_rx, &client).await;
@@ -326,6 +327,9 @@ struct Driver<Rt: Runtime> {
     escaped: BTreeMap<(RunId, i32), (Arc<PidFd>, Rt::Task)>,
     /// Sweeps asked for in this drain, by run (with its process group), done together.
     sweeps: BTreeMap<RunId, u32>,
+    /// The process group of every run the core has asked to sweep, while it may have escaped
+    /// processes: to look again when the last one held is gone ([`Driver::sweep_again`]).
+    swept: BTreeMap<RunId, u32>,
     clock: Clock,
 }
 
@@ -439,12 +443,31 @@ impl<Rt: Runtime> Driver<Rt> {
             Event::ClientGone => self.feed_pending(now, Input::ClientEof),
             Event::EscapedExited { run, pid } => {
                 if self.escaped.remove(&(run, pid)).is_some() {
-                    if !self.escaped.keys().any(|(r, _)| *r == run) {
-                        self.contain.remove_cgroup_if_empty(run);
-                    }
                     let pid = pid.unsigned_abs();
-                    self.server
-                        .handle_input(now, Input::EscapedExited { run, pid });
+                    let exited = Input::EscapedExited { run, pid };
+                    if self.escaped.keys().any(|(r, _)| *r == run) {
+                        self.server.handle_input(now, exited);
+                        return;
+                    }
+                    // The last one held is gone. What the escaped processes forked after the
+                    // last sweep (a daemon that forks while it is being stopped) has not been
+                    // seen: look again, and report what is found before this exit, so that the
+                    // core never takes the stop as done while such a process lives.
+                    let found = self.sweep_again(run);
+                    if found.is_empty() {
+                        self.swept.remove(&run);
+                        self.contain.remove_cgroup_if_empty(run);
+                        self.server.handle_input(now, exited);
+                    } else {
+                        self.server.handle_input(
+                            now,
+                            Input::Escaped {
+                                run,
+                                processes: found,
+                            },
+                        );
+                        self.pending.push_back(exited);
+                    }
                 }
             }
             Event::ChildSignal => {
@@ -527,6 +550,7 @@ impl<Rt: Runtime> Driver<Rt> {
                 }
                 Output::Sweep { run, pgid } => {
                     self.sweeps.insert(run, pgid);
+                    self.swept.insert(run, pgid);
                 }
                 Output::SignalEscaped { run, signal } => self.signal_escaped(run, signal),
                 Output::Release { run } => {
@@ -555,29 +579,51 @@ impl<Rt: Runtime> Driver<Rt> {
         let mut found: BTreeMap<RunId, Vec<EscapedProcess>> =
             sweeps.keys().map(|run| (*run, Vec::new())).collect();
         for (run, process) in self.contain.sweep(&sweeps) {
-            if self.escaped.contains_key(&(run, process.pid)) {
-                continue;
-            }
-            let Ok(Some(pidfd)) = process.open_pidfd() else {
-                continue;
-            };
-            let pidfd = Arc::new(pidfd);
-            let (watched, events, pid) = (pidfd.clone(), self.events.clone(), process.pid);
-            let waiter = self.runtime.spawn(async move {
-                let _ = watched.exited().await;
-                let _ = events.send(Event::EscapedExited { run, pid }).await;
-            });
-            self.escaped.insert((run, pid), (pidfd, waiter));
-            if let Some(list) = found.get_mut(&run) {
-                list.push(EscapedProcess {
-                    pid: pid.unsigned_abs(),
-                    command: process.command,
-                });
+            if let Some(held) = self.hold(run, process)
+                && let Some(list) = found.get_mut(&run)
+            {
+                list.push(held);
             }
         }
         for (run, processes) in found {
             self.pending.push_back(Input::Escaped { run, processes });
         }
+    }
+
+    /// Sweeps `run` again, unasked (see [`Event::EscapedExited`]): the escaped processes found
+    /// that were not held yet, now held.
+    fn sweep_again(&mut self, run: RunId) -> Vec<EscapedProcess> {
+        let Some(&pgid) = self.swept.get(&run) else {
+            return Vec::new();
+        };
+        let found = self.contain.sweep(&BTreeMap::from([(run, pgid)]));
+        found
+            .into_iter()
+            .filter_map(|(run, process)| self.hold(run, process))
+            .collect()
+    }
+
+    /// Takes a pidfd on an escaped process of `run` not held yet and starts waiting for its
+    /// exit; the process as the core wants it reported. `None` if it was held already, or is
+    /// gone.
+    fn hold(&mut self, run: RunId, process: TaggedProcess) -> Option<EscapedProcess> {
+        if self.escaped.contains_key(&(run, process.pid)) {
+            return None;
+        }
+        let Ok(Some(pidfd)) = process.open_pidfd() else {
+            return None;
+        };
+        let pidfd = Arc::new(pidfd);
+        let (watched, events, pid) = (pidfd.clone(), self.events.clone(), process.pid);
+        let waiter = self.runtime.spawn(async move {
+            let _ = watched.exited().await;
+            let _ = events.send(Event::EscapedExited { run, pid }).await;
+        });
+        self.escaped.insert((run, pid), (pidfd, waiter));
+        Some(EscapedProcess {
+            pid: pid.unsigned_abs(),
+            command: process.command,
+        })
     }
 
     /// Sends `signal` to every escaped process of `run` held; with `SIGKILL`, the run's

@@ -30,6 +30,10 @@ struct Run<P> {
     exited: bool,
     /// A signal was sent to its group while the leader was alive.
     signalled: bool,
+    /// Each of those signals would have killed the leader (it neither caught nor ignored it,
+    /// and its default action ends the process): if the leader still exits with a code of its
+    /// own, none of them reached it in time.
+    only_fatal: bool,
     /// Its stdin, while open; `None` unless piped.
     stdin: Option<Stdin<P>>,
     /// What reads its stdout and its stderr; dropping them stops them and closes the pipes.
@@ -46,6 +50,18 @@ pub struct Exit {
     pub status: ExitStatus,
     /// A signal reached its group while the leader was alive.
     pub signalled: bool,
+}
+
+impl<P> Run<P> {
+    /// Its exit as reported: signalled only if a signal can have made it end this way.
+    fn exit(&self, run: RunId, status: ExitStatus) -> Exit {
+        let own_code = matches!(status, ExitStatus::Code(_));
+        Exit {
+            run,
+            status,
+            signalled: self.signalled && !(own_code && self.only_fatal),
+        }
+    }
 }
 
 /// Every run the core has not released yet. `P` is the driver's handle on a task that serves
@@ -137,6 +153,7 @@ impl<P> RunTable<P> {
                 pid: child.pid,
                 exited: false,
                 signalled: false,
+                only_fatal: true,
                 stdin,
                 _pumps: pumps,
             },
@@ -211,7 +228,10 @@ impl<P> RunTable<P> {
     /// Before signalling a leader not known to have exited, checks it (waitid `WNOWAIT`): if it
     /// has exited meanwhile, returns that exit (marked not signalled, unless an earlier signal
     /// reached it alive) for the caller to report now; the group still gets the signal, which
-    /// reaches what is left of it.
+    /// reaches what is left of it. A leader that is not a zombie yet but already on its way out
+    /// ([`is_exiting`]) is not counted as signalled either: it ends as it chose; nor is one that
+    /// then exits with a code of its own although every signal sent would have killed it (the
+    /// signal came as it was exiting).
     pub fn signal(&mut self, run: RunId, signal: Signal) -> Option<Exit> {
         let entry = self.live.get_mut(&run)?;
         let mut found = None;
@@ -219,13 +239,14 @@ impl<P> RunTable<P> {
             match process::exit_status(entry.pid) {
                 Ok(Some(status)) => {
                     entry.exited = true;
-                    found = Some(Exit {
-                        run,
-                        status,
-                        signalled: entry.signalled,
-                    });
+                    found = Some(entry.exit(run, status));
                 }
-                Ok(None) => entry.signalled = true,
+                Ok(None) => {
+                    if !is_exiting(entry.pid) {
+                        entry.signalled = true;
+                        entry.only_fatal &= kills_by_default(entry.pid, signal);
+                    }
+                }
                 Err(_) => {}
             }
         }
@@ -262,11 +283,7 @@ impl<P> RunTable<P> {
                 }
             };
             entry.exited = true;
-            exits.push(Exit {
-                run,
-                status,
-                signalled: entry.signalled,
-            });
+            exits.push(entry.exit(run, status));
         }
         exits
     }
@@ -323,6 +340,82 @@ impl<P> RunTable<P> {
             // Not our child any more: nothing to reap.
             Err(_) => {}
         }
+    }
+}
+
+/// Whether `pid` has begun to exit: `PF_EXITING` in the flags of `/proc/<pid>/stat` (field 9).
+/// Set from the start of exit(2) (or of a death by signal) until it is a zombie, a stretch in
+/// which it runs no code of its own any more and a signal can no longer change how it ends.
+/// False when that cannot be read.
+fn is_exiting(pid: Pid) -> bool {
+    /// `PF_EXITING` of the kernel's task flags (include/linux/sched.h).
+    const PF_EXITING: u64 = 0x4;
+    let Ok(text) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may contain anything: the fields that follow start after the last ')'.
+    let Some(close) = text.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    std::str::from_utf8(&text[close + 1..])
+        .ok()
+        .and_then(|rest| rest.split_ascii_whitespace().nth(9 - 3))
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_EXITING != 0)
+}
+
+/// Whether `signal` would end `pid` now: its default action ends a process and `pid` neither
+/// catches nor ignores it (`SigCgt`, `SigIgn` of `/proc/<pid>/status`; `SIGKILL` always).
+/// False when that cannot be read.
+fn kills_by_default(pid: Pid, signal: Signal) -> bool {
+    let fatal = matches!(
+        signal,
+        Signal::Hup
+            | Signal::Int
+            | Signal::Quit
+            | Signal::Ill
+            | Signal::Trap
+            | Signal::Abrt
+            | Signal::Bus
+            | Signal::Fpe
+            | Signal::Kill
+            | Signal::Usr1
+            | Signal::Segv
+            | Signal::Usr2
+            | Signal::Pipe
+            | Signal::Alrm
+            | Signal::Term
+            | Signal::Xcpu
+            | Signal::Xfsz
+            | Signal::Vtalrm
+            | Signal::Prof
+            | Signal::Io
+            | Signal::Sys
+    );
+    if !fatal {
+        return false;
+    }
+    if signal == Signal::Kill {
+        return true;
+    }
+    let Some(bit) = crate::signal::signal_number(signal)
+        .and_then(|n| u32::try_from(n - 1).ok())
+        .filter(|&bit| bit < 64)
+    else {
+        return false;
+    };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    };
+    match (mask("SigCgt:"), mask("SigIgn:")) {
+        (Some(caught), Some(ignored)) => (caught | ignored) & (1 << bit) == 0,
+        _ => false,
     }
 }
 
@@ -748,6 +841,91 @@ mod tests {
             assert_eq!(exit.status, ExitStatus::Code(3));
             assert!(!exit.signalled, "the signal came too late to count");
             assert!(runs.collect_exits().is_empty(), "reported once");
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn a_leader_is_exiting_from_its_exit_on() {
+        with_runs(async |runs, h| {
+            let run = RunId(11);
+            let pid = runs
+                .spawn(run, &piped(sh("read x; exit 3")))
+                .expect("spawn");
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+            assert!(!super::is_exiting(pid), "waiting for its stdin");
+            // `read` sees end-of-file and the shell exits.
+            runs.close_stdin(run);
+            while stat(pid.as_raw()).is_some_and(|s| s.state != 'Z') {
+                h.signals.next().await;
+            }
+            assert!(super::is_exiting(pid), "a zombie has exited");
+            assert!(runs.signal(run, Signal::Term).is_some());
+            runs.release(run);
+            assert!(!super::is_exiting(pid), "gone");
+        });
+    }
+
+    #[test]
+    fn a_signal_kills_by_default_unless_caught_or_ignored() {
+        with_runs(async |runs, h| {
+            let run = RunId(12);
+            let script =
+                "trap '' TERM; trap 'exit 5' USR1; echo ready; while :; do sleep 0.01; done";
+            let pid = runs.spawn(run, &sh(script)).expect("spawn");
+            h.until(runs, |h| {
+                h.seen.get(&run).is_some_and(|s| s.stdout == b"ready\n")
+            })
+            .await;
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid"));
+            assert!(!super::kills_by_default(pid, Signal::Term), "ignored");
+            assert!(!super::kills_by_default(pid, Signal::Usr1), "caught");
+            // (dash catches SIGINT, even when not interactive.)
+            assert!(super::kills_by_default(pid, Signal::Hup));
+            assert!(super::kills_by_default(pid, Signal::Kill));
+            assert!(
+                !super::kills_by_default(pid, Signal::Winch),
+                "ignored by default"
+            );
+            // Caught, and the handler ends it with a code: the signal did it.
+            assert_eq!(runs.signal(run, Signal::Usr1), None);
+            let mut exits = Vec::new();
+            while exits.is_empty() {
+                h.signals.next().await;
+                exits = runs.collect_exits();
+            }
+            assert_eq!(exits[0].status, ExitStatus::Code(5));
+            assert!(exits[0].signalled);
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn an_exit_code_after_a_signal_that_would_have_killed_is_not_the_signals_doing() {
+        with_runs(async |runs, h| {
+            let run = RunId(13);
+            // SIGHUP blocked (neither caught nor ignored): sent, it stays pending and never
+            // reaches the process, which then exits 3 of its own when its stdin closes.
+            let script = "import signal, sys\n\
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})\n\
+                print('ready', flush=True)\n\
+                sys.stdin.read()\n\
+                sys.exit(3)";
+            runs.spawn(run, &piped(spec("python3", &["-c", script])))
+                .expect("spawn");
+            h.until(runs, |h| {
+                h.seen.get(&run).is_some_and(|s| s.stdout == b"ready\n")
+            })
+            .await;
+            assert_eq!(runs.signal(run, Signal::Hup), None, "alive");
+            runs.close_stdin(run);
+            let mut exits = Vec::new();
+            while exits.is_empty() {
+                h.signals.next().await;
+                exits = runs.collect_exits();
+            }
+            assert_eq!(exits[0].status, ExitStatus::Code(3));
+            assert!(!exits[0].signalled, "the signal never reached it");
             runs.release(run);
         });
     }
