@@ -233,7 +233,6 @@ impl Session {
             contain: containment,
             escaped: BTreeMap::new(),
             sweeps: BTreeMap::new(),
-            swept: BTreeMap::new(),
             clock: Clock::new(),
         };
         driver.run(&events_rx, &client).await;
@@ -327,9 +326,6 @@ struct Driver<Rt: Runtime> {
     escaped: BTreeMap<(RunId, i32), (Arc<PidFd>, Rt::Task)>,
     /// Sweeps asked for in this drain, by run (with its process group), done together.
     sweeps: BTreeMap<RunId, u32>,
-    /// The process group of every run the core has asked to sweep, while it may have escaped
-    /// processes: to look again when the last one held is gone ([`Driver::sweep_again`]).
-    swept: BTreeMap<RunId, u32>,
     clock: Clock,
 }
 
@@ -443,31 +439,12 @@ impl<Rt: Runtime> Driver<Rt> {
             Event::ClientGone => self.feed_pending(now, Input::ClientEof),
             Event::EscapedExited { run, pid } => {
                 if self.escaped.remove(&(run, pid)).is_some() {
-                    let pid = pid.unsigned_abs();
-                    let exited = Input::EscapedExited { run, pid };
-                    if self.escaped.keys().any(|(r, _)| *r == run) {
-                        self.server.handle_input(now, exited);
-                        return;
-                    }
-                    // The last one held is gone. What the escaped processes forked after the
-                    // last sweep (a daemon that forks while it is being stopped) has not been
-                    // seen: look again, and report what is found before this exit, so that the
-                    // core never takes the stop as done while such a process lives.
-                    let found = self.sweep_again(run);
-                    if found.is_empty() {
-                        self.swept.remove(&run);
+                    if !self.escaped.keys().any(|(r, _)| *r == run) {
                         self.contain.remove_cgroup_if_empty(run);
-                        self.server.handle_input(now, exited);
-                    } else {
-                        self.server.handle_input(
-                            now,
-                            Input::Escaped {
-                                run,
-                                processes: found,
-                            },
-                        );
-                        self.pending.push_back(exited);
                     }
+                    let pid = pid.unsigned_abs();
+                    self.server
+                        .handle_input(now, Input::EscapedExited { run, pid });
                 }
             }
             Event::ChildSignal => {
@@ -550,7 +527,6 @@ impl<Rt: Runtime> Driver<Rt> {
                 }
                 Output::Sweep { run, pgid } => {
                     self.sweeps.insert(run, pgid);
-                    self.swept.insert(run, pgid);
                 }
                 Output::SignalEscaped { run, signal } => self.signal_escaped(run, signal),
                 Output::Release { run } => {
@@ -588,19 +564,6 @@ impl<Rt: Runtime> Driver<Rt> {
         for (run, processes) in found {
             self.pending.push_back(Input::Escaped { run, processes });
         }
-    }
-
-    /// Sweeps `run` again, unasked (see [`Event::EscapedExited`]): the escaped processes found
-    /// that were not held yet, now held.
-    fn sweep_again(&mut self, run: RunId) -> Vec<EscapedProcess> {
-        let Some(&pgid) = self.swept.get(&run) else {
-            return Vec::new();
-        };
-        let found = self.contain.sweep(&BTreeMap::from([(run, pgid)]));
-        found
-            .into_iter()
-            .filter_map(|(run, process)| self.hold(run, process))
-            .collect()
     }
 
     /// Takes a pidfd on an escaped process of `run` not held yet and starts waiting for its

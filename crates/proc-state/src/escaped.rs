@@ -154,10 +154,16 @@ impl Escaped {
         }
     }
 
-    /// An escaped process is gone.
-    pub fn on_exited(&mut self, pid: u32) {
-        if let Some(escapee) = self.listed.get_mut(&pid) {
-            escapee.fate = Fate::Exited;
+    /// An escaped process is gone. When, during a stop, the last one known is gone, the driver
+    /// is asked to look again: what they started while being stopped (a daemon that keeps
+    /// forking) was not seen yet, and the stop is not over while it lives.
+    pub fn on_exited(&mut self, pid: u32, out: &mut Vec<Action>) {
+        let Some(escapee) = self.listed.get_mut(&pid) else {
+            return;
+        };
+        escapee.fate = Fate::Exited;
+        if self.stop.is_some() && !self.any_alive() {
+            self.sweep(out);
         }
     }
 
@@ -278,7 +284,7 @@ mod tests {
             [Action::Signal(Signal::Term)],
             "found during a stop: signalled"
         );
-        e.on_exited(10);
+        e.on_exited(10, &mut out);
         assert_eq!(e.next_deadline(), Some(at(5000).instant));
         out.clear();
         e.on_timeout(at(5000), &mut out);

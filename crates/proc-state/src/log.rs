@@ -169,8 +169,13 @@ pub struct Query<'a> {
     pub grep: Option<&'a Regex>,
     /// Only lines of this stream; `None` means both.
     pub stream: Option<Stream>,
-    /// Bound on the total length of the returned texts, in bytes (UTF-8).
+    /// Bound on the total length of the returned texts, in bytes (UTF-8), each line counting
+    /// [`Query::line_overhead`] more.
     pub max_bytes: usize,
+    /// Bytes each returned line counts toward `max_bytes` besides its text: what a reply spends
+    /// on a line beyond its text (its number, its stream, punctuation), so that many tiny lines
+    /// cannot make a reply much larger than `max_bytes`. 0 counts the text alone.
+    pub line_overhead: usize,
     /// Keep ANSI escape sequences and carriage returns (see [`render`]).
     pub raw: bool,
 }
@@ -185,6 +190,7 @@ impl Default for Query<'_> {
             grep: None,
             stream: None,
             max_bytes: DEFAULT_MAX_BYTES,
+            line_overhead: 0,
             raw: false,
         }
     }
@@ -371,18 +377,23 @@ impl LogBuffer {
 
         let (lines, truncated, next_cursor) = match (tail, query.head) {
             (Some(tail), None) => {
-                let (lines, truncated) =
-                    select_tail(candidates.rev(), tail, query.max_bytes, examine);
+                let (lines, truncated) = select_tail(
+                    candidates.rev(),
+                    tail,
+                    query.max_bytes,
+                    query.line_overhead,
+                    examine,
+                );
                 (lines, truncated, self.next_cursor)
             }
             (Some(tail), Some(head)) => {
-                let (window, _) = select_tail(candidates.rev(), tail, usize::MAX, examine);
+                let (window, _) = select_tail(candidates.rev(), tail, usize::MAX, 0, examine);
                 select_forward(
                     window.into_iter(),
                     |line| (!line.partial).then_some(line.n),
                     Some,
                     Some(head),
-                    query.max_bytes,
+                    (query.max_bytes, query.line_overhead),
                     self.next_cursor,
                 )
             }
@@ -394,7 +405,7 @@ impl LogBuffer {
                 },
                 examine,
                 head,
-                query.max_bytes,
+                (query.max_bytes, query.line_overhead),
                 self.next_cursor,
             ),
         };
@@ -617,6 +628,7 @@ fn select_tail<C>(
     newest_first: impl Iterator<Item = C>,
     count: usize,
     max_bytes: usize,
+    overhead: usize,
     mut examine: impl FnMut(C) -> Option<Line>,
 ) -> (Vec<Line>, bool) {
     let mut lines = Vec::new();
@@ -628,15 +640,16 @@ fn select_tail<C>(
         let Some(mut line) = examine(candidate) else {
             continue;
         };
-        if bytes.saturating_add(line.text.len()) > max_bytes {
+        let cost = line.text.len().saturating_add(overhead);
+        if bytes.saturating_add(cost) > max_bytes {
             if lines.is_empty() {
-                cut_at_char_boundary(&mut line.text, max_bytes);
+                cut_at_char_boundary(&mut line.text, max_bytes.saturating_sub(overhead));
                 lines.push(line);
             }
             lines.reverse();
             return (lines, true);
         }
-        bytes += line.text.len();
+        bytes += cost;
         lines.push(line);
     }
     lines.reverse();
@@ -652,7 +665,7 @@ fn select_forward<C>(
     cursor_of: impl Fn(&C) -> Option<u64>,
     mut examine: impl FnMut(C) -> Option<Line>,
     head: Option<usize>,
-    max_bytes: usize,
+    (max_bytes, overhead): (usize, usize),
     buffer_next: u64,
 ) -> (Vec<Line>, bool, u64) {
     let mut lines = Vec::new();
@@ -666,15 +679,16 @@ fn select_forward<C>(
         let Some(mut line) = examine(candidate) else {
             continue;
         };
-        if bytes.saturating_add(line.text.len()) > max_bytes {
+        let cost = line.text.len().saturating_add(overhead);
+        if bytes.saturating_add(cost) > max_bytes {
             if !lines.is_empty() {
                 return (lines, true, cursor.unwrap_or(buffer_next));
             }
-            cut_at_char_boundary(&mut line.text, max_bytes);
+            cut_at_char_boundary(&mut line.text, max_bytes.saturating_sub(overhead));
             lines.push(line);
             return (lines, true, resume(oldest_first.next()));
         }
-        bytes += line.text.len();
+        bytes += cost;
         lines.push(line);
     }
     (lines, false, buffer_next)
@@ -1636,6 +1650,22 @@ mod tests {
         assert_eq!(texts(&page), ["aaaa", "bbbb"]);
         assert!(page.truncated);
         assert_eq!(page.next_cursor, 2, "resumes at the line left out");
+    }
+
+    #[test]
+    fn each_line_counts_its_overhead_toward_max_bytes() {
+        let mut log = LogBuffer::new(LogLimits::default());
+        let _ = log.push(Stream::Stdout, b"a\nb\nc\n");
+        let page = log.read(&Query {
+            since: Some(0),
+            max_bytes: 10,
+            line_overhead: 4,
+            ..Query::default()
+        });
+        let texts: Vec<&str> = page.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["a", "b"], "5 bytes a line, 10 allowed");
+        assert!(page.truncated);
+        assert_eq!(page.next_cursor, 2);
     }
 
     #[test]

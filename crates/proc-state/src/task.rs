@@ -619,9 +619,11 @@ impl Task {
         Progress::Unchanged
     }
 
-    /// An escaped process is gone.
-    pub fn on_escaped_exited(&mut self, pid: u32) {
-        self.escaped.on_exited(pid);
+    /// An escaped process is gone (see [`Escaped::on_exited`]).
+    pub fn on_escaped_exited(&mut self, pid: u32, out: &mut Vec<Action>) {
+        let mut escaped = Vec::new();
+        self.escaped.on_exited(pid, &mut escaped);
+        out.extend(escaped.into_iter().map(Action::Escaped));
     }
 
     /// Kills the group at once (a second shutdown request), whatever the grace; the task then
@@ -1102,7 +1104,14 @@ mod tests {
         );
         let _ = t.on_timeout(at(5000), &mut out);
         assert_eq!(escaped_signals(&out), [Signal::Kill]);
-        t.on_escaped_exited(99);
+        out.clear();
+        t.on_escaped_exited(99, &mut out);
+        assert!(
+            !t.is_settled(),
+            "it looks again for what the daemon started meanwhile"
+        );
+        assert_eq!(out, [Action::Escaped(escaped::Action::Sweep)]);
+        let _ = t.on_escaped(Vec::new(), &mut out);
         assert!(t.is_settled());
     }
 

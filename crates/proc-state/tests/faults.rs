@@ -454,6 +454,42 @@ fn a_batch_reply_is_bounded_and_the_rest_get_an_error_each() {
     );
 }
 
+#[test]
+fn requests_of_a_batch_past_its_bound_are_not_carried_out() {
+    let mut config = Config::default();
+    config.max_message_bytes = 16 << 10;
+    let mut h = Harness::with_config(config);
+    let _ = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26"}}));
+    let (run, _) = h.start(json!({"command": "yes"}), 10);
+    for _ in 0..4 {
+        let _ = output(&mut h, run, &[b'y'; 60_000]);
+    }
+    let mut calls: Vec<Value> = (1..=3)
+        .map(|id| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "logs", "arguments": {"id": "t00001", "max_bytes": 60000}}})
+        })
+        .collect();
+    calls.push(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "start", "arguments": {"command": "late"}}}));
+    let outputs = h.send(Value::Array(calls));
+    assert!(
+        spawns(&outputs).is_empty(),
+        "the start past the bound did not run: {outputs:?}"
+    );
+    let replies = transmitted(&outputs);
+    let array = replies[0].as_array().unwrap();
+    let last = array.iter().find(|r| r["id"] == 4).unwrap();
+    assert_eq!(error_code(last), -32000);
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not carried out")
+    );
+}
+
 // ---- the smaller ones ----
 
 #[test]
@@ -635,7 +671,14 @@ fn stop_finds_what_left_the_group_stops_it_and_lists_it() {
         transmitted(&outputs).is_empty(),
         "the daemon is not gone yet"
     );
-    let replies = transmitted(&h.input(Input::EscapedExited { run, pid: 99 }));
+    let outputs = h.input(Input::EscapedExited { run, pid: 99 });
+    assert!(transmitted(&outputs).is_empty(), "not before a last look");
+    assert_eq!(
+        h.sweeps.drain(..).collect::<Vec<_>>(),
+        [run],
+        "what it started while being stopped is looked for"
+    );
+    let replies = transmitted(&h.input(escaped(run, &[])));
     let s = &replies[0]["result"]["structuredContent"];
     assert_eq!(s["state"], "exited");
     assert_eq!(
@@ -701,8 +744,33 @@ fn escapees_of_a_task_that_exited_on_its_own_are_stopped_and_hold_up_the_shutdow
         [Signal::Kill],
         "the shutdown grace"
     );
-    let outputs = h.input(Input::EscapedExited { run, pid: 50 });
+    let _ = h.input(Input::EscapedExited { run, pid: 50 });
+    let outputs = h.input(escaped(run, &[]));
     assert_eq!(outputs.last(), Some(&Output::Exit));
+}
+
+#[test]
+fn what_an_escapee_forks_while_being_stopped_is_found_and_stopped_too() {
+    let mut h = Harness::initialized("2025-11-25");
+    h.auto_sweep = false;
+    let (run, _) = h.start(json!({"command": "forking daemon"}), 10);
+    let _ = h.call(11, "stop", json!({"id": "t00001", "grace_ms": 300}));
+    let _ = h.input(escaped(run, &[7]));
+    let _ = h.exit(run, ExitStatus::Signaled(Signal::Term));
+    let _ = h.input(escaped(run, &[]));
+    let _ = h.input(Input::EscapedExited { run, pid: 7 });
+    // It had forked 8 before it went.
+    let outputs = h.input(escaped(run, &[8]));
+    assert_eq!(escaped_signals(&outputs), [Signal::Term]);
+    assert!(transmitted(&outputs).is_empty());
+    let _ = h.input(Input::EscapedExited { run, pid: 8 });
+    let replies = transmitted(&h.input(escaped(run, &[])));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["escaped"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 }
 
 // ---- one output budget for all tasks ----

@@ -477,7 +477,7 @@ fn logs_input() -> Value {
             "grep": {"type": "string", "description": "Regular expression (Rust regex syntax); keep only matching lines."},
             "stream": {"type": "string", "enum": ["stdout", "stderr", "both"], "default": "both"},
             "max_bytes": {"type": "integer", "minimum": 1, "maximum": MAX_LOGS_BYTES, "default": DEFAULT_LOGS_BYTES,
-                "description": "Bound on the returned text; cut at line boundaries and flagged `truncated`."},
+                "description": "Bound on the returned text, each line counting 32 bytes more; cut at line boundaries and flagged `truncated`."},
             "raw": {"type": "boolean", "default": false, "description": "Keep ANSI escape sequences."},
         }),
         &["id"],
@@ -563,6 +563,9 @@ pub const DEFAULT_WAIT_MS: u64 = 30_000;
 pub const DEFAULT_READY_MS: u64 = 10_000;
 /// Largest `wait.timeout_ms` and `start.wait_timeout_ms` accepted (5 minutes).
 pub const MAX_WAIT_MS: u64 = 300_000;
+/// What each line counts toward `logs.max_bytes` (and the other output reads) besides its
+/// text: about what its number, stream and punctuation take in a reply.
+pub const LINE_OVERHEAD_BYTES: usize = 32;
 /// `logs.max_bytes` when not given.
 pub const DEFAULT_LOGS_BYTES: usize = 32 * 1024;
 /// Largest `logs.max_bytes` accepted.

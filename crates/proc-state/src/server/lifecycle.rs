@@ -99,8 +99,8 @@ impl Server {
 
     pub(super) fn escaped_exited(&mut self, now: Now, run: RunId, pid: u32) {
         if let Some(key) = self.task_of(run) {
-            self.with_task(now, key, |task, _| {
-                task.on_escaped_exited(pid);
+            self.with_task(now, key, |task, out| {
+                task.on_escaped_exited(pid, out);
                 Progress::Unchanged
             });
         }

@@ -299,6 +299,8 @@ struct Batch {
     remaining: usize,
     /// The responses so far, each a compact JSON text, joined by `,`.
     body: Vec<u8>,
+    /// A reply did not fit: the requests still to come are refused without being carried out.
+    full: bool,
 }
 
 /// Where the server is in its life.
@@ -596,11 +598,50 @@ impl Server {
                 Batch {
                     remaining,
                     body: Vec::new(),
+                    full: false,
                 },
             );
         }
         for (message, text) in classified.into_iter().zip(texts) {
+            // Once the replies have reached the bound, the remaining requests are refused
+            // without being carried out: no work is done for a reply that could not be sent.
+            if let Ok(Message::Request { id, .. }) = &message
+                && self
+                    .batches
+                    .get(&batch)
+                    .is_some_and(|b| b.full || b.body.len() >= self.batch_reply_limit())
+            {
+                let error = self.batch_too_large(false);
+                let response = jsonrpc::failure(Some(id), &error);
+                self.deliver(Some(batch), Some((response, Some(id))));
+                continue;
+            }
             self.handle_message(now, message, text, Some(batch));
+        }
+    }
+
+    /// A batch's reply holds at most this many bytes.
+    fn batch_reply_limit(&self) -> usize {
+        self.config
+            .max_message_bytes
+            .saturating_mul(BATCH_REPLY_FACTOR)
+    }
+
+    /// The error for a batch element whose reply would not fit; `done` says whether the request
+    /// was carried out all the same.
+    fn batch_too_large(&self, done: bool) -> Error {
+        let limit = self.batch_reply_limit();
+        let what = if done {
+            "its reply was dropped"
+        } else {
+            "it was not carried out"
+        };
+        Error {
+            code: ErrorCode::ServerError(BATCH_TOO_LARGE),
+            message: format!(
+                "Response too large: this batch's replies reached {limit} bytes, so {what}; send this request on its own, or ask for less (e.g. a smaller `max_bytes`)"
+            ),
+            data: Some(json!({"limit": limit, "done": done})),
         }
     }
 
@@ -798,23 +839,15 @@ impl Server {
             }
             return;
         };
-        let limit = self
-            .config
-            .max_message_bytes
-            .saturating_mul(BATCH_REPLY_FACTOR);
+        let limit = self.batch_reply_limit();
+        let too_large = self.batch_too_large(true);
         let Some(batch) = self.batches.get_mut(&key) else {
             return;
         };
         if let Some((mut response, id)) = response {
             if batch.body.len() + response.len() + 2 > limit {
-                let error = Error {
-                    code: ErrorCode::ServerError(BATCH_TOO_LARGE),
-                    message: format!(
-                        "Response too large: this batch's replies would exceed {limit} bytes; send this request on its own, or ask for less (e.g. a smaller `max_bytes`)"
-                    ),
-                    data: Some(json!({"limit": limit})),
-                };
-                response = jsonrpc::failure(id, &error);
+                response = jsonrpc::failure(id, &too_large);
+                batch.full = true;
             }
             if !batch.body.is_empty() {
                 batch.body.push(b',');

@@ -11,6 +11,7 @@ use super::{LogLevel, Server, Timer};
 use crate::log::Query;
 use crate::mcp::jsonrpc::{Error, ErrorCode};
 use crate::mcp::paging;
+use crate::mcp::tools::LINE_OVERHEAD_BYTES;
 use crate::task::{State, Task};
 use crate::time::{self, Instant, Now};
 
@@ -117,6 +118,7 @@ impl Server {
             grep: None,
             stream: None,
             max_bytes: READ_BYTES,
+            line_overhead: LINE_OVERHEAD_BYTES,
             raw: false,
         });
         let mut text = String::new();

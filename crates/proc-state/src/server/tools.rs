@@ -9,6 +9,7 @@ use super::waiters::{Kind, Watch};
 use super::{Output, Pending, Reply, Server, Shutdown, Timer, ToolError, error_result};
 use crate::log::{LogLimits, Query};
 use crate::mcp::jsonrpc::Error;
+use crate::mcp::tools::LINE_OVERHEAD_BYTES;
 use crate::mcp::tools::{
     self as defs, DEFAULT_LOGS_BYTES, DEFAULT_READY_MS, DEFAULT_STATUS_TAIL, DEFAULT_WAIT_MS,
     IdArgs, ListArgs, ListFilter, LogsArgs, MAX_GRACE_MS, MAX_LOGS_BYTES, MAX_STATUS_TAIL,
@@ -297,6 +298,7 @@ impl Server {
             grep: None,
             stream: None,
             max_bytes: MAX_LOGS_BYTES,
+            line_overhead: LINE_OVERHEAD_BYTES,
             raw: false,
         });
         let mut structured = render::status_fields(t, now);
@@ -344,6 +346,7 @@ impl Server {
             grep: grep.as_ref(),
             stream: args.stream.stream(),
             max_bytes,
+            line_overhead: LINE_OVERHEAD_BYTES,
             raw: args.raw,
         });
         let structured = json!({

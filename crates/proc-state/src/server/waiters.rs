@@ -202,6 +202,7 @@ impl Watch {
             grep: Some(regex),
             stream: None,
             max_bytes: crate::mcp::tools::MAX_LOGS_BYTES,
+            line_overhead: 0,
             raw: false,
         });
         match page.lines.into_iter().next() {
