@@ -232,6 +232,16 @@ impl Cgroup {
         }
     }
 
+    /// Its directory, open (close-on-exec): what clone3(2) `CLONE_INTO_CGROUP` takes to create
+    /// a task here ([`crate::process::SpawnPlacement::in_cgroup_dir`]).
+    ///
+    /// # Errors
+    /// open(2) failed (`ENOENT`: no such cgroup; `EACCES`).
+    pub fn open_dir(&self) -> io::Result<OwnedFd> {
+        let dir = std::fs::File::open(&self.path)?;
+        Ok(dir.into())
+    }
+
     /// Its `cgroup.procs`, open for writing and close-on-exec: what
     /// [`crate::process::SpawnPlacement::in_cgroup`] takes to start a task here. Keep it while
     /// the run may spawn (it does not keep the cgroup from being removed).

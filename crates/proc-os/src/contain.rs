@@ -57,7 +57,7 @@ pub use linux::Containment;
 #[cfg(target_os = "linux")]
 mod linux {
     use std::collections::{BTreeMap, BTreeSet};
-    use std::os::fd::OwnedFd;
+    use std::os::fd::{AsFd as _, OwnedFd};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
@@ -66,6 +66,7 @@ mod linux {
 
     use super::ContainOptions;
     use crate::cgroup::{self, Cgroup};
+    use crate::process::SpawnPlacement;
     use crate::tree::{self, Instance, Scanner, TAG_VAR, TaggedProcess};
     use crate::watchdog::Watchdog;
 
@@ -76,6 +77,16 @@ mod linux {
     /// Tag run ids per session: run `n` of session `s` is tagged `s << 40 | n`.
     const SESSION_SHIFT: u32 = 40;
 
+    /// Most empty cgroups kept for reuse.
+    const FREE_CGROUPS: usize = 64;
+
+    /// A cgroup for runs, with its directory and `cgroup.procs` open for spawning into it.
+    struct Slot {
+        cgroup: Cgroup,
+        dir: OwnedFd,
+        procs: OwnedFd,
+    }
+
     /// How long a clean exit waits for the watchdog to acknowledge.
     const DISARM_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -85,7 +96,13 @@ mod linux {
         session: u64,
         scanner: Option<Scanner>,
         server_cgroup: Option<Cgroup>,
-        run_cgroups: BTreeMap<RunId, Cgroup>,
+        /// The cgroup of each run that has one (until it is empty again).
+        run_cgroups: BTreeMap<RunId, Slot>,
+        /// Empty cgroups to use again: a cgroup that held processes before takes a new one far
+        /// faster than a new cgroup (no creation, removal or first-use setup in the kernel).
+        free_cgroups: Vec<Slot>,
+        /// Cgroups made so far (they are named `slot-<n>`).
+        slots: u64,
         watchdog: Option<Watchdog>,
         watchdog_exe: Option<PathBuf>,
         /// Live runs' process groups, to watch again with a new watchdog.
@@ -141,6 +158,8 @@ mod linux {
                 scanner,
                 server_cgroup,
                 run_cgroups: BTreeMap::new(),
+                free_cgroups: Vec::new(),
+                slots: 0,
                 watchdog,
                 watchdog_exe: options.watchdog.clone(),
                 groups: BTreeMap::new(),
@@ -190,23 +209,51 @@ mod linux {
             Some((TAG_VAR.to_owned(), instance.tag(self.tag_run(run))))
         }
 
-        /// The `cgroup.procs` of a new cgroup for `run`, for the spawn to place the task in.
-        pub fn prepare(&mut self, run: RunId) -> Option<OwnedFd> {
-            let server = self.server_cgroup.as_ref()?;
-            let cgroup = server
-                .create_run(self.tag_run(run))
-                .map_err(|err| eprintln!("proc-mcp: cannot create a cgroup for {run}: {err}"))
-                .ok()?;
-            let procs = cgroup.open_procs().ok()?;
-            self.run_cgroups.insert(run, cgroup);
-            Some(procs)
+        /// Gives `run` an empty cgroup of its own (one used before if there is one), where the
+        /// spawn places the task: see [`Containment::placement`].
+        pub fn prepare(&mut self, run: RunId) {
+            let Some(server) = &self.server_cgroup else {
+                return;
+            };
+            let slot = match self.free_cgroups.pop() {
+                Some(slot) => slot,
+                None => {
+                    let made = server
+                        .create_child(&format!("slot-{}", self.slots))
+                        .and_then(|cgroup| {
+                            Ok(Slot {
+                                dir: cgroup.open_dir()?,
+                                procs: cgroup.open_procs()?,
+                                cgroup,
+                            })
+                        });
+                    match made {
+                        Ok(slot) => {
+                            self.slots += 1;
+                            slot
+                        }
+                        Err(err) => {
+                            eprintln!("proc-mcp: cannot create a cgroup for {run}: {err}");
+                            return;
+                        }
+                    }
+                }
+            };
+            self.run_cgroups.insert(run, slot);
         }
 
-        /// `run` could not be spawned: its cgroup goes.
+        /// Where to spawn `run`: in its cgroup, if [`Containment::prepare`] gave it one.
+        pub fn placement(&self, run: RunId) -> SpawnPlacement<'_> {
+            self.run_cgroups
+                .get(&run)
+                .map_or_else(SpawnPlacement::default, |slot| {
+                    SpawnPlacement::in_cgroup_dir(slot.dir.as_fd(), slot.procs.as_fd())
+                })
+        }
+
+        /// `run` could not be spawned: its cgroup is free again.
         pub fn failed(&mut self, run: RunId) {
-            if let Some(cgroup) = self.run_cgroups.remove(&run) {
-                let _ = cgroup.remove();
-            }
+            self.remove_cgroup_if_empty(run);
         }
 
         /// `run` was spawned as process group `pgid`.
@@ -241,7 +288,7 @@ mod linux {
             for (&run, &pgid) in runs {
                 let tag_run =
                     (self.session << SESSION_SHIFT) | (run.0 & ((1 << SESSION_SHIFT) - 1));
-                match self.run_cgroups.get(&run).map(Cgroup::procs) {
+                match self.run_cgroups.get(&run).map(|slot| slot.cgroup.procs()) {
                     Some(Ok(pids)) => found.extend(
                         pids.into_iter()
                             .filter_map(|pid| scanner.describe(pid, instance, tag_run))
@@ -271,20 +318,30 @@ mod linux {
 
         /// `SIGKILL` for everything in `run`'s cgroup, if it has one.
         pub fn kill_cgroup(&self, run: RunId) {
-            if let Some(cgroup) = self.run_cgroups.get(&run) {
-                let _ = cgroup.kill();
+            if let Some(slot) = self.run_cgroups.get(&run) {
+                let _ = slot.cgroup.kill();
             }
         }
 
-        /// Every escaped process of a released `run` is gone: its cgroup can go.
+        /// Every escaped process of a released `run` is gone: its cgroup, once empty, is free
+        /// for another run (or removed, beyond [`FREE_CGROUPS`] free ones).
         pub fn remove_cgroup_if_empty(&mut self, run: RunId) {
             if self.groups.contains_key(&run) {
                 return;
             }
-            if let Some(cgroup) = self.run_cgroups.get(&run)
-                && cgroup.remove().is_ok()
-            {
-                self.run_cgroups.remove(&run);
+            let empty = self
+                .run_cgroups
+                .get(&run)
+                .is_some_and(|slot| slot.cgroup.procs().is_ok_and(|pids| pids.is_empty()));
+            if !empty {
+                return;
+            }
+            if let Some(slot) = self.run_cgroups.remove(&run) {
+                if self.free_cgroups.len() < FREE_CGROUPS {
+                    self.free_cgroups.push(slot);
+                } else {
+                    let _ = slot.cgroup.remove();
+                }
             }
         }
 
@@ -321,6 +378,7 @@ mod linux {
             for run in runs {
                 self.kill_cgroup(run);
             }
+            self.free_cgroups.clear();
             if let Some(server) = self.server_cgroup.take() {
                 let _ = server.kill();
                 let _ = server.wait_empty(Duration::from_secs(1));

@@ -28,7 +28,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,7 +40,6 @@ use proc_state::{
 };
 
 use crate::contain::{ContainOptions, Containment};
-use crate::process::SpawnPlacement;
 use crate::tree::{PidFd, TaggedProcess};
 
 use crate::pipes::{self, Chunk, Pool};
@@ -478,10 +476,8 @@ impl<Rt: Runtime> Driver<Rt> {
                 Output::Transmit(line) => self.writer.transmit(line),
                 Output::Spawn { run, mut spec } => {
                     spec.env.extend(self.contain.tag(run));
-                    let procs = self.contain.prepare(run);
-                    let placement = procs.as_ref().map_or_else(SpawnPlacement::default, |fd| {
-                        SpawnPlacement::in_cgroup(fd.as_fd())
-                    });
+                    self.contain.prepare(run);
+                    let placement = self.contain.placement(run);
                     let (runtime, pool, events) = (&self.runtime, &self.pool, &self.events);
                     let spawned = self.runs.spawn(run, &spec, placement, |stream, pipe| {
                         runtime.spawn(pipes::pump(run, stream, pipe, pool.clone(), events.clone()))

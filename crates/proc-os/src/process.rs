@@ -45,6 +45,10 @@ pub struct SpawnPlacement<'fd> {
     /// moves the writing process (cgroups(7)), so the task is in that cgroup before it can fork
     /// and everything it starts is born there.
     pub cgroup_procs: Option<BorrowedFd<'fd>>,
+    /// The directory of that cgroup (see `cgroup::Cgroup::open_dir`): where the kernel has
+    /// clone3(2) `CLONE_INTO_CGROUP` (Linux 5.7), the task is created in the cgroup instead of
+    /// moving there, which spares the spawning thread an RCU grace period.
+    pub cgroup_dir: Option<BorrowedFd<'fd>>,
 }
 
 impl<'fd> SpawnPlacement<'fd> {
@@ -52,6 +56,16 @@ impl<'fd> SpawnPlacement<'fd> {
     pub fn in_cgroup(procs: BorrowedFd<'fd>) -> Self {
         Self {
             cgroup_procs: Some(procs),
+            cgroup_dir: None,
+        }
+    }
+
+    /// Start in the cgroup whose directory is open as `dir` and whose `cgroup.procs` is open as
+    /// `procs`: created there where the kernel can, else moved there.
+    pub fn in_cgroup_dir(dir: BorrowedFd<'fd>, procs: BorrowedFd<'fd>) -> Self {
+        Self {
+            cgroup_procs: Some(procs),
+            cgroup_dir: Some(dir),
         }
     }
 }
@@ -103,6 +117,8 @@ pub fn spawn_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> Result<S
     // Borrowed for the whole call: valid until the child has exec'd.
     let cgroup_procs = placement.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd());
     #[cfg(vfork_spawn)]
+    let cgroup_dir = placement.cgroup_dir.map_or(-1, |fd| fd.as_raw_fd());
+    #[cfg(vfork_spawn)]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -116,6 +132,7 @@ pub fn spawn_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> Result<S
                 nofile,
                 fd_limit,
                 cgroup_procs,
+                cgroup_dir,
             };
             match vfork::spawn(spec, inherit) {
                 Ok(child) => {

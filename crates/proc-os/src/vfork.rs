@@ -43,7 +43,7 @@ use std::io;
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -64,8 +64,14 @@ pub(crate) struct Inherit {
     /// Bounds the last-resort loop of [`fd::mark_cloexec_from`].
     pub fd_limit: c_int,
     /// `cgroup.procs` of the cgroup to start in, open for writing, or -1: the child writes `0`
-    /// to it, which moves the writing process (cgroups(7)), before it can fork.
+    /// to it, which moves the writing process (cgroups(7)), before it can fork — unless it was
+    /// born there (`cgroup_dir`).
     pub cgroup_procs: RawFd,
+    /// The directory of the cgroup to start in, or -1: the child is created in it with
+    /// clone3(2) `CLONE_INTO_CGROUP` (Linux 5.7), which costs nothing more than a spawn, where
+    /// moving a process costs an RCU grace period (cgroup-v2.rst) during which the spawning
+    /// thread waits.
+    pub cgroup_dir: RawFd,
 }
 
 /// A started child: the leader of its own session, and the parent's ends of its pipes.
@@ -185,6 +191,8 @@ struct Plan<'a> {
     cwd: *const c_char,
     /// See [`Inherit`].
     inherit: Inherit,
+    /// The child was created in its cgroup (`CLONE_INTO_CGROUP`): it need not move itself.
+    placed: AtomicBool,
     /// The [`Step`] the child is at.
     step: AtomicU8,
     /// The errno of the failed step; 0 while nothing failed.
@@ -265,6 +273,7 @@ pub(crate) fn spawn(spec: &SpawnSpec, inherit: Inherit) -> Result<Child, Error> 
         ],
         cwd: cwd.as_ref().map_or(ptr::null(), |cwd| cwd.as_ptr()),
         inherit,
+        placed: AtomicBool::new(false),
         step: AtomicU8::new(Step::Signals as u8),
         errno: AtomicI32::new(0),
     };
@@ -322,21 +331,38 @@ fn clone_child(plan: &Plan<'_>, stack: &Stack) -> io::Result<libc::pid_t> {
         // Without the mask a handler could run in the child: start nothing.
         return Err(io::Error::last_os_error());
     }
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-    // SAFETY: `stack.top()` is the 16-byte aligned top of a private mapping that nothing else
-    // uses while this thread is suspended; `plan` and everything it points to live in
-    // `spawn`'s frame, which cannot return before the child has exec'd or exited
-    // (CLONE_VFORK). `child_main` only makes async-signal-safe system calls and never returns.
-    // Without CLONE_FILES and CLONE_SIGHAND the child gets its own descriptor table and
-    // signal dispositions; exit signal SIGCHLD makes it an ordinary child for waitpid(2).
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            stack.top(),
-            flags,
-            ptr::from_ref(plan).cast_mut().cast::<c_void>(),
-        )
-    };
+    let arg = ptr::from_ref(plan).cast_mut().cast::<c_void>();
+    let mut pid = -1;
+    if plan.inherit.cgroup_dir >= 0 && !CLONE3_REFUSED.load(Ordering::Relaxed) {
+        plan.placed.store(true, Ordering::Release);
+        // SAFETY: as for clone(2) below; the stack is the mapping above its guard page.
+        let rc = unsafe { clone3_into_cgroup(stack, plan.inherit.cgroup_dir, arg) };
+        if rc >= 0 {
+            pid = libc::pid_t::try_from(rc).unwrap_or(-1);
+        } else if matches!(
+            c_int::try_from(-rc),
+            Ok(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP)
+        ) {
+            // An older kernel, or a sandbox that refuses clone3: move into the cgroup instead.
+            CLONE3_REFUSED.store(true, Ordering::Relaxed);
+            plan.placed.store(false, Ordering::Release);
+        } else {
+            plan.placed.store(false, Ordering::Release);
+            Errno::set_raw(c_int::try_from(-rc).unwrap_or(libc::EINVAL));
+            pid = -2;
+        }
+    }
+    if pid == -1 {
+        let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+        // SAFETY: `stack.top()` is the 16-byte aligned top of a private mapping that nothing
+        // else uses while this thread is suspended; `plan` and everything it points to live
+        // in `spawn`'s frame, which cannot return before the child has exec'd or exited
+        // (CLONE_VFORK). `child_main` only makes async-signal-safe system calls and never
+        // returns. Without CLONE_FILES and CLONE_SIGHAND the child gets its own descriptor
+        // table and signal dispositions; exit signal SIGCHLD makes it an ordinary child for
+        // waitpid(2).
+        pid = unsafe { libc::clone(child_main, stack.top(), flags, arg) };
+    }
     let result = if pid < 0 {
         // The child never ran: errno is clone's.
         Err(io::Error::last_os_error())
@@ -429,7 +455,7 @@ unsafe fn prepare_and_exec(plan: &Plan<'_>) -> c_int {
     // the writing process, this child (cgroups(7); cgroup-v2.rst "cgroup.procs"). Whatever the
     // task forks later is born there. The descriptor is close-on-exec.
     at(Step::Cgroup);
-    if inherit.cgroup_procs >= 0 {
+    if inherit.cgroup_procs >= 0 && !plan.placed.load(Ordering::Acquire) {
         // SAFETY: write(2) of one byte from a static string to a descriptor of ours.
         if unsafe { libc::write(inherit.cgroup_procs, b"0".as_ptr().cast(), 1) } < 0 {
             return Errno::last_raw();
@@ -524,6 +550,130 @@ unsafe fn exec(plan: &Plan<'_>) -> c_int {
     if denied { libc::EACCES } else { libc::ENOENT }
 }
 
+/// Set once clone3(2) refused `CLONE_INTO_CGROUP`: the child moves itself from then on.
+static CLONE3_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, Linux 5.7).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3(2) with `CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP`, the child running
+/// [`child_main`]`(arg)` on `stack` and born in the cgroup whose directory is `cgroup_dir`.
+/// Returns the child's pid, or `-errno`; in the parent only, once the child has exec'd or
+/// exited.
+///
+/// libc has no wrapper that runs a function in the child, so the system call is made here:
+/// the child comes back from it on the new stack, where no Rust frame exists, and must call
+/// [`child_main`] before touching the stack (it never returns: it execs or `_exit`s, then
+/// `exit`s should `child_main` ever return).
+///
+/// # Safety
+/// As for [`clone_child`]: every signal blocked in this thread, `arg` a [`Plan`] that lives
+/// until this returns, `stack` used by nothing else.
+unsafe fn clone3_into_cgroup(stack: &Stack, cgroup_dir: RawFd, arg: *mut c_void) -> i64 {
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.lowest() as u64,
+        stack_size: stack.usable() as u64,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: u64::try_from(cgroup_dir).unwrap_or(u64::MAX),
+    };
+    let entry: extern "C" fn(*mut c_void) -> c_int = child_main;
+    let ret: i64;
+    // SAFETY: the caller's contract; the asm only returns in the parent. The registers
+    // holding `entry` and `arg` are preserved across the system call (callee-saved), so the
+    // child finds them there on its new, 16-byte aligned stack.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &raw const args,
+            in("rsi") core::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        core::arch::asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x29, xzr",
+            "mov x0, x21",
+            "blr x22",
+            "mov x8, {exit}",
+            "svc 0",
+            "brk #0",
+            "2:",
+            exit = const libc::SYS_exit,
+            in("x8") libc::SYS_clone3,
+            inlateout("x0") &raw const args => ret,
+            in("x1") core::mem::size_of::<CloneArgs>(),
+            in("x21") arg,
+            in("x22") entry,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "riscv64")]
+    unsafe {
+        core::arch::asm!(
+            "ecall",
+            "bnez a0, 2f",
+            "mv s0, zero",
+            "mv a0, s2",
+            "jalr s3",
+            "li a7, {exit}",
+            "ecall",
+            "unimp",
+            "2:",
+            exit = const libc::SYS_exit,
+            in("a7") libc::SYS_clone3,
+            inlateout("a0") &raw const args => ret,
+            in("a1") core::mem::size_of::<CloneArgs>(),
+            in("s2") arg,
+            in("s3") entry,
+            options(nostack),
+        );
+    }
+    ret
+}
+
 /// A stack for the child: a private mapping with a guard page below it (a child that
 /// overflowed would fault, not write over the server's heap). Kept per thread and reused:
 /// once the child has exec'd or exited (when clone(2) returns) it no longer uses it.
@@ -562,6 +712,25 @@ impl Stack {
             return Err(io::Error::last_os_error());
         }
         Ok(stack)
+    }
+
+    /// The lowest usable address: just above the guard page.
+    fn lowest(&self) -> *mut c_void {
+        // SAFETY: within the mapping: one page above its start.
+        unsafe { self.base.cast::<u8>().add(self.guard()).cast() }
+    }
+
+    /// Bytes usable above the guard page.
+    fn usable(&self) -> usize {
+        self.len - self.guard()
+    }
+
+    fn guard(&self) -> usize {
+        // SAFETY: sysconf(3) has no preconditions.
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|&page| page > 0)
+            .unwrap_or(4096)
     }
 
     /// The initial stack pointer: the end of the mapping (stacks grow down), page-aligned.
@@ -696,6 +865,7 @@ mod tests {
             nofile: None,
             fd_limit: fd::fd_limit(),
             cgroup_procs: -1,
+            cgroup_dir: -1,
         }
     }
 

@@ -30,12 +30,13 @@
 //! It ignores SIGHUP, SIGINT and SIGPIPE. [`serve`] is the whole logic on any reader, so it can
 //! be tested in-process.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, Write as _};
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, RawFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::fs::FileExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -152,6 +153,9 @@ pub struct Config {
     pub cgroup_parent: Option<PathBuf>,
     /// How long to go on killing after the server died: [`KILL_TIMEOUT`].
     pub kill_timeout: Duration,
+    /// A descriptor of the server's list of process groups to kill (see [`GroupList`]), read
+    /// once the server has died.
+    pub groups_fd: Option<RawFd>,
 }
 
 impl Config {
@@ -161,6 +165,7 @@ impl Config {
             instance,
             cgroup_parent,
             kill_timeout: KILL_TIMEOUT,
+            groups_fd: None,
         }
     }
 }
@@ -211,6 +216,9 @@ pub fn serve(input: impl BufRead, config: &Config) -> Outcome {
     let mut watched = Watched::default();
     if watched.read(input) {
         return Outcome::Disarmed { stale_killed };
+    }
+    if let Some(fd) = config.groups_fd {
+        watched.groups.extend(GroupList::read(fd));
     }
     let mut report = clean_up(scanner.as_mut(), config, &watched);
     report.stale_killed = stale_killed;
@@ -373,14 +381,109 @@ pub fn run_if_requested() {
 
 /// The watchdog's arguments after [`WATCHDOG_ARG`].
 fn parse_args(args: &[OsString]) -> Option<Config> {
-    let (instance, rest) = args.split_first()?;
+    let (instance, mut rest) = args.split_first()?;
     let instance: Instance = instance.to_str()?.parse().ok()?;
+    let mut groups_fd = None;
+    if let [flag, fd, more @ ..] = rest
+        && flag == GROUPS_FD_ARG
+    {
+        groups_fd = Some(fd.to_str()?.parse().ok()?);
+        rest = more;
+    }
     let cgroup_parent = match rest {
         [] => None,
         [path] => Some(PathBuf::from(path)),
         _ => return None,
     };
-    Some(Config::new(instance, cgroup_parent))
+    let mut config = Config::new(instance, cgroup_parent);
+    config.groups_fd = groups_fd;
+    Some(config)
+}
+
+/// The argument that names the descriptor of the [`GroupList`] the watchdog inherits.
+const GROUPS_FD_ARG: &str = "--groups-fd";
+
+/// The descriptor number the watchdog gets its [`GroupList`] on.
+const GROUPS_FD: RawFd = 3;
+
+/// The process groups the watchdog must kill, kept by the server in a memory file
+/// (memfd_create(2)) the watchdog inherits and reads only once the server has died: a slot
+/// of 4 bytes (native-endian `i32`, 0 for a free slot) per live run. Updating it is one
+/// pwrite(2) and wakes nobody, unlike a message on the watchdog's pipe, which would make it
+/// run at every spawn, when the server's own threads need the CPU.
+#[derive(Debug)]
+pub struct GroupList {
+    file: File,
+    slots: BTreeMap<i32, u64>,
+    free: Vec<u64>,
+    next: u64,
+}
+
+impl GroupList {
+    /// An empty list in a new memory file.
+    ///
+    /// # Errors
+    /// memfd_create(2) failed.
+    pub fn new() -> io::Result<Self> {
+        let fd = nix::sys::memfd::memfd_create(
+            c"proc-mcp-groups",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )?;
+        Ok(Self {
+            file: File::from(fd),
+            slots: BTreeMap::new(),
+            free: Vec::new(),
+            next: 0,
+        })
+    }
+
+    /// Adds `pgid` (a no-op if it is listed).
+    ///
+    /// # Errors
+    /// pwrite(2) failed.
+    pub fn add(&mut self, pgid: i32) -> io::Result<()> {
+        if self.slots.contains_key(&pgid) {
+            return Ok(());
+        }
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        self.file.write_all_at(&pgid.to_ne_bytes(), slot * 4)?;
+        self.slots.insert(pgid, slot);
+        Ok(())
+    }
+
+    /// Removes `pgid` (a no-op if it is not listed).
+    ///
+    /// # Errors
+    /// pwrite(2) failed.
+    pub fn remove(&mut self, pgid: i32) -> io::Result<()> {
+        let Some(slot) = self.slots.remove(&pgid) else {
+            return Ok(());
+        };
+        self.free.push(slot);
+        self.file.write_all_at(&0i32.to_ne_bytes(), slot * 4)
+    }
+
+    /// The process groups listed in the memory file on `fd` (as the watchdog reads it).
+    fn read(fd: RawFd) -> Vec<i32> {
+        let mut bytes = Vec::new();
+        // SAFETY: `fd` is the list the watchdog inherited; the `File` is forgotten below, so
+        // the descriptor is neither closed nor used twice.
+        let file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+        let mut offset = 0;
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = file.read_at(&mut chunk, offset) {
+            bytes.extend_from_slice(&chunk[..n]);
+            offset += n as u64;
+        }
+        bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .filter(|&pgid| pgid > 1)
+            .collect()
+    }
 }
 
 /// The watchdog process: signals, then [`serve`] on stdin; the exit code.
@@ -427,6 +530,8 @@ pub struct Watchdog {
     pipe: Option<File>,
     /// Bytes not written yet.
     pending: Vec<u8>,
+    /// The process groups to kill if the server dies, which the watchdog reads then.
+    groups: GroupList,
 }
 
 impl Watchdog {
@@ -445,10 +550,14 @@ impl Watchdog {
     ) -> io::Result<Self> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         nix::fcntl::fcntl(&write, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        let groups = GroupList::new()?;
+        let groups_fd = groups.file.as_raw_fd();
         let mut command = Command::new(exe);
         command
             .arg(WATCHDOG_ARG)
             .arg(instance.to_string())
+            .arg(GROUPS_FD_ARG)
+            .arg(GROUPS_FD.to_string())
             .args(cgroup_parent)
             .env_remove(TAG_VAR)
             .current_dir("/")
@@ -461,7 +570,15 @@ impl Watchdog {
         unsafe {
             command.pre_exec(move || {
                 nix::unistd::setsid()?;
-                crate::fd::mark_cloexec_from(3, fd_limit)
+                crate::fd::mark_cloexec_from(3, fd_limit)?;
+                // The group list on a known descriptor, kept across exec: dup2(2) clears
+                // close-on-exec on the copy (and when it is already there, fcntl(2) does).
+                if groups_fd == GROUPS_FD {
+                    libc::fcntl(GROUPS_FD, libc::F_SETFD, 0);
+                } else if libc::dup2(groups_fd, GROUPS_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
             });
         }
         let child = command.spawn()?;
@@ -474,6 +591,7 @@ impl Watchdog {
             pidfd,
             pipe: Some(File::from(write)),
             pending: Vec::new(),
+            groups,
         })
     }
 
@@ -487,20 +605,21 @@ impl Watchdog {
         self.pidfd.as_ref()
     }
 
-    /// Watch process group `pgid`: SIGKILL it if the server dies.
+    /// Watch process group `pgid`: SIGKILL it if the server dies. Kept in the [`GroupList`]
+    /// (no message, no wake-up).
     ///
     /// # Errors
-    /// See [`Watchdog::send`].
+    /// pwrite(2) failed.
     pub fn watch_group(&mut self, pgid: i32) -> io::Result<()> {
-        self.send(&Message::WatchGroup(pgid))
+        self.groups.add(pgid)
     }
 
     /// Stop watching process group `pgid` (before reaping its leader: that frees the pgid).
     ///
     /// # Errors
-    /// See [`Watchdog::send`].
+    /// pwrite(2) failed.
     pub fn unwatch_group(&mut self, pgid: i32) -> io::Result<()> {
-        self.send(&Message::UnwatchGroup(pgid))
+        self.groups.remove(pgid)
     }
 
     /// Watch the cgroup at `path`: kill and remove it if the server dies. Cgroups under the
@@ -756,6 +875,20 @@ mod tests {
     }
 
     #[test]
+    fn the_group_list_is_read_back_as_kept() {
+        let mut groups = GroupList::new().expect("memfd");
+        for pgid in [100, 200, 300] {
+            groups.add(pgid).expect("add");
+        }
+        groups.remove(200).expect("remove");
+        groups.add(400).expect("add, in the freed slot");
+        groups.add(100).expect("twice is once");
+        let mut read = GroupList::read(groups.file.as_raw_fd());
+        read.sort_unstable();
+        assert_eq!(read, [100, 300, 400]);
+    }
+
+    #[test]
     fn writes_never_block_and_arrive_in_order() {
         let (read, write) = pipe();
         nix::fcntl::fcntl(&write, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("fcntl");
@@ -764,11 +897,12 @@ mod tests {
             pidfd: None,
             pipe: Some(write),
             pending: Vec::new(),
+            groups: GroupList::new().expect("memfd"),
         };
         // Far more than a pipe holds, with nobody reading: nothing blocks.
         let count = 20_000;
         for pgid in 2..count {
-            watchdog.watch_group(pgid).expect("queued");
+            watchdog.send(&Message::WatchGroup(pgid)).expect("queued");
         }
         assert!(watchdog.pending_bytes() > 0);
         assert!(!watchdog.flush().expect("flush"));
@@ -790,7 +924,7 @@ mod tests {
             .collect();
         assert_eq!(groups, (2..count).collect::<Vec<_>>());
         assert_eq!(
-            watchdog.watch_group(7).map_err(|e| e.kind()),
+            watchdog.send(&Message::WatchGroup(7)).map_err(|e| e.kind()),
             Err(io::ErrorKind::BrokenPipe)
         );
     }
