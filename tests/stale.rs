@@ -1,0 +1,100 @@
+//! What a server left behind when it and its watchdog were both killed (an OOM kill of the
+//! whole session, a machine under pressure) is cleaned up by the next server that starts:
+//! processes tagged by an instance verified dead (by pid and start time), and its cgroup.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{LATEST, RawServer, TempDir, is_alive};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+
+/// The watchdog of server `pid`: its child running `__proc-mcp-watchdog`.
+fn watchdog_of(server: u32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .find(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                ppid == Some(server)
+                    && cmdline
+                        .split(|b| *b == 0)
+                        .any(|arg| arg == b"__proc-mcp-watchdog")
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no watchdog for server {server}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn daemon_pid(file: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the daemon never wrote its pid");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn left_behind_is_cleaned_up_by_the_next_server(cgroups: &str) {
+    let dir = TempDir::new();
+    let file = dir.path().join("daemon.pid");
+    let mut first = RawServer::initialized_with(LATEST, &["--cgroups", cgroups], &[]);
+    let command = format!(
+        "setsid sh -c 'sleep 1000 & echo $! > {}'; sleep 1000",
+        file.display()
+    );
+    first.call("start", json!({"command": command}));
+    let daemon = daemon_pid(&file);
+    // Both the watchdog and the server die at once: nothing of theirs cleans up.
+    let watchdog = watchdog_of(first.pid);
+    kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
+    kill(Pid::from_raw(first.pid as i32), Signal::SIGKILL).expect("kill the server");
+    let _ = first.wait_exit(Duration::from_secs(10));
+    // The task leader dies with the server (parent-death signal); the daemon, in a session of
+    // its own, is left.
+    assert!(
+        is_alive(daemon),
+        "--cgroups {cgroups}: the daemon should be left behind"
+    );
+
+    let second = RawServer::initialized_with(LATEST, &["--cgroups", cgroups], &[]);
+    let started = Instant::now();
+    while is_alive(daemon) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "--cgroups {cgroups}: the next server left {daemon} alive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "--cgroups {cgroups}: a dead server's daemon was killed {:?} after the next server started",
+        started.elapsed()
+    );
+    second.finish();
+}
+
+#[test]
+fn the_next_server_cleans_up_what_a_dead_one_left() {
+    left_behind_is_cleaned_up_by_the_next_server("off");
+    left_behind_is_cleaned_up_by_the_next_server("auto");
+}
