@@ -63,6 +63,16 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// One test's server (with `args`), initialized at the latest version, with the lock that runs
+/// the tests one at a time and the guard that kills what the test started.
+fn session(args: &[&str]) -> (MutexGuard<'static, ()>, Cleanup, RawServer) {
+    let serial = serial();
+    let mut cleanup = Cleanup::default();
+    let server = RawServer::initialized_with(LATEST, args, &[]);
+    cleanup.server(server.pid);
+    (serial, cleanup, server)
+}
+
 /// The runtime under test, for the printed figures.
 fn runtime() -> String {
     std::env::var("PROC_MCP_RUNTIME").unwrap_or_else(|_| "smol".to_owned())
@@ -981,10 +991,7 @@ fn responses(server: &mut RawServer, ids: &[i64]) -> BTreeMap<i64, Value> {
 
 #[test]
 fn concurrent_restarts_coalesce_every_one_is_answered_and_stop_ends_it() {
-    let _serial = serial();
-    let mut cleanup = Cleanup::default();
-    let mut server = RawServer::initialized(LATEST);
-    cleanup.server(server.pid);
+    let (_serial, mut cleanup, mut server) = session(&[]);
     let first = server.call(
         "start",
         json!({"command": "sleep", "args": ["30"], "name": "t"}),
@@ -1060,10 +1067,7 @@ fn watch_tags(server: u32) -> (mpsc::Sender<()>, thread::JoinHandle<BTreeSet<Str
 /// answered, the server exits 0 within the shutdown grace + 2 s, nothing runs afterwards, and
 /// nothing new was spawned after the shutdown began. The restart's reply.
 fn restart_then_stdin_eof(task: Value, settle: bool) -> Value {
-    let _serial = serial();
-    let mut cleanup = Cleanup::default();
-    let mut server = RawServer::initialized(LATEST);
-    cleanup.server(server.pid);
+    let (_serial, mut cleanup, mut server) = session(&[]);
     let first = server.call("start", task);
     let old = Proc::of(pid_of(&first)).expect("the task runs");
     cleanup.track([old]);
@@ -1149,10 +1153,7 @@ fn a_restart_of_a_task_that_ignores_sigterm_then_stdin_eof_is_refused_and_nothin
 
 #[test]
 fn a_stop_after_a_pending_restart_supersedes_it() {
-    let _serial = serial();
-    let mut cleanup = Cleanup::default();
-    let mut server = RawServer::initialized(LATEST);
-    cleanup.server(server.pid);
+    let (_serial, mut cleanup, mut server) = session(&[]);
     let first = server.call(
         "start",
         json!({"command": "trap '' TERM; echo ready; sleep 30", "name": "t", "wait_for": "ready"}),
@@ -1187,10 +1188,7 @@ fn a_stop_after_a_pending_restart_supersedes_it() {
 
 #[test]
 fn timers_fire_on_time_under_an_output_flood() {
-    let _serial = serial();
-    let mut cleanup = Cleanup::default();
-    let mut server = RawServer::initialized(LATEST);
-    cleanup.server(server.pid);
+    let (_serial, mut cleanup, mut server) = session(&[]);
 
     // A stop's grace under a flood: SIGKILL comes on time, and so does the reply.
     let task = server.call(
@@ -1276,10 +1274,7 @@ const LATE_READER: &str = "sleep 2; timeout 1 cat | wc -c";
 
 #[test]
 fn a_write_to_a_task_that_does_not_read_is_answered_at_once_and_a_cancel_stops_its_bytes() {
-    let _serial = serial();
-    let mut cleanup = Cleanup::default();
-    let mut server = RawServer::initialized(LATEST);
-    cleanup.server(server.pid);
+    let (_serial, mut cleanup, mut server) = session(&[]);
 
     // `sleep` never reads: the write replies at once with what the pipe took and what is queued.
     let sleeper = server.call(
@@ -1473,10 +1468,7 @@ fn a_batch_reply_is_bounded_and_every_element_is_answered() {
 /// `max_bytes`, so the reply stays near the size asked for however short the lines.
 #[test]
 fn a_logs_reply_of_tiny_lines_stays_bounded_in_memory() {
-    let _serial = serial();
-    let mut cleanup = Cleanup::default();
-    let mut server = RawServer::initialized(LATEST);
-    cleanup.server(server.pid);
+    let (_serial, _cleanup, mut server) = session(&[]);
     server.call(
         "start",
         json!({"command": "yes | head -c 5000000", "name": "tiny"}),

@@ -85,6 +85,10 @@ mod linux {
         cgroup: Cgroup,
         dir: OwnedFd,
         procs: OwnedFd,
+        /// `cgroup.kill` was used on it: it is never used again. (Some kernels kill at birth
+        /// every child created with `CLONE_INTO_CGROUP` in a cgroup killed before: its kill
+        /// sequence no longer matches the creator's.)
+        killed: bool,
     }
 
     /// How long a clean exit waits for the watchdog to acknowledge.
@@ -225,6 +229,7 @@ mod linux {
                                 dir: cgroup.open_dir()?,
                                 procs: cgroup.open_procs()?,
                                 cgroup,
+                                killed: false,
                             })
                         });
                     match made {
@@ -317,9 +322,10 @@ mod linux {
         }
 
         /// `SIGKILL` for everything in `run`'s cgroup, if it has one.
-        pub fn kill_cgroup(&self, run: RunId) {
-            if let Some(slot) = self.run_cgroups.get(&run) {
+        pub fn kill_cgroup(&mut self, run: RunId) {
+            if let Some(slot) = self.run_cgroups.get_mut(&run) {
                 let _ = slot.cgroup.kill();
+                slot.killed = true;
             }
         }
 
@@ -337,7 +343,7 @@ mod linux {
                 return;
             }
             if let Some(slot) = self.run_cgroups.remove(&run) {
-                if self.free_cgroups.len() < FREE_CGROUPS {
+                if !slot.killed && self.free_cgroups.len() < FREE_CGROUPS {
                     self.free_cgroups.push(slot);
                 } else {
                     let _ = slot.cgroup.remove();

@@ -277,20 +277,34 @@ pub(crate) fn spawn(spec: &SpawnSpec, inherit: Inherit) -> Result<Child, Error> 
         step: AtomicU8::new(Step::Signals as u8),
         errno: AtomicI32::new(0),
     };
-    let pid = with_stack(|stack| clone_child(&plan, stack)).map_err(Error::Prepare)?;
-    let pid = match pid {
-        Ok(pid) => pid,
-        Err(err) => {
-            return Err(match err.raw_os_error() {
-                Some(libc::ENOSYS | libc::EINVAL | libc::EPERM) => Error::Unsupported(err),
-                _ => Error::Prepare(err),
-            });
+    let mut attempts = 0;
+    let (pid, errno, step) = loop {
+        attempts += 1;
+        let pid = with_stack(|stack| clone_child(&plan, stack)).map_err(Error::Prepare)?;
+        let pid = match pid {
+            Ok(pid) => pid,
+            Err(err) => {
+                return Err(match err.raw_os_error() {
+                    Some(libc::ENOSYS | libc::EINVAL | libc::EPERM) => Error::Unsupported(err),
+                    _ => Error::Prepare(err),
+                });
+            }
+        };
+        // --- The child has exec'd or exited: its memory is its own (or gone). ---
+        let errno = plan.errno.load(Ordering::Acquire);
+        let step = Step::from_u8(plan.step.load(Ordering::Acquire));
+        if plan.placed.load(Ordering::Acquire) && errno == 0 && step != Step::Exec && attempts == 1
+        {
+            // Born in its cgroup and gone before it could do anything: some kernels kill at
+            // birth a child created in a cgroup whose kill count differs from its creator's
+            // (a cgroup.kill in the target's past). Move into the cgroup from now on.
+            let _ = crate::process::reap(nix::unistd::Pid::from_raw(pid));
+            CLONE3_REFUSED.store(true, Ordering::Relaxed);
+            plan.step.store(Step::Signals as u8, Ordering::Release);
+            continue;
         }
+        break (pid, errno, step);
     };
-
-    // --- The child has exec'd or exited: its memory is its own (or gone). ---
-    let errno = plan.errno.load(Ordering::Acquire);
-    let step = Step::from_u8(plan.step.load(Ordering::Acquire));
     if errno != 0 || step != Step::Exec {
         // It exits right after reporting (or has already ended): reap it. The pid is not in
         // any run table, so nothing else waits for it.
@@ -332,6 +346,7 @@ fn clone_child(plan: &Plan<'_>, stack: &Stack) -> io::Result<libc::pid_t> {
         return Err(io::Error::last_os_error());
     }
     let arg = ptr::from_ref(plan).cast_mut().cast::<c_void>();
+    plan.placed.store(false, Ordering::Release);
     let mut pid = -1;
     if plan.inherit.cgroup_dir >= 0 && !CLONE3_REFUSED.load(Ordering::Relaxed) {
         plan.placed.store(true, Ordering::Release);

@@ -12,29 +12,13 @@ use std::io::{BufRead as _, BufReader};
 use std::process::ChildStdout;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::unistd::Pid;
 use proc_os::process::{self, Spawned};
+use proc_os::testutil::{pipe, sh, spec, stat, wait_exited, wait_terminated};
 use proc_os::tree::{Instance, PidFd, TAG_VAR};
-use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode};
+use proc_state::{ExitStatus, Signal, SpawnSpec};
 
 const LONG: Duration = Duration::from_secs(20);
-
-/// A spec for `program args...` with stdin `/dev/null`, no cwd, no env.
-fn spec(program: &str, args: &[&str]) -> SpawnSpec {
-    SpawnSpec {
-        program: program.to_owned(),
-        args: args.iter().map(|&arg| arg.to_owned()).collect(),
-        cwd: None,
-        env: Vec::new(),
-        stdin: StdinMode::Null,
-    }
-}
-
-/// `sh -c script`.
-fn sh(script: &str) -> SpawnSpec {
-    spec("/bin/sh", &["-c", script])
-}
 
 /// `sh -c script` tagged as run `run` of `instance`.
 fn tagged_sh(instance: &Instance, run: u64, script: &str) -> SpawnSpec {
@@ -43,59 +27,9 @@ fn tagged_sh(instance: &Instance, run: u64, script: &str) -> SpawnSpec {
     spec
 }
 
-/// State and parent of a process, from `/proc/<pid>/stat`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    ppid: i32,
-}
-
-/// The [`Stat`] of `pid`; `None` once it is gone (reaped).
-fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid })
-}
-
 /// Whether `pid` is still running (not a zombie, not gone).
 fn running(pid: i32) -> bool {
     stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
-}
-
-/// Blocks until our child `pid` has exited (without reaping it) and returns how.
-fn wait_exited(pid: Pid) -> ExitStatus {
-    // SAFETY: zeroed siginfo_t is valid; waitid only writes into it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `info` is a valid siginfo_t.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid.as_raw().unsigned_abs(),
-                &raw mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        match Errno::result(rc) {
-            Ok(_) => break,
-            Err(Errno::EINTR) => {}
-            Err(errno) => panic!("waitid({pid}): {errno}"),
-        }
-    }
-    process::exit_status(pid)
-        .expect("exit_status")
-        .expect("exited after a blocking waitid")
-}
-
-/// Waits (by pidfd) until `pid` — any process — has terminated; `true` if it did within
-/// `timeout` or was gone already.
-fn wait_terminated(pid: i32, timeout: Duration) -> bool {
-    match PidFd::open(pid) {
-        Ok(pidfd) => pidfd.wait_timeout(timeout).expect("poll"),
-        Err(err) => err.raw_os_error() == Some(libc::ESRCH),
-    }
 }
 
 /// Sends SIGKILL to `pid` if it still is the process that started at `start_time`.
@@ -103,12 +37,6 @@ fn kill_verified(pid: i32, start_time: u64) {
     if let Ok(Some(pidfd)) = PidFd::open_verified(pid, start_time) {
         let _ = pidfd.send_signal(Signal::Kill);
     }
-}
-
-/// A pipe: (read end, write end), both blocking and close-on-exec.
-fn pipe() -> (std::fs::File, std::fs::File) {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe2");
-    (read.into(), write.into())
 }
 
 /// A live process standing for a server instance: a `sleep` of our own, so every test has an
@@ -546,6 +474,83 @@ mod cgroup {
         drop(task);
         parent.remove_tree().expect("rmdir the server's cgroup");
         assert!(!parent.path().exists());
+    }
+
+    #[test]
+    fn a_task_is_born_in_its_cgroup_and_an_emptied_cgroup_takes_the_next() {
+        let Some(cgroups) = cgroups_or_skip() else {
+            return;
+        };
+        let server = FakeServer::start();
+        let parent = cgroups
+            .create_server(&server.instance)
+            .expect("server cgroup");
+        let _cleanup = Cleanup(parent.clone());
+        let slot = parent.create_child("slot-0").expect("cgroup");
+        let dir = slot.open_dir().expect("directory");
+        let procs = slot.open_procs().expect("cgroup.procs");
+        for round in 0..2 {
+            // clone3 CLONE_INTO_CGROUP where the kernel has it, else a move: either way the task
+            // is there before it can run anything.
+            let spawned = process::spawn_placed(
+                &sh("echo started; exec sleep 1000"),
+                SpawnPlacement::in_cgroup_dir(
+                    std::os::fd::AsFd::as_fd(&dir),
+                    std::os::fd::AsFd::as_fd(&procs),
+                ),
+            )
+            .expect("spawn into the cgroup");
+            let mut task = Task::from(spawned);
+            assert_eq!(task.line(), "started", "round {round}");
+            let leader = task.pid.as_raw();
+            assert_eq!(slot.procs().expect("procs"), [leader], "round {round}");
+            // Not cgroup.kill: a child created with CLONE_INTO_CGROUP in a cgroup killed
+            // before is killed at birth on some kernels (Linux 6.18 here), so the server never
+            // reuses a cgroup it killed.
+            process::signal_group(task.pid, Signal::Kill).expect("killpg");
+            assert_eq!(wait_exited(task.pid), ExitStatus::Signaled(Signal::Kill));
+            assert!(!slot.populated().expect("events"), "round {round}");
+            drop(task);
+        }
+        slot.remove().expect("rmdir");
+        parent.remove_tree().expect("rmdir the server's cgroup");
+    }
+
+    #[test]
+    fn a_task_still_starts_in_a_cgroup_that_was_killed_before() {
+        let Some(cgroups) = cgroups_or_skip() else {
+            return;
+        };
+        let server = FakeServer::start();
+        let parent = cgroups
+            .create_server(&server.instance)
+            .expect("server cgroup");
+        let _cleanup = Cleanup(parent.clone());
+        let slot = parent.create_child("killed").expect("cgroup");
+        let dir = slot.open_dir().expect("directory");
+        let procs = slot.open_procs().expect("cgroup.procs");
+        let placement = || {
+            SpawnPlacement::in_cgroup_dir(
+                std::os::fd::AsFd::as_fd(&dir),
+                std::os::fd::AsFd::as_fd(&procs),
+            )
+        };
+        let first = process::spawn_placed(&spec("sleep", &["1000"]), placement()).expect("spawn");
+        slot.kill().expect("cgroup.kill");
+        assert_eq!(wait_exited(first.pid), ExitStatus::Signaled(Signal::Kill));
+        process::reap(first.pid).expect("reap");
+        // Where the kernel kills such a child at birth, the spawn moves it in instead.
+        let mut task = Task::from(
+            process::spawn_placed(&sh("echo started; exec sleep 1000"), placement())
+                .expect("spawn after a kill"),
+        );
+        assert_eq!(task.line(), "started");
+        assert_eq!(slot.procs().expect("procs"), [task.pid.as_raw()]);
+        process::signal_group(task.pid, Signal::Kill).expect("killpg");
+        assert_eq!(wait_exited(task.pid), ExitStatus::Signaled(Signal::Kill));
+        drop(task);
+        slot.remove().expect("rmdir");
+        parent.remove_tree().expect("rmdir the server's cgroup");
     }
 
     #[test]

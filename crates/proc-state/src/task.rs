@@ -818,6 +818,11 @@ mod tests {
             .collect()
     }
 
+    /// The leader was killed by the stop's SIGTERM at `ms`.
+    fn terminated(t: &mut Task, ms: u64, out: &mut Vec<Action>) {
+        let _ = t.on_exited(ExitStatus::Signaled(Signal::Term), true, at(ms), DRAIN, out);
+    }
+
     /// The driver found no escaped process.
     fn none_escaped(t: &mut Task) {
         let _ = t.on_escaped(Vec::new(), &mut Vec::new());
@@ -1011,26 +1016,14 @@ mod tests {
         let mut t = running();
         assert!(t.restart(GRACE, at(0), &mut out));
         t.stop(Signal::Term, GRACE, at(1), &mut out);
-        let _ = t.on_exited(
-            ExitStatus::Signaled(Signal::Term),
-            true,
-            at(2),
-            DRAIN,
-            &mut out,
-        );
+        terminated(&mut t, 2, &mut out);
         assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
         none_escaped(&mut t);
         assert!(!t.take_restart());
         // stop, then restart (even while draining): starts again.
         let mut t = running();
         t.stop(Signal::Term, GRACE, at(0), &mut out);
-        let _ = t.on_exited(
-            ExitStatus::Signaled(Signal::Term),
-            true,
-            at(1),
-            DRAIN,
-            &mut out,
-        );
+        terminated(&mut t, 1, &mut out);
         assert!(t.restart(GRACE, at(2), &mut out));
         assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
         assert!(
@@ -1047,13 +1040,7 @@ mod tests {
         let _ = t.on_spawned(9, at(1), &mut out);
         assert_eq!(own(&out), [&signal(Signal::Term)]);
         // An ended task is restarted by the caller.
-        let _ = t.on_exited(
-            ExitStatus::Signaled(Signal::Term),
-            true,
-            at(2),
-            DRAIN,
-            &mut out,
-        );
+        terminated(&mut t, 2, &mut out);
         let _ = close_both(&mut t, &mut out);
         none_escaped(&mut t);
         assert!(!t.restart(GRACE, at(3), &mut out));
@@ -1085,13 +1072,7 @@ mod tests {
         let _ = t.on_escaped(daemon(99), &mut out);
         assert_eq!(escaped_signals(&out), [Signal::Term]);
         // The leader goes at once; the daemon ignores SIGTERM.
-        let _ = t.on_exited(
-            ExitStatus::Signaled(Signal::Term),
-            true,
-            at(10),
-            DRAIN,
-            &mut out,
-        );
+        terminated(&mut t, 10, &mut out);
         let _ = close_both(&mut t, &mut out);
         let _ = t.on_escaped(Vec::new(), &mut out);
         assert_eq!(t.state(), State::Exited);
@@ -1120,13 +1101,7 @@ mod tests {
         let mut t = running();
         let mut out = Vec::new();
         t.stop(Signal::Term, GRACE, at(0), &mut out);
-        let _ = t.on_exited(
-            ExitStatus::Signaled(Signal::Term),
-            true,
-            at(1),
-            DRAIN,
-            &mut out,
-        );
+        terminated(&mut t, 1, &mut out);
         // The pipes stay open: the daemon has them. Once it is found, the run ends at once.
         let _ = t.on_escaped(Vec::new(), &mut out);
         let progress = t.on_escaped(daemon(5), &mut out);
