@@ -136,6 +136,9 @@ struct Model {
     open_requests: BTreeSet<i64>,
     answered: BTreeSet<i64>,
     cancelled: BTreeSet<i64>,
+    /// Requests sent in a batch: one answered already may be cancelled while the batch waits for
+    /// the others, and its answer then still goes out with the batch.
+    batched: BTreeSet<i64>,
     sent: Vec<i64>,
     next_id: i64,
     /// Messages the client wrote that the core did not want yet.
@@ -146,8 +149,9 @@ struct Model {
     /// `ClientEof` or `Terminate` was fed.
     shutting_down: bool,
     exited: bool,
-    /// The latest lifecycle request fed per task number: true for `stop`.
-    latest_is_stop: BTreeMap<u32, bool>,
+    /// The latest lifecycle request fed per task number: `Some(true)` for `stop`; `None` when it
+    /// came in a batch (its place among the batch's outputs is not known).
+    latest_is_stop: BTreeMap<u32, Option<bool>>,
     /// Starts asked for so far; task `n` is started with the name `tn` and the command
     /// `cmd-n`, so names are never reused and name the same task as long as it exists.
     next_task: u32,
@@ -194,6 +198,7 @@ impl Model {
             open_requests: BTreeSet::new(),
             answered: BTreeSet::new(),
             cancelled: BTreeSet::new(),
+            batched: BTreeSet::new(),
             sent: Vec::new(),
             next_id: 1,
             held: VecDeque::new(),
@@ -270,7 +275,7 @@ impl Model {
                     .find_map(|a| a.strip_prefix("cmd-").and_then(|n| n.parse::<u32>().ok()))
                     .expect("every command names its task");
                 assert!(
-                    !self.latest_is_stop.get(&task).copied().unwrap_or(false),
+                    self.latest_is_stop.get(&task).copied().flatten() != Some(true),
                     "spawn of task {task} whose latest request was stop"
                 );
                 self.task_of.insert(run, task);
@@ -341,7 +346,10 @@ impl Model {
                 continue;
             };
             assert!(!self.answered.contains(&id), "two responses for id {id}");
-            assert!(!self.cancelled.contains(&id), "a response for cancelled id {id}");
+            assert!(
+                !self.cancelled.contains(&id) || self.batched.contains(&id),
+                "a response for cancelled id {id}"
+            );
             assert!(self.open_requests.remove(&id), "a response for unknown id {id}");
             self.answered.insert(id);
         }
@@ -368,16 +376,19 @@ impl Model {
     /// Records what a fed message asks for: request ids, and the latest lifecycle request
     /// per task.
     fn note_sent(&mut self, value: &Value) {
-        let items = match value {
+        let (items, batch) = match value {
             Value::Array(items) if self.version == "2025-03-26" && self.initialized => {
-                items.clone()
+                (items.clone(), true)
             }
             Value::Array(_) => return,
-            other => vec![other.clone()],
+            other => (vec![other.clone()], false),
         };
         for item in items {
             if let Some(id) = item["id"].as_i64() {
                 self.open_requests.insert(id);
+                if batch {
+                    self.batched.insert(id);
+                }
             }
             if item["method"] == "notifications/cancelled" {
                 if let Some(id) = item["params"]["requestId"].as_i64() {
@@ -386,7 +397,10 @@ impl Model {
                     }
                 }
             }
-            let session_ok = self.initialized || item["params"]["_meta"].is_object();
+            let modern = item["params"]["_meta"]
+                .get("io.modelcontextprotocol/protocolVersion")
+                .is_some();
+            let session_ok = self.initialized || modern;
             if item["method"] == "tools/call" && session_ok {
                 let name = item["params"]["name"].as_str().unwrap_or("");
                 let arguments = &item["params"]["arguments"];
@@ -399,10 +413,10 @@ impl Model {
                     .and_then(|n| n.parse::<u32>().ok());
                 match (name, task) {
                     ("stop", Some(task)) => {
-                        self.latest_is_stop.insert(task, true);
+                        self.latest_is_stop.insert(task, (!batch).then_some(true));
                     }
                     ("restart" | "start", Some(task)) => {
-                        self.latest_is_stop.insert(task, false);
+                        self.latest_is_stop.insert(task, (!batch).then_some(false));
                     }
                     _ => {}
                 }
@@ -753,18 +767,14 @@ impl Model {
             Op::ToDeadline => {
                 if let Some(deadline) = self.deadline {
                     self.now_ns = self.now_ns.max(deadline.as_nanos());
-                    let now = self.now();
-                    self.server.handle_timeout(now);
-                    self.drain();
+                    self.fire_timers();
                 }
             }
             Op::Advance { ms } => {
                 let target = self.now_ns + u64::from(ms) * 1_000_000;
                 while let Some(deadline) = self.deadline.filter(|d| d.as_nanos() <= target) {
                     self.now_ns = self.now_ns.max(deadline.as_nanos());
-                    let now = self.now();
-                    self.server.handle_timeout(now);
-                    self.drain();
+                    self.fire_timers();
                     if self.exited {
                         return;
                     }
@@ -786,6 +796,22 @@ impl Model {
                 self.held.clear();
                 self.input(Input::Terminate);
             }
+        }
+    }
+
+    /// The timer fires now: the deadlines that passed are handled, and none that has passed is
+    /// asked for again (a busy timer would make a real driver spin).
+    fn fire_timers(&mut self) {
+        let now = self.now();
+        self.server.handle_timeout(now);
+        self.drain();
+        if !self.exited
+            && let Some(deadline) = self.deadline
+        {
+            assert!(
+                deadline > now.instant,
+                "a deadline that has passed is still asked for after handle_timeout"
+            );
         }
     }
 

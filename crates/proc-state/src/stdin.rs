@@ -220,6 +220,8 @@ impl Stdin {
             written: 0,
             dropped: false,
         });
+        // An empty write is done at once (it asks only how the queue stands).
+        self.retire_finished();
         Ok((id, dropped))
     }
 
@@ -438,6 +440,23 @@ mod tests {
             None,
             "finished segments are reported once"
         );
+    }
+
+    #[test]
+    fn an_empty_write_is_done_at_once_and_writes_nothing() {
+        let mut stdin = open(100);
+        let (a, _) = stdin.push(Vec::new(), false).unwrap();
+        assert_eq!(stdin.poll_action(), None);
+        assert_eq!(
+            stdin.progress(a),
+            Some(Progress {
+                written: 0,
+                queued: 0,
+                dropped: 0
+            })
+        );
+        let (_, _) = stdin.push(Vec::new(), true).unwrap();
+        assert_eq!(stdin.poll_action(), Some(StdinAction::Close));
     }
 
     #[test]

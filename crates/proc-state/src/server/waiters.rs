@@ -288,7 +288,12 @@ impl Server {
             Step::Keep(mut waiter) => {
                 self.send_progress(&mut waiter, now);
                 self.start_probe(id, &mut waiter, now);
-                self.timers.set(Timer::Waiter(id), waiter.next_deadline());
+                // A waiter kept although its deadline has passed waits for its task (a `start`
+                // whose spawn is not answered yet): the task's next event looks at it again.
+                // Arming a deadline in the past would make the driver call back at once,
+                // forever.
+                let deadline = waiter.next_deadline().filter(|at| *at > now.instant);
+                self.timers.set(Timer::Waiter(id), deadline);
                 self.waiters.insert(id, waiter);
             }
         }
