@@ -1762,7 +1762,8 @@ mod tests {
         log.push(Stdout, b"partial");
         assert_eq!(log.allocated_bytes(), pending_capacity(&log));
         log.push(Stdout, b"\n");
-        let tables = (log.text.blocks.capacity() + log.index.blocks.capacity()) * 16;
+        let tables =
+            (log.text.blocks.capacity() + log.index.blocks.capacity()) * size_of::<Box<[u8]>>();
         assert_eq!(log.allocated_bytes(), 64 + 2 * (16 << 10) + tables);
     }
 
