@@ -36,6 +36,7 @@ struct Read {
     grep: Option<u8>,
     stream: Option<Which>,
     max_bytes: u8,
+    line_overhead: u8,
     raw: bool,
 }
 
@@ -116,13 +117,21 @@ fuzz_target!(|input: Input| {
                     grep,
                     stream: read.stream.as_ref().map(Which::stream),
                     max_bytes: usize::from(read.max_bytes),
+                    line_overhead: usize::from(read.line_overhead % 64),
                     raw: read.raw,
                 };
                 let page = log.read(&query);
                 let n: Vec<u64> = page.lines.iter().map(|l| l.n).collect();
                 assert!(n.windows(2).all(|w| w[0] < w[1]), "not increasing: {n:?}");
-                let text: usize = page.lines.iter().map(|l| l.text.len()).sum();
-                assert!(text <= query.max_bytes, "{text} > {}", query.max_bytes);
+                // Every line costs its text plus the overhead; a first line that alone is too
+                // long is cut to what is left after the overhead.
+                let cost: usize = page
+                    .lines
+                    .iter()
+                    .map(|l| l.text.len() + query.line_overhead)
+                    .sum();
+                let bound = query.max_bytes.max(query.line_overhead);
+                assert!(cost <= bound, "{cost} > {bound}");
                 assert!(page.next_cursor <= log.next_cursor());
                 assert!(
                     page.lines
