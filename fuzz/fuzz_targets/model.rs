@@ -76,30 +76,71 @@ enum ToolOp {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Initialize { version: u8 },
+    Initialize {
+        version: u8,
+    },
     Call(ToolOp),
     /// A 2026-07-28 request (its own envelope).
     Modern(ToolOp),
     /// A batch of up to three calls (2025-03-26 only; refused otherwise).
     Batch(Vec<ToolOp>),
     Listen,
-    Resource { task: u8, subscribe: bool },
-    Cancel { request: u8 },
+    Resource {
+        task: u8,
+        subscribe: bool,
+    },
+    Cancel {
+        request: u8,
+    },
     Raw(Vec<u8>),
-    Spawned { which: u8, pid: u16 },
-    SpawnFailed { which: u8 },
-    Output { which: u8, stderr: bool, text: u8 },
-    Closed { which: u8, stderr: bool },
-    Exited { which: u8, code: i8, signalled: bool },
-    StdinWritten { which: u8, part: u8, fail: bool },
-    StdinReady { which: u8 },
-    Probe { which: u8, open: bool },
-    Sweep { which: u8, found: u8 },
-    EscapedExited { which: u8 },
+    Spawned {
+        which: u8,
+        pid: u16,
+    },
+    SpawnFailed {
+        which: u8,
+    },
+    Output {
+        which: u8,
+        stderr: bool,
+        text: u8,
+    },
+    Closed {
+        which: u8,
+        stderr: bool,
+    },
+    Exited {
+        which: u8,
+        code: i8,
+        signalled: bool,
+    },
+    StdinWritten {
+        which: u8,
+        part: u8,
+        fail: bool,
+    },
+    StdinReady {
+        which: u8,
+    },
+    Probe {
+        which: u8,
+        open: bool,
+    },
+    Sweep {
+        which: u8,
+        found: u8,
+    },
+    EscapedExited {
+        which: u8,
+    },
     /// Events for a run the core no longer knows.
-    Stale { run: u8 },
+    Stale {
+        run: u8,
+    },
     ToDeadline,
-    Advance { ms: u16 },
+    Advance {
+        ms: u16,
+    },
     Stall(bool),
     Eof,
     Terminate,
@@ -248,11 +289,12 @@ impl Model {
                 "output memory {} over the total budget",
                 self.server.output_memory()
             );
-            if !self.shutting_down && self.server.wants_client_bytes() {
-                if let Some(message) = self.held.pop_front() {
-                    self.feed_client(message);
-                    continue;
-                }
+            if !self.shutting_down
+                && self.server.wants_client_bytes()
+                && let Some(message) = self.held.pop_front()
+            {
+                self.feed_client(message);
+                continue;
             }
             return;
         }
@@ -282,13 +324,25 @@ impl Model {
                 self.spawning.push((run, task));
             }
             Output::Signal { run, .. } => {
-                assert!(!self.released.contains(&run), "signal after release of {run}");
-                assert!(self.task_of.contains_key(&run), "signal to an unknown {run}");
+                assert!(
+                    !self.released.contains(&run),
+                    "signal after release of {run}"
+                );
+                assert!(
+                    self.task_of.contains_key(&run),
+                    "signal to an unknown {run}"
+                );
             }
             Output::WriteStdin { run, data } => {
                 assert!(!self.released.contains(&run), "stdin write after release");
-                let state = self.live.get_mut(&run).expect("stdin write to a spawned run");
-                assert!(state.writing.is_none(), "two stdin writes in flight for {run}");
+                let state = self
+                    .live
+                    .get_mut(&run)
+                    .expect("stdin write to a spawned run");
+                assert!(
+                    state.writing.is_none(),
+                    "two stdin writes in flight for {run}"
+                );
                 assert!(!data.is_empty());
                 state.writing = Some(data.len());
             }
@@ -312,13 +366,20 @@ impl Model {
             Output::Exit => {
                 assert!(self.shutting_down, "exit without a shutdown");
                 assert!(self.spawning.is_empty(), "exit with spawns unanswered");
-                assert!(self.live.is_empty(), "exit with runs not released: {:?}", self.live);
+                assert!(
+                    self.live.is_empty(),
+                    "exit with runs not released: {:?}",
+                    self.live
+                );
                 let unanswered: Vec<&i64> = self
                     .open_requests
                     .iter()
                     .filter(|id| !self.cancelled.contains(id))
                     .collect();
-                assert!(unanswered.is_empty(), "exit with requests unanswered: {unanswered:?}");
+                assert!(
+                    unanswered.is_empty(),
+                    "exit with requests unanswered: {unanswered:?}"
+                );
                 self.exited = true;
             }
             Output::Timeout(_) => unreachable!(),
@@ -342,7 +403,10 @@ impl Model {
             }
             let Some(id) = message["id"].as_i64() else {
                 // Errors about messages whose id could not be read.
-                assert!(message["id"].is_null() || message["id"].is_string(), "{message}");
+                assert!(
+                    message["id"].is_null() || message["id"].is_string(),
+                    "{message}"
+                );
                 continue;
             };
             assert!(!self.answered.contains(&id), "two responses for id {id}");
@@ -350,7 +414,10 @@ impl Model {
                 !self.cancelled.contains(&id) || self.batched.contains(&id),
                 "a response for cancelled id {id}"
             );
-            assert!(self.open_requests.remove(&id), "a response for unknown id {id}");
+            assert!(
+                self.open_requests.remove(&id),
+                "a response for unknown id {id}"
+            );
             self.answered.insert(id);
         }
     }
@@ -390,12 +457,11 @@ impl Model {
                     self.batched.insert(id);
                 }
             }
-            if item["method"] == "notifications/cancelled" {
-                if let Some(id) = item["params"]["requestId"].as_i64() {
-                    if self.open_requests.contains(&id) {
-                        self.cancelled.insert(id);
-                    }
-                }
+            if item["method"] == "notifications/cancelled"
+                && let Some(id) = item["params"]["requestId"].as_i64()
+                && self.open_requests.contains(&id)
+            {
+                self.cancelled.insert(id);
             }
             let modern = item["params"]["_meta"]
                 .get("io.modelcontextprotocol/protocolVersion")
@@ -406,7 +472,11 @@ impl Model {
                 let arguments = &item["params"]["arguments"];
                 let reference = arguments["id"]
                     .as_str()
-                    .or_else(|| (name == "start").then(|| arguments["name"].as_str()).flatten())
+                    .or_else(|| {
+                        (name == "start")
+                            .then(|| arguments["name"].as_str())
+                            .flatten()
+                    })
                     .unwrap_or("");
                 let task = reference
                     .strip_prefix('t')
@@ -471,7 +541,11 @@ impl Model {
                 }
                 ("start", a)
             }
-            ToolOp::Stop { task: t, grace, kill } => (
+            ToolOp::Stop {
+                task: t,
+                grace,
+                kill,
+            } => (
                 "stop",
                 json!({"id": task(t), "grace_ms": u64::from(grace) * 5, "force": kill}),
             ),
@@ -541,7 +615,11 @@ impl Model {
                 self.next_id += 1;
                 if !self.initialized {
                     self.initialized = true;
-                    self.version = if version == "x" { "2025-11-25" } else { version };
+                    self.version = if version == "x" {
+                        "2025-11-25"
+                    } else {
+                        version
+                    };
                 }
                 let message = json!({"jsonrpc": "2.0", "id": id, "method": "initialize",
                     "params": {"protocolVersion": version, "capabilities": {}}});
@@ -615,7 +693,9 @@ impl Model {
                 if self.spawning.is_empty() {
                     return;
                 }
-                let (run, _) = self.spawning.remove(usize::from(which) % self.spawning.len());
+                let (run, _) = self
+                    .spawning
+                    .remove(usize::from(which) % self.spawning.len());
                 self.live.insert(
                     run,
                     Run {
@@ -632,7 +712,9 @@ impl Model {
                 if self.spawning.is_empty() {
                     return;
                 }
-                let (run, _) = self.spawning.remove(usize::from(which) % self.spawning.len());
+                let (run, _) = self
+                    .spawning
+                    .remove(usize::from(which) % self.spawning.len());
                 self.input(Input::SpawnFailed {
                     run,
                     error: "no".into(),
@@ -646,7 +728,11 @@ impl Model {
                 let Some(run) = self.pick_run(which, |r| r.streams.iter().any(|s| *s)) else {
                     return;
                 };
-                let stream = if stderr { Stream::Stderr } else { Stream::Stdout };
+                let stream = if stderr {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
                 let bytes = match text % 4 {
                     0 => b"ready\n".to_vec(),
                     1 => b"partial".to_vec(),
@@ -667,7 +753,11 @@ impl Model {
                 if let Some(r) = self.live.get_mut(&run) {
                     r.streams[index] = false;
                 }
-                let stream = if stderr { Stream::Stderr } else { Stream::Stdout };
+                let stream = if stderr {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
                 self.input(Input::StreamClosed { run, stream });
             }
             Op::Exited {
