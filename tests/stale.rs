@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{LATEST, RawServer, TempDir, is_alive};
 use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde_json::json;
 
@@ -41,6 +42,14 @@ fn watchdog_of(server: u32) -> i32 {
     }
 }
 
+/// Waits until child `pid` is stopped (waitpid(2) with WUNTRACED; it is not reaped).
+fn wait_stopped(pid: Pid) {
+    match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
+        Ok(WaitStatus::Stopped(..)) => {}
+        other => panic!("{pid} did not stop: {other:?}"),
+    }
+}
+
 fn daemon_pid(file: &Path) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -65,10 +74,14 @@ fn left_behind_is_cleaned_up_by_the_next_server(cgroups: &str) {
     );
     first.call("start", json!({"command": command}));
     let daemon = daemon_pid(&file);
-    // Both the watchdog and the server die at once: nothing of theirs cleans up.
+    // Both the watchdog and the server die, and neither can act on the other's death: the
+    // server is stopped first (else it would start a new watchdog when this one dies).
     let watchdog = watchdog_of(first.pid);
+    let server = Pid::from_raw(first.pid as i32);
+    kill(server, Signal::SIGSTOP).expect("stop the server");
+    wait_stopped(server);
     kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
-    kill(Pid::from_raw(first.pid as i32), Signal::SIGKILL).expect("kill the server");
+    kill(server, Signal::SIGKILL).expect("kill the server");
     let _ = first.wait_exit(Duration::from_secs(10));
     // The task leader dies with the server (parent-death signal); the daemon, in a session of
     // its own, is left.
