@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::{Harness, error_code, notifications, output, spawned, transmitted};
-use proc_state::{Config, ExitStatus, Input, Output, RunId, Signal};
+use proc_state::{Config, ExitStatus, Input, Output, RunId, Signal, Stream};
 use serde_json::{Value, json};
 
 fn spawns(outputs: &[Output]) -> Vec<RunId> {
@@ -815,4 +815,66 @@ fn the_total_output_budget_holds_and_the_largest_pay_first() {
     let _ = h.exit(floods[0], ExitStatus::Code(0));
     let _ = h.call_now("remove", json!({"id": "t00002"}));
     assert!(h.server.output_memory() < before);
+}
+
+#[test]
+fn a_largest_task_holding_only_partial_lines_is_passed_over_for_the_others() {
+    // Found by the model fuzzer: the largest task could free nothing, so eviction stopped there
+    // with the other tasks' complete lines still over the total.
+    let mut config = Config::default();
+    config.output_budget_bytes = 8 << 10;
+    config.output_budget_total_bytes = 16 << 10;
+    config.max_line_bytes = 4 << 10;
+    let mut h = Harness::with_config(config);
+    let _ = h.request(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25"}}));
+    let lines: Vec<RunId> = (0..3)
+        .map(|n| h.start(json!({"command": format!("lines {n}")}), 10 + n).0)
+        .collect();
+    for &run in &lines {
+        let _ = output(
+            &mut h,
+            run,
+            &[[b'x'; 99].as_slice(), b"\n"].concat().repeat(30),
+        );
+    }
+    let held = h.server.output_memory();
+    assert!(
+        held <= 16 << 10,
+        "{held} bytes held before the partial lines"
+    );
+    let (prompt, _) = h.start(json!({"command": "prompt"}), 20);
+    let partial = b"p".repeat(4000);
+    let _ = h.input(Input::Output {
+        run: prompt,
+        stream: Stream::Stdout,
+        bytes: &partial,
+    });
+    let _ = h.input(Input::Output {
+        run: prompt,
+        stream: Stream::Stderr,
+        bytes: &partial,
+    });
+    let memory = h.server.output_memory();
+    assert!(
+        memory <= 16 << 10,
+        "{memory} bytes held: the others were not evicted"
+    );
+    let dropped: u64 = (1..=3)
+        .map(|n| {
+            let status = h.call_now("status", json!({"id": format!("t{n:05}"), "tail": 0}));
+            status["structuredContent"]["output"]["dropped_lines"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(dropped > 0, "nothing was evicted");
+    // The partial lines are all there.
+    let logs = h.call_now("logs", json!({"id": "t00004", "stream": "stdout"}));
+    assert_eq!(
+        logs["structuredContent"]["lines"][0]["text"]
+            .as_str()
+            .map(str::len),
+        Some(4000)
+    );
 }

@@ -42,26 +42,33 @@ impl Server {
     /// largest pay first, and equal floods end up with equal shares). Evicted lines count in
     /// that task's `dropped_lines`, like its own budget's evictions.
     ///
+    /// Memory is freed a block at a time, so a task may lose a little more than the excess.
+    /// A task with no complete line left (only its partial lines, which cannot go) is passed
+    /// over for the next largest; the total stays above the budget only when every task is in
+    /// that state, by at most their partial lines.
+    ///
     /// [`Config::output_budget_total_bytes`]: super::Config::output_budget_total_bytes
     pub(super) fn keep_total_budget(&mut self) {
         let total = self.config.output_budget_total_bytes;
+        let mut exhausted = Vec::new();
         while self.output_bytes > total {
-            let Some(largest) = self
+            let Some((&key, largest)) = self
                 .tasks
-                .values_mut()
-                .max_by_key(|task| task.log.allocated_bytes())
+                .iter_mut()
+                .filter(|(key, _)| !exhausted.contains(*key))
+                .max_by_key(|(_, task)| task.log.allocated_bytes())
             else {
                 return;
             };
             let before = largest.log.allocated_bytes();
             let excess = self.output_bytes - total;
             let keep = largest.log.retained_cost().saturating_sub(excess);
+            // Each turn evicts at least one line, or passes the task over for good.
             largest.log.evict_to(keep);
             let after = largest.log.allocated_bytes();
             self.output_bytes = self.output_bytes + after - before;
-            if after >= before {
-                // Only partial lines are left: nothing more can go.
-                return;
+            if largest.log.retained_cost() == 0 {
+                exhausted.push(key);
             }
         }
     }
