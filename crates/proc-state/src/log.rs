@@ -36,7 +36,9 @@
 //! down to a power of two, but at least 64 bytes and at most 16 KiB (so 16 KiB for every budget
 //! from 128 KiB on, the default's included). A block is allocated when the first byte (or entry)
 //! is written into it and freed as soon as eviction passes its last one; each ring keeps at
-//! most one freed block as a spare for its next allocation. Nothing is allocated until output
+//! most one freed block as a spare for its next allocation. A ring's first block starts at 256
+//! bytes and doubles as it fills, and each later block starts as long as the one before, so a
+//! task that prints a few lines holds about a kilobyte while a flood gets whole blocks. Nothing is allocated until output
 //! arrives. Hence the heap a buffer holds, [`LogBuffer::allocated_bytes`], is always at most
 //!
 //! ```text
@@ -863,6 +865,10 @@ fn reserve_vec_capped(vec: &mut Vec<u8>, additional: usize, cap: usize) {
 /// Smallest block of a [`Ring`], in bytes.
 const MIN_BLOCK_BYTES: usize = 64;
 
+/// Length a ring's first block starts at, in bytes (when its block size is larger): a task that
+/// prints a few lines holds a few hundred bytes, not whole blocks.
+const FIRST_BLOCK_BYTES: usize = 256;
+
 /// Largest block of a [`Ring`], in bytes: large enough that a block's allocation is cheap per
 /// line, small enough that a few partly used blocks are little next to a budget of megabytes.
 const MAX_BLOCK_BYTES: usize = 16 << 10;
@@ -939,7 +945,11 @@ impl<T: Copy + Default> Ring<T> {
 
     /// Elements the held blocks can store, spare included.
     fn capacity(&self) -> usize {
-        (self.blocks.len() + usize::from(self.spare.is_some())) << self.shift
+        self.blocks
+            .iter()
+            .chain(&self.spare)
+            .map(|block| block.len())
+            .sum()
     }
 
     /// Heap bytes held: the blocks (spare included) and the block table.
@@ -1049,7 +1059,8 @@ impl<T: Copy + Default> Ring<T> {
     }
 
     /// The free slots after `end` in the newest block, when `end` is inside it (not at a block
-    /// boundary, where the block holding `end` is not allocated yet).
+    /// boundary, where the block holding `end` is not allocated yet) and the block, which may
+    /// still be short (see [`Ring::writable`]), has room.
     #[inline]
     fn newest_room(&mut self) -> Option<&mut [T]> {
         let offset = (self.end & self.mask()) as usize;
@@ -1057,7 +1068,10 @@ impl<T: Copy + Default> Ring<T> {
             return None;
         }
         // The ring is not empty (or `blocks` would be) and `end - 1` is in the newest block.
-        self.blocks.back_mut()?.get_mut(offset..)
+        self.blocks
+            .back_mut()?
+            .get_mut(offset..)
+            .filter(|room| !room.is_empty())
     }
 
     /// [`Ring::extend_from_slice`] when `values` do not fit in the newest block.
@@ -1076,19 +1090,32 @@ impl<T: Copy + Default> Ring<T> {
         }
     }
 
-    /// The free slots from `end` to the end of its block, allocating that block if needed.
-    /// Never empty.
+    /// The free slots from `end` to the end of its block, allocating or growing that block if
+    /// needed. Never empty.
+    ///
+    /// Blocks may be short: a ring's first block starts at [`FIRST_BLOCK_BYTES`] and doubles
+    /// as it fills, up to a whole block, so that a task that prints a line or two holds little;
+    /// a new block starts as long as the one before it, so a flood gets whole blocks at once.
+    /// Only the newest block can be short, and it always covers `start..end` of its range.
     fn writable(&mut self) -> &mut [T] {
         let number = self.end >> self.shift;
+        let offset = (self.end & self.mask()) as usize;
         if self.blocks.is_empty() {
             self.first_block = number;
         }
         let i = (number - self.first_block) as usize;
         if i == self.blocks.len() {
-            let block = self
-                .spare
-                .take()
-                .unwrap_or_else(|| vec![T::default(); 1 << self.shift].into_boxed_slice());
+            let first = (FIRST_BLOCK_BYTES / size_of::<T>()).max(1);
+            let len = self
+                .blocks
+                .back()
+                .map_or(first, |newest| newest.len())
+                .max((offset + 1).next_power_of_two())
+                .min(self.block_len());
+            let block = match self.spare.take() {
+                Some(spare) if spare.len() >= len => spare,
+                _ => vec![T::default(); len].into_boxed_slice(),
+            };
             if self.blocks.len() == self.blocks.capacity() {
                 // Grow the table geometrically, but never past what the ring can need.
                 let target = (self.blocks.capacity() * 2)
@@ -1099,11 +1126,18 @@ impl<T: Copy + Default> Ring<T> {
             }
             self.blocks.push_back(block);
         }
-        let offset = (self.end & self.mask()) as usize;
-        match self.blocks.get_mut(i) {
-            Some(block) => block.get_mut(offset..).unwrap_or_default(),
-            None => &mut [],
+        let block_len = self.block_len();
+        let Some(block) = self.blocks.get_mut(i) else {
+            return &mut [];
+        };
+        if block.len() <= offset {
+            let len = (block.len() * 2).max(offset + 1).min(block_len);
+            let mut grown = core::mem::take(block).into_vec();
+            grown.reserve_exact(len - grown.len());
+            grown.resize(len, T::default());
+            *block = grown.into_boxed_slice();
         }
+        block.get_mut(offset..).unwrap_or_default()
     }
 
     /// Drops the elements before `pos` (clamped to `start..=end`), freeing the blocks that
@@ -1764,7 +1798,27 @@ mod tests {
         log.push(Stdout, b"\n");
         let tables =
             (log.text.blocks.capacity() + log.index.blocks.capacity()) * size_of::<Box<[u8]>>();
-        assert_eq!(log.allocated_bytes(), 64 + 2 * (16 << 10) + tables);
+        assert_eq!(log.allocated_bytes(), 64 + 2 * FIRST_BLOCK_BYTES + tables);
+    }
+
+    #[test]
+    fn a_first_block_grows_as_it_fills_and_later_blocks_are_whole() {
+        let mut log = LogBuffer::new(LogLimits::default());
+        let line = [b"x".repeat(99).as_slice(), b"\n"].concat();
+        log.push(Stdout, &line);
+        assert_eq!(log.text.capacity(), FIRST_BLOCK_BYTES);
+        log.push(Stdout, &line.repeat(3));
+        assert_eq!(log.text.capacity(), 2 * FIRST_BLOCK_BYTES, "doubled");
+        log.push(Stdout, &line.repeat(200));
+        let lengths: Vec<usize> = log.text.blocks.iter().map(|b| b.len()).collect();
+        assert_eq!(
+            lengths,
+            [16 << 10, 16 << 10],
+            "the second block starts whole"
+        );
+        let page = log.read(&everything());
+        assert_eq!(page.lines.len(), 204);
+        assert!(page.lines.iter().all(|l| l.text.len() == 99));
     }
 
     #[test]
