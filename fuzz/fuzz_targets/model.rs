@@ -739,7 +739,7 @@ impl Model {
                     2 => vec![b'y'; usize::from(text) * 7],
                     _ => b"a\nb\r\nc\x1b[31m\n".to_vec(),
                 };
-                self.input(Input::Output {
+                self.input(Input::ProcessOutput {
                     run,
                     stream,
                     bytes: &bytes,
@@ -771,7 +771,9 @@ impl Model {
                 if let Some(r) = self.live.get_mut(&run) {
                     r.exited = true;
                 }
-                let status = if code < 0 {
+                let status = if code == i8::MIN {
+                    ExitStatus::Lost
+                } else if code < 0 {
                     ExitStatus::Signaled(Signal::Term)
                 } else {
                     ExitStatus::Code(i32::from(code))
@@ -848,7 +850,7 @@ impl Model {
                     status: ExitStatus::Code(0),
                     signalled: false,
                 });
-                self.input(Input::Output {
+                self.input(Input::ProcessOutput {
                     run,
                     stream: Stream::Stdout,
                     bytes: b"late\n",

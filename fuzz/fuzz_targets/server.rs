@@ -118,7 +118,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 run: RunId(u64::from(*run % 8)),
                 error: "no".into(),
             },
-            Op::Output { run, stderr, bytes } => Input::Output {
+            Op::Output { run, stderr, bytes } => Input::ProcessOutput {
                 run: RunId(u64::from(*run % 8)),
                 stream: if *stderr {
                     Stream::Stderr

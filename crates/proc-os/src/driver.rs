@@ -411,7 +411,7 @@ impl<Rt: Runtime> Driver<Rt> {
                 if self.runs.is_live(run) {
                     let bytes = chunk.bytes();
                     self.server
-                        .handle_input(now, Input::Output { run, stream, bytes });
+                        .handle_input(now, Input::ProcessOutput { run, stream, bytes });
                 }
             }
             Event::StreamClosed { run, stream } => {

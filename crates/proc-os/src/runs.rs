@@ -272,14 +272,13 @@ impl<P> RunTable<P> {
                 Ok(Some(status)) => status,
                 Err(err) => {
                     // Not our child any more (something else in this process reaped it, or set
-                    // SIGCHLD to SIG_IGN): it is gone but its status is lost. Report exit code
-                    // -1, which no real exit has (waitid(2) reports 0..=255), so the core does
-                    // not wait for it forever.
+                    // SIGCHLD to SIG_IGN): it is gone but its status is lost. Say so, so the
+                    // core does not wait for it forever.
                     eprintln!(
                         "proc-mcp: cannot wait for process {} of {run}: {err}",
                         entry.pid
                     );
-                    ExitStatus::Code(-1)
+                    ExitStatus::Lost
                 }
             };
             entry.exited = true;

@@ -45,8 +45,9 @@ pub const TAG_VAR: &str = "PROC_MCP_TAG";
 /// `TAG_VAR=`, as it starts an entry of `/proc/<pid>/environ`.
 const TAG_ENTRY: &[u8] = b"PROC_MCP_TAG=";
 
-/// Characters of [`TaggedProcess::command`] at most (the last one is `…` when cut).
-pub const COMMAND_CHARS: usize = 120;
+/// Characters of [`TaggedProcess::command`] at most (the last one is `…` when cut): the core's
+/// bound for what it shows of an escaped process.
+pub const COMMAND_CHARS: usize = proc_state::EscapedProcess::COMMAND_CHARS;
 
 /// A server process as one incarnation: its pid and its start time, which together never
 /// name another process (a reused pid has a later start time).
@@ -820,7 +821,7 @@ fn wait_status(status: libc::c_int) -> ExitStatus {
     } else if libc::WIFSIGNALED(status) {
         ExitStatus::Signaled(signal_from_number(libc::WTERMSIG(status)))
     } else {
-        ExitStatus::Code(-1)
+        ExitStatus::Lost
     }
 }
 

@@ -707,7 +707,7 @@ impl Watchdog {
     /// If the watchdog has exited, reaps it and says how it ended; `Ok(None)` while it runs.
     /// Call it after SIGCHLD (or when its pidfd is readable): a watchdog that died must be
     /// replaced ([`Watchdog::spawn`], then watch again everything still running). One reaped
-    /// by someone else shows as `Code(-1)`.
+    /// by someone else shows as [`ExitStatus::Lost`].
     ///
     /// # Errors
     /// waitid(2) failed otherwise.
@@ -727,7 +727,7 @@ impl Watchdog {
                 Err(Errno::EINTR) => {}
                 Err(Errno::ECHILD) => {
                     self.pipe = None;
-                    return Ok(Some(ExitStatus::Code(-1)));
+                    return Ok(Some(ExitStatus::Lost));
                 }
                 Err(errno) => return Err(errno.into()),
             }

@@ -165,8 +165,15 @@ impl fmt::Display for Signal {
 pub struct EscapedProcess {
     /// Its pid.
     pub pid: u32,
-    /// Its command line, shortened, for people.
+    /// Its command line, for people: arguments joined by spaces, at most
+    /// [`EscapedProcess::COMMAND_CHARS`] characters (ending in `…` when cut).
     pub command: String,
+}
+
+impl EscapedProcess {
+    /// The most characters of [`EscapedProcess::command`]: what `stop` and `status` show of an
+    /// escaped process.
+    pub const COMMAND_CHARS: usize = 120;
 }
 
 /// How a process ended, as `waitid(2)` reports it.
@@ -176,6 +183,9 @@ pub enum ExitStatus {
     Code(i32),
     /// A signal ended it (`WIFSIGNALED`, `WTERMSIG`).
     Signaled(Signal),
+    /// It is gone, but its status could not be had: something else reaped it (`ECHILD` from
+    /// `waitid(2)`), or the kernel reported a state that is neither of the above.
+    Lost,
 }
 
 #[cfg(test)]

@@ -845,12 +845,12 @@ fn a_largest_task_holding_only_partial_lines_is_passed_over_for_the_others() {
     );
     let (prompt, _) = h.start(json!({"command": "prompt"}), 20);
     let partial = b"p".repeat(4000);
-    let _ = h.input(Input::Output {
+    let _ = h.input(Input::ProcessOutput {
         run: prompt,
         stream: Stream::Stdout,
         bytes: &partial,
     });
-    let _ = h.input(Input::Output {
+    let _ = h.input(Input::ProcessOutput {
         run: prompt,
         stream: Stream::Stderr,
         bytes: &partial,

@@ -337,14 +337,14 @@ fn stop_of_an_ended_task_returns_its_status_at_once() {
 fn logs_since_returns_only_new_lines() {
     let mut h = Harness::initialized("2025-11-25");
     let (run, _) = h.start(json!({"command": "server"}), 5);
-    let _ = h.input(Input::Output {
+    let _ = h.input(Input::ProcessOutput {
         run,
         stream: Stream::Stderr,
         bytes: b"listening on 8000\n",
     });
     let first = h.call_now("logs", json!({"id": "t00001"}));
     assert_eq!(first["structuredContent"]["next_cursor"], 1);
-    let _ = h.input(Input::Output {
+    let _ = h.input(Input::ProcessOutput {
         run,
         stream: Stream::Stdout,
         bytes: b"GET / 200\nGET /x 404\n",
@@ -454,7 +454,7 @@ fn late_events_for_released_runs_are_ignored() {
     let (run, _) = h.start(json!({"command": "true"}), 5);
     let _ = h.exit(run, ExitStatus::Code(0));
     assert!(
-        h.input(Input::Output {
+        h.input(Input::ProcessOutput {
             run,
             stream: Stream::Stdout,
             bytes: b"late\n"
@@ -486,7 +486,7 @@ fn the_same_inputs_give_byte_identical_outputs() {
     fn script() -> Vec<Output> {
         let mut h = Harness::initialized("2025-11-25");
         let (run, _) = h.start(json!({"command": "x"}), 5);
-        let mut all = h.input(Input::Output {
+        let mut all = h.input(Input::ProcessOutput {
             run,
             stream: Stream::Stdout,
             bytes: b"\x1b[31mred\x1b[0m\xff\n",
@@ -598,6 +598,21 @@ fn wait_returns_exited_when_the_task_ends_first() {
     assert_eq!(s["reason"], "exited");
     assert_eq!(s["exit_code"], 1);
     assert_eq!(s["state"], "exited");
+}
+
+#[test]
+fn an_exit_whose_status_was_lost_ends_the_task_and_says_so() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "sleep 1000"}), 5);
+    let _ = h.call(7, "wait", json!({"id": "t00001", "pattern": "never"}));
+    let replies = transmitted(&h.exit(run, ExitStatus::Lost));
+    let result = &replies[0]["result"];
+    assert_eq!(result["structuredContent"]["reason"], "exited");
+    assert_eq!(result["structuredContent"]["state"], "exited");
+    assert_eq!(result["structuredContent"]["exit_code"], Value::Null);
+    assert_eq!(result["structuredContent"]["signal"], Value::Null);
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("exit status lost"), "{text}");
 }
 
 #[test]

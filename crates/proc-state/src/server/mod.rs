@@ -122,7 +122,7 @@ pub enum Input<'a> {
     /// The process for `run` could not be started; `error` says why, for people.
     SpawnFailed { run: RunId, error: String },
     /// Bytes the process wrote to one of its pipes, in any chunking.
-    Output {
+    ProcessOutput {
         run: RunId,
         stream: Stream,
         bytes: &'a [u8],
@@ -458,7 +458,9 @@ impl Server {
             }
             Input::Spawned { run, pid } => self.spawned(now, run, pid),
             Input::SpawnFailed { run, error } => self.spawn_failed(now, run, error),
-            Input::Output { run, stream, bytes } => self.task_output(now, run, stream, bytes),
+            Input::ProcessOutput { run, stream, bytes } => {
+                self.task_output(now, run, stream, bytes)
+            }
             Input::StreamClosed { run, stream } => self.stream_closed(now, run, stream),
             Input::Exited {
                 run,

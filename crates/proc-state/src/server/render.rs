@@ -111,6 +111,7 @@ pub(super) fn state_phrase(t: &Task) -> String {
         State::Exited => match t.exit().map(|exit| exit.status) {
             Some(ExitStatus::Code(code)) => format!("exited with code {code}"),
             Some(ExitStatus::Signaled(signal)) => format!("killed by {signal}"),
+            Some(ExitStatus::Lost) => "ended (exit status lost)".to_owned(),
             None => "exited".to_owned(),
         },
         State::Failed => format!(

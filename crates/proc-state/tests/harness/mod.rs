@@ -251,7 +251,7 @@ pub fn error_code(response: &Value) -> i64 {
 
 /// Output of `run` on stdout.
 pub fn output(h: &mut Harness, run: RunId, bytes: &[u8]) -> Vec<Output> {
-    h.input(Input::Output {
+    h.input(Input::ProcessOutput {
         run,
         stream: Stream::Stdout,
         bytes,
