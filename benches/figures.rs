@@ -3,7 +3,9 @@
 //! - time from spawning `proc-mcp` to its `initialize` reply (median of 20 runs);
 //! - round trip of `tools/call start` with command `true` (median of 200 calls);
 //! - time until a 2,000,000-line `seq` flood is seen as exited, and the server's peak RSS;
-//! - the server's RSS with 300 running `sleep 1000` tasks.
+//! - the server's RSS with 300 running `sleep 1000` tasks, the round trip and size of a `list`
+//!   of them (median of 100 calls), and how many `notifications/resources/list_changed` the
+//!   300 back-to-back starts caused.
 //!
 //! `cargo bench --bench figures` (builds the release binary, or uses `PROC_MCP_BIN`).
 
@@ -19,6 +21,7 @@ const INIT_RUNS: usize = 20;
 const START_CALLS: usize = 200;
 const FLOOD_LINES: u64 = 2_000_000;
 const SLEEPERS: usize = 300;
+const LIST_CALLS: usize = 100;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -93,8 +96,19 @@ fn flood() -> (Duration, u64) {
     (took, peak)
 }
 
-/// Server VmRSS in KiB with `SLEEPERS` running tasks.
-fn rss_with_sleepers() -> u64 {
+/// With `SLEEPERS` running tasks.
+struct Sleepers {
+    /// Server VmRSS, KiB.
+    rss_kib: u64,
+    /// Median round trip of `list`.
+    list: Duration,
+    /// Bytes of one `list` reply line.
+    list_bytes: usize,
+    /// `notifications/resources/list_changed` sent for the starts (and the lists).
+    list_changed: usize,
+}
+
+fn sleepers() -> Sleepers {
     let mut server = RawServer::initialized(LATEST);
     for _ in 0..SLEEPERS {
         server.call("start", json!({"command": "sleep 1000"}));
@@ -102,9 +116,43 @@ fn rss_with_sleepers() -> u64 {
     let listed = server.call("list", json!({"state": "running"}));
     let running = listed["tasks"].as_array().map_or(0, Vec::len);
     assert_eq!(running, SLEEPERS, "not all sleepers run");
-    let rss = vm_kib(server.pid, "VmRSS");
+    let rss_kib = vm_kib(server.pid, "VmRSS");
+    let mut samples = Vec::with_capacity(LIST_CALLS);
+    let mut list_bytes = 0;
+    for _ in 0..LIST_CALLS {
+        let id = server.next_id();
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "list", "arguments": {}}});
+        let sent = Instant::now();
+        server.send(&request);
+        let reply = loop {
+            let line = server
+                .recv_line(Duration::from_secs(10))
+                .expect("no reply to `list`");
+            if !line.contains("\"method\"") {
+                break line;
+            }
+            server
+                .notifications
+                .push(serde_json::from_str(&line).expect("JSON"));
+        };
+        samples.push(sent.elapsed());
+        list_bytes = reply.len() + 1;
+    }
+    // Anything still on its way arrives before the answer to this ping.
+    server.request("ping", None);
+    let list_changed = server
+        .notifications
+        .iter()
+        .filter(|n| n["method"] == "notifications/resources/list_changed")
+        .count();
     server.finish();
-    rss
+    Sleepers {
+        rss_kib,
+        list: median(samples),
+        list_bytes,
+        list_changed,
+    }
 }
 
 fn main() {
@@ -113,7 +161,7 @@ fn main() {
     let init = initialize_time();
     let start = start_round_trip();
     let (flood_time, flood_peak) = flood();
-    let sleepers_rss = rss_with_sleepers();
+    let sleepers = sleepers();
 
     let figures = [
         Figure {
@@ -142,9 +190,27 @@ fn main() {
         },
         Figure {
             name: "server RSS (VmRSS) with 300 running tasks",
-            value: mb(sleepers_rss),
+            value: mb(sleepers.rss_kib),
             unit: "MB",
             goal: Some(15.0),
+        },
+        Figure {
+            name: "`list` of 300 running tasks round trip (median of 100)",
+            value: ms(sleepers.list),
+            unit: "ms",
+            goal: Some(0.5),
+        },
+        Figure {
+            name: "`list` of 300 running tasks reply size",
+            value: sleepers.list_bytes as f64 / 1e3,
+            unit: "kB",
+            goal: None,
+        },
+        Figure {
+            name: "list_changed notifications for 300 starts",
+            value: sleepers.list_changed as f64,
+            unit: "",
+            goal: None,
         },
     ];
     println!();

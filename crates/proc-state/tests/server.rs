@@ -5,7 +5,9 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Harness, error_code, notifications, output, spawned, transmitted};
+use harness::{
+    Harness, error_code, notifications, output, spawned, transmitted, without_list_changed,
+};
 use proc_state::{Config, ExitStatus, Input, Output, RunId, Server, Signal, StdinMode, Stream};
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -187,9 +189,9 @@ fn start_spawns_a_shell_in_a_clean_environment_and_answers_with_the_pid() {
     );
     let (run, spec) = spawned(&outputs).unwrap();
     let run = &run;
-    assert_eq!(
-        notifications(&outputs)[0]["method"],
-        "notifications/resources/list_changed"
+    assert!(
+        notifications(&outputs).is_empty(),
+        "list_changed is coalesced"
     );
     assert_eq!(spec.program, "/bin/sh");
     assert_eq!(spec.args, ["-c", "echo hi"]);
@@ -220,6 +222,36 @@ fn start_spawns_a_shell_in_a_clean_environment_and_answers_with_the_pid() {
     assert_eq!(result["structuredContent"]["state"], "running");
     assert_eq!(result["structuredContent"]["id"], "t00001");
     assert!(result.get("isError").is_none());
+}
+
+#[test]
+fn a_burst_of_starts_and_removals_makes_one_list_changed() {
+    let mut h = Harness::initialized("2025-11-25");
+    let mut sent = Vec::new();
+    for pid in 0..50 {
+        let (run, _) = h.start(json!({"command": "true"}), 100 + pid);
+        sent.extend(h.exit(run, ExitStatus::Code(0)));
+        sent.extend(h.advance(1));
+        sent.extend(h.call(2, "remove", json!({"id": format!("t{:05}", pid + 1)})));
+    }
+    let burst = notifications(&sent);
+    assert!(burst.is_empty(), "{burst:?}");
+    assert!(
+        notifications(&h.advance(99)).is_empty(),
+        "100 ms of quiet first"
+    );
+    let after = notifications(&h.advance(1));
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["method"], "notifications/resources/list_changed");
+    assert!(notifications(&h.advance(10_000)).is_empty());
+    // A burst that goes on is notified once a second.
+    let mut notified = Vec::new();
+    for n in 0..60 {
+        let (run, _) = h.start(json!({"command": "true"}), 200 + n);
+        let _ = h.exit(run, ExitStatus::Code(0));
+        notified.extend(notifications(&h.advance(50)).into_iter().map(|_| n));
+    }
+    assert_eq!(notified, [19, 39, 59], "at 1 s, 2 s and 3 s");
 }
 
 #[test]
@@ -296,7 +328,7 @@ fn stop_escalates_to_sigkill_after_grace_and_answers_once_released() {
             signal: Signal::Term
         }]
     );
-    assert_eq!(h.advance(499), []);
+    assert_eq!(without_list_changed(h.advance(499)), []);
     assert_eq!(
         h.advance(1),
         [Output::Signal {
@@ -418,7 +450,7 @@ fn client_eof_stops_every_task_then_exits() {
     );
     let _ = h.exit(a, ExitStatus::Signaled(Signal::Term));
     assert_eq!(
-        h.advance(1000),
+        without_list_changed(h.advance(1000)),
         [Output::Signal {
             run: b,
             signal: Signal::Kill
@@ -630,8 +662,11 @@ fn wait_for_a_port_probes_until_it_opens() {
         })
         .is_empty()
     );
-    assert!(h.advance(99).is_empty(), "probes are spaced");
-    let outputs = h.advance(1);
+    assert!(
+        without_list_changed(h.advance(99)).is_empty(),
+        "probes are spaced"
+    );
+    let outputs = without_list_changed(h.advance(1));
     let [Output::ProbePort { probe, .. }] = outputs.as_slice() else {
         panic!("{outputs:?}")
     };
@@ -651,7 +686,10 @@ fn cancelled_wait_gets_no_response_and_the_session_goes_on() {
     let _ = h.start(json!({"command": "server"}), 5);
     let _ = h.call(7, "wait", json!({"id": "t00001", "timeout_ms": 1000}));
     assert!(h.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}})).is_empty());
-    assert!(h.advance(5000).is_empty(), "no response after cancellation");
+    assert!(
+        without_list_changed(h.advance(5000)).is_empty(),
+        "no response after cancellation"
+    );
     assert_eq!(
         h.request(json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}))["id"],
         8
@@ -666,7 +704,7 @@ fn wait_sends_increasing_progress_about_once_a_second() {
         "name": "wait", "arguments": {"id": "t00001", "timeout_ms": 3500}, "_meta": {"progressToken": "p1"}}}));
     let mut progress = Vec::new();
     for _ in 0..4 {
-        for n in notifications(&h.advance(1000)) {
+        for n in notifications(&without_list_changed(h.advance(1000))) {
             assert_eq!(n["method"], "notifications/progress");
             assert_eq!(n["params"]["progressToken"], "p1");
             progress.push(n["params"]["progress"].as_u64().unwrap());
@@ -824,7 +862,7 @@ fn max_runtime_stops_the_task() {
     );
     let (run, _) = spawned(&outputs).unwrap();
     let _ = h.input(Input::Spawned { run, pid: 5 });
-    assert!(h.advance(2999).is_empty());
+    assert!(without_list_changed(h.advance(2999)).is_empty());
     assert_eq!(
         h.advance(1),
         [Output::Signal {
@@ -897,6 +935,11 @@ fn subscribed_output_updates_are_coalesced_and_sent_at_exit() {
     let reply = h.request(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": "proc://t00001/output"}}));
     assert_eq!(reply["result"], json!({}));
     let mut updates = 0;
+    assert_eq!(
+        notifications(&h.advance(250)).len(),
+        1,
+        "the start's list_changed"
+    );
     for _ in 0..100 {
         updates += notifications(&h.advance(10)).len();
         updates += notifications(&output(&mut h, run, b"line\n")).len();

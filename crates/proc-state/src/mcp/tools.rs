@@ -532,18 +532,19 @@ fn stop_output() -> Value {
 fn list_output() -> Value {
     let task = json!({
         "type": "object",
+        "description": "Fields that do not apply (no name, not started, not ended) are left out.",
         "properties": {
             "id": {"type": "string"},
-            "name": nullable("string"),
-            "pid": nullable("integer"),
+            "name": {"type": "string"},
+            "pid": {"type": "integer"},
             "state": state_schema(),
-            "exit_code": nullable("integer"),
-            "signal": nullable("string"),
+            "exit_code": {"type": "integer"},
+            "signal": {"type": "string"},
             "command": {"type": "string"},
             "started_at": {"type": "string", "format": "date-time"},
             "runtime_ms": {"type": "integer", "minimum": 0},
         },
-        "required": ["id", "name", "pid", "state", "exit_code", "signal", "command", "started_at", "runtime_ms"],
+        "required": ["id", "state", "command", "started_at", "runtime_ms"],
     });
     object(
         json!({"tasks": {"type": "array", "items": task}}),

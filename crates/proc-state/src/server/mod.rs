@@ -270,6 +270,8 @@ pub struct Server {
     ///
     /// [`LogBuffer::allocated_bytes`]: crate::log::LogBuffer::allocated_bytes
     output_bytes: usize,
+    /// The first change to the task list not notified yet (see `resources_list_changed`).
+    list_changed_since: Option<Instant>,
 }
 
 /// Whose deadline a timer is.
@@ -278,6 +280,8 @@ enum Timer {
     Task(u64),
     Waiter(u64),
     Update(u64),
+    /// The coalesced `notifications/resources/list_changed`.
+    ListChanged,
 }
 
 /// A request whose response is not sent yet: where the response goes and how it is shaped.
@@ -332,7 +336,52 @@ struct Owed {
 /// A handler's answer: now, or later (the request waits on a task).
 enum Reply {
     Now(Value),
+    /// A `tools/call` result.
+    Tool(ToolResult),
     Later,
+}
+
+/// A `tools/call` result (`CallToolResult`, MCP "Server Features: Tools"): one text block for
+/// the model and, for sessions that have it, `structuredContent`, already serialized from the
+/// tool's typed result so no JSON tree is built for it.
+struct ToolResult {
+    text: String,
+    /// `None` for versions before 2025-06-18 and for errors.
+    structured: Option<Box<serde_json::value::RawValue>>,
+    is_error: bool,
+}
+
+impl ToolResult {
+    /// A tool execution error (`isError: true`) with a one-line reason.
+    fn error(reason: String) -> Self {
+        Self {
+            text: reason,
+            structured: None,
+            is_error: true,
+        }
+    }
+}
+
+/// How a [`ToolResult`] goes on the wire.
+#[derive(serde::Serialize)]
+struct ToolResultWire<'a> {
+    content: [TextContent<'a>; 1],
+    #[serde(rename = "structuredContent", skip_serializing_if = "Option::is_none")]
+    structured: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "isError", skip_serializing_if = "core::ops::Not::not")]
+    is_error: bool,
+    /// 2026-07-28 requests: `"complete"`.
+    #[serde(rename = "resultType", skip_serializing_if = "Option::is_none")]
+    result_type: Option<&'static str>,
+    /// 2026-07-28 requests: the server's info.
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<Value>,
+}
+
+#[derive(serde::Serialize)]
+struct TextContent<'a> {
+    r#type: &'static str,
+    text: &'a str,
 }
 
 /// A tool execution error: becomes a result with `isError: true` and this one-line reason.
@@ -409,6 +458,7 @@ impl Server {
             unacked: 0,
             owed: Owed::default(),
             output_bytes: 0,
+            list_changed_since: None,
         }
     }
 
@@ -483,6 +533,7 @@ impl Server {
                 Timer::Task(key) => self.task_timeout(now, key),
                 Timer::Waiter(waiter) => self.progress_waiter(now, waiter),
                 Timer::Update(key) => self.resource_update_due(now, key),
+                Timer::ListChanged => self.list_changed_due(),
             }
         }
         self.maybe_exit();
@@ -688,6 +739,7 @@ impl Server {
                 match outcome {
                     Ok(Reply::Later) => {}
                     Ok(Reply::Now(result)) => self.respond(&request, Ok(result)),
+                    Ok(Reply::Tool(result)) => self.respond_tool(&request, &result),
                     Err(error) => self.respond(&request, Err(error)),
                 }
             }
@@ -828,6 +880,22 @@ impl Server {
         self.deliver(request.batch, Some((response, Some(&request.id))));
     }
 
+    /// Answers a `tools/call`.
+    fn respond_tool(&mut self, request: &Pending, result: &ToolResult) {
+        let wire = ToolResultWire {
+            content: [TextContent {
+                r#type: "text",
+                text: &result.text,
+            }],
+            structured: result.structured.as_deref(),
+            is_error: result.is_error,
+            result_type: request.modern.then_some("complete"),
+            meta: request.modern.then(|| self.modern_meta()),
+        };
+        let response = jsonrpc::success(&request.id, &wire);
+        self.deliver(request.batch, Some((response, Some(&request.id))));
+    }
+
     /// Sends a response (a compact JSON text and the id it answers), or adds it to its batch.
     /// `None`: the request was cancelled and gets no response, but its batch must not wait for
     /// it.
@@ -907,7 +975,7 @@ impl Server {
     fn pay_owed(&mut self, now: Now) {
         let owed = core::mem::take(&mut self.owed);
         if owed.list_changed {
-            self.resources_list_changed();
+            self.send_list_changed();
         }
         for listener in owed.listeners_list_changed {
             self.notify_listener(listener, "notifications/resources/list_changed", &json!({}));
@@ -921,14 +989,21 @@ impl Server {
     }
 
     /// A successful tool result: a text block for a model to read and, for versions that have
-    /// it, the structured value.
-    fn tool_result(request: &Pending, structured: Value, text: String) -> Value {
-        let mut result = Map::new();
-        result.insert("content".into(), json!([{"type": "text", "text": text}]));
-        if request.structured {
-            result.insert("structuredContent".into(), structured);
+    /// it, the structured value, serialized from the tool's typed result.
+    fn tool_result(
+        request: &Pending,
+        structured: &impl serde::Serialize,
+        text: String,
+    ) -> ToolResult {
+        ToolResult {
+            text,
+            // Serializing plain data into JSON cannot fail (string keys, no foreign types).
+            structured: request
+                .structured
+                .then(|| serde_json::value::to_raw_value(structured).ok())
+                .flatten(),
+            is_error: false,
         }
-        Value::Object(result)
     }
 }
 
@@ -956,8 +1031,8 @@ fn supported_versions() -> String {
     ProtocolVersion::ALL.map(ProtocolVersion::as_str).join(", ")
 }
 
-fn error_result(reason: String) -> Value {
-    json!({"content": [{"type": "text", "text": reason}], "isError": true})
+fn error_result(reason: String) -> ToolResult {
+    ToolResult::error(reason)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -149,13 +149,21 @@ impl Server {
                 .entry("_meta")
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Some(meta) = meta.as_object_mut() {
-                meta.insert(
-                    META_SERVER_INFO.into(),
-                    json!({"name": self.config.server_name, "version": self.config.server_version}),
-                );
+                meta.insert(META_SERVER_INFO.into(), self.server_info());
             }
         }
         result
+    }
+
+    /// The `_meta` of a modern result that has none of its own.
+    pub(super) fn modern_meta(&self) -> Value {
+        let mut meta = Map::new();
+        meta.insert(META_SERVER_INFO.into(), self.server_info());
+        Value::Object(meta)
+    }
+
+    fn server_info(&self) -> Value {
+        json!({"name": self.config.server_name, "version": self.config.server_version})
     }
 
     /// `subscriptions/listen`: opens a stream of change notifications. Acknowledges what it

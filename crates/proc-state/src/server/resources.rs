@@ -21,6 +21,10 @@ const UPDATE_INTERVAL: Duration = Duration::from_millis(250);
 const READ_LINES: usize = 100;
 /// Bytes of recent output a `resources/read` returns, at most.
 const READ_BYTES: usize = 32 * 1024;
+/// Changes to the list of tasks closer together than this are one burst, notified once.
+const LIST_QUIET: Duration = Duration::from_millis(100);
+/// A burst that goes on is notified at least this often.
+const LIST_MAX_DELAY: Duration = Duration::from_secs(1);
 /// MCP's "Resource not found" error code (handshake era).
 const RESOURCE_NOT_FOUND: i64 = -32002;
 
@@ -202,9 +206,28 @@ impl Server {
         }
     }
 
-    /// Tasks came or went: `notifications/resources/list_changed` to the session and to the
-    /// listen streams that asked for it.
-    pub(super) fn resources_list_changed(&mut self) {
+    /// Tasks came or went. A burst of changes (300 starts in a row) makes one
+    /// `notifications/resources/list_changed` (each invites the client to list the resources
+    /// again): it goes out once the list has been quiet for [`LIST_QUIET`], and at the latest
+    /// [`LIST_MAX_DELAY`] after the burst's first change.
+    pub(super) fn resources_list_changed(&mut self, now: Now) {
+        let first = *self.list_changed_since.get_or_insert(now.instant);
+        let due = now
+            .instant
+            .saturating_add(LIST_QUIET)
+            .min(first.saturating_add(LIST_MAX_DELAY));
+        self.timers.set(Timer::ListChanged, Some(due));
+    }
+
+    /// The coalesced `notifications/resources/list_changed` came due.
+    pub(super) fn list_changed_due(&mut self) {
+        self.list_changed_since = None;
+        self.send_list_changed();
+    }
+
+    /// `notifications/resources/list_changed` to the session and to the listen streams that
+    /// asked for it (held back while the client does not read).
+    pub(super) fn send_list_changed(&mut self) {
         let listeners: Vec<u64> = self
             .listeners
             .iter()

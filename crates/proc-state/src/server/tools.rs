@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::render::{self, line_json};
 use super::waiters::{Kind, Watch};
-use super::{Output, Pending, Reply, Server, Shutdown, Timer, ToolError, error_result};
+use super::{Output, Pending, Reply, Server, Shutdown, Timer, ToolError, ToolResult, error_result};
 use crate::log::{LogLimits, Query};
 use crate::mcp::jsonrpc::Error;
 use crate::mcp::tools::LINE_OVERHEAD_BYTES;
@@ -53,7 +53,7 @@ impl Server {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(arguments @ Value::Object(_)) => arguments,
             Some(_) => {
-                return Ok(Reply::Now(error_result(format!(
+                return Ok(Reply::Tool(error_result(format!(
                     "invalid arguments for `{name}`: `arguments` must be an object"
                 ))));
             }
@@ -70,7 +70,7 @@ impl Server {
             Tool::List => self.list(now, request, arguments),
             Tool::Remove => self.remove(now, request, arguments),
         };
-        Ok(outcome.unwrap_or_else(|ToolError(reason)| Reply::Now(error_result(reason))))
+        Ok(outcome.unwrap_or_else(|ToolError(reason)| Reply::Tool(error_result(reason))))
     }
 
     fn start(&mut self, now: Now, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
@@ -171,7 +171,7 @@ impl Server {
         self.tasks.insert(key, task);
         self.runs.insert(run, key);
         self.outputs.push_back(Output::Spawn { run, spec });
-        self.resources_list_changed();
+        self.resources_list_changed(now);
         let ready = self.ready_watch(key, now);
         self.add_waiter(now, key, request.clone(), Kind::Start { run, ready });
         Ok(Reply::Later)
@@ -230,7 +230,7 @@ impl Server {
         self.timers.set(Timer::Update(key), None);
         self.owed.updated.remove(&key);
         self.queued_writes.retain(|_, (task, _)| *task != key);
-        self.resources_list_changed();
+        self.resources_list_changed(now);
         self.progress_task_waiters(now, key);
     }
 
@@ -314,11 +314,7 @@ impl Server {
                 render::push_line_text(&mut text, line);
             }
         }
-        Ok(Reply::Now(Self::tool_result(
-            request,
-            Value::Object(structured),
-            text,
-        )))
+        Ok(Reply::Tool(Self::tool_result(request, &structured, text)))
     }
 
     fn logs(&mut self, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
@@ -359,7 +355,7 @@ impl Server {
             "truncated": page.truncated,
         });
         let text = render::logs_text(t, &page, max_bytes);
-        Ok(Reply::Now(Self::tool_result(request, structured, text)))
+        Ok(Reply::Tool(Self::tool_result(request, &structured, text)))
     }
 
     fn wait(&mut self, now: Now, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
@@ -455,7 +451,7 @@ impl Server {
         self.outputs.push_back(Output::Signal { run, signal });
         let text = format!("Sent {signal} to the process group of task {id}.");
         let structured = json!({"id": id, "signal": signal.name(), "state": state.as_str()});
-        Ok(Reply::Now(Self::tool_result(request, structured, text)))
+        Ok(Reply::Tool(Self::tool_result(request, &structured, text)))
     }
 
     fn stop(&mut self, now: Now, request: &Pending, arguments: Value) -> Result<Reply, ToolError> {
@@ -524,26 +520,11 @@ impl Server {
                 ListFilter::Exited => t.state().is_ended(),
             })
             .collect();
-        let entries: Vec<Value> = tasks
-            .iter()
-            .map(|t| {
-                json!({
-                    "id": t.id,
-                    "name": t.name,
-                    "pid": t.pid(),
-                    "state": t.state().as_str(),
-                    "exit_code": t.exit_code(),
-                    "signal": t.exit_signal().map(crate::Signal::name),
-                    "command": t.command.command,
-                    "started_at": time::rfc3339(t.started().unix_ms),
-                    "runtime_ms": super::millis(t.runtime(now)),
-                })
-            })
-            .collect();
+        let entries: Vec<ListEntry<'_>> = tasks.iter().map(|t| ListEntry::of(t, now)).collect();
         let text = render::list_text(&tasks, now);
-        Ok(Reply::Now(Self::tool_result(
+        Ok(Reply::Tool(Self::tool_result(
             request,
-            json!({"tasks": entries}),
+            &ListResult { tasks: entries },
             text,
         )))
     }
@@ -573,15 +554,15 @@ impl Server {
         let id = t.id.clone();
         self.forget(now, key);
         let text = format!("Removed task {id} and freed its output.");
-        Ok(Reply::Now(Self::tool_result(
+        Ok(Reply::Tool(Self::tool_result(
             request,
-            json!({"id": id, "removed": true}),
+            &json!({"id": id, "removed": true}),
             text,
         )))
     }
 
     /// The `start`/`restart` result for a task that was spawned (or failed to be).
-    pub(super) fn start_result(request: &Pending, t: &Task, ready: Option<Value>) -> Value {
+    pub(super) fn start_result(request: &Pending, t: &Task, ready: Option<Value>) -> ToolResult {
         let mut structured = json!({
             "id": t.id,
             "name": t.name,
@@ -613,7 +594,47 @@ impl Server {
             "\nRead its output with logs {{\"id\": \"{}\"}}; end it with stop.",
             t.id
         ));
-        Self::tool_result(request, structured, text)
+        Self::tool_result(request, &structured, text)
+    }
+}
+
+/// The `list` result: `{tasks: [...]}`, oldest first.
+#[derive(serde::Serialize)]
+struct ListResult<'a> {
+    tasks: Vec<ListEntry<'a>>,
+}
+
+/// One task in `list`: fields that do not apply (no name, not started, not ended) are left out.
+#[derive(serde::Serialize)]
+struct ListEntry<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<String>,
+    command: &'a str,
+    started_at: String,
+    runtime_ms: u64,
+}
+
+impl<'a> ListEntry<'a> {
+    fn of(t: &'a Task, now: Now) -> Self {
+        Self {
+            id: &t.id,
+            name: t.name.as_deref(),
+            pid: t.pid(),
+            state: t.state().as_str(),
+            exit_code: t.exit_code(),
+            signal: t.exit_signal().map(crate::Signal::name),
+            command: &t.command.command,
+            started_at: time::rfc3339(t.started().unix_ms),
+            runtime_ms: super::millis(t.runtime(now)),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use super::render::{self, line_json};
-use super::{Output, Pending, ProbeId, Server, Shutdown, Timer, error_result};
+use super::{Output, Pending, ProbeId, Server, Shutdown, Timer, ToolResult, error_result};
 use crate::log::{Line, Query};
 use crate::mcp::jsonrpc::RequestId;
 use crate::process::RunId;
@@ -250,7 +250,7 @@ impl Waiter {
 /// What one look at a waiter decided.
 enum Step {
     Keep(Waiter),
-    Answer(Pending, Value),
+    Answer(Pending, ToolResult),
 }
 
 impl Server {
@@ -284,7 +284,7 @@ impl Server {
         };
         self.timers.set(Timer::Waiter(id), None);
         match self.step(waiter, now) {
-            Step::Answer(request, result) => self.respond(&request, Ok(result)),
+            Step::Answer(request, result) => self.respond_tool(&request, &result),
             Step::Keep(mut waiter) => {
                 self.send_progress(&mut waiter, now);
                 self.start_probe(id, &mut waiter, now);
@@ -374,7 +374,7 @@ impl Server {
                 let mut status = render::status_fields(task, now);
                 status.insert("escalated".into(), Value::Bool(task.escalated()));
                 let text = render::stop_text(task, now);
-                let result = Self::tool_result(&request, Value::Object(status), text);
+                let result = Self::tool_result(&request, &status, text);
                 Step::Answer(request, result)
             }
             Kind::Wait { run, mut watch } => match watch.check(task, run_over(run, task), now) {
@@ -439,7 +439,7 @@ impl Server {
                         if dropped_earlier > 0 {
                             structured["bytes_dropped"] = Value::from(dropped_earlier);
                         }
-                        Self::tool_result(&request, structured, text)
+                        Self::tool_result(&request, &structured, text)
                     }
                     Some(p) => {
                         let why = match task.stdin.closed() {
@@ -492,7 +492,7 @@ impl Server {
                     };
                     let id = self.tasks.get(&key).map_or("?", |t| t.id.as_str());
                     let text = format!("task {id} was not restarted: {reason}");
-                    self.respond(&waiter.request, Ok(error_result(text)));
+                    self.respond_tool(&waiter.request, &error_result(text));
                 }
             }
         }
@@ -620,7 +620,7 @@ fn wait_result(
     watch: &Watch,
     outcome: &Outcome,
     now: Now,
-) -> Value {
+) -> ToolResult {
     let waited = now.instant.saturating_duration_since(watch.started);
     let (line, next_cursor) = match outcome {
         Outcome::Matched { line, next_cursor } => (line_json(line), *next_cursor),
@@ -646,5 +646,5 @@ fn wait_result(
         next_cursor,
         now,
     );
-    Server::tool_result(request, structured, text)
+    Server::tool_result(request, &structured, text)
 }

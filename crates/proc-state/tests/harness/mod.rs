@@ -211,6 +211,19 @@ pub fn notifications(outputs: &[Output]) -> Vec<Value> {
         .collect()
 }
 
+/// The outputs without the coalesced `notifications/resources/list_changed`, for tests about
+/// something else that let time pass after a start.
+pub fn without_list_changed(outputs: Vec<Output>) -> Vec<Output> {
+    const METHOD: &[u8] = b"notifications/resources/list_changed";
+    outputs
+        .into_iter()
+        .filter(|o| {
+            !matches!(o, Output::Transmit(line)
+                if line.windows(METHOD.len()).any(|w| w == METHOD))
+        })
+        .collect()
+}
+
 /// Every line sent, parsed.
 fn every_message(outputs: &[Output]) -> Vec<Value> {
     outputs
