@@ -71,6 +71,43 @@ fn architecture_md_states_the_codes_values() {
     });
 }
 
+/// Schemas derived from types (schemars and the like) use `$ref`, `$defs`, `anyOf` and
+/// `oneOf`; the tables must read the same as for hand-written ones.
+#[test]
+fn the_renderer_reads_derived_schemas() {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "description": "The task's id | name."},
+            "grace_ms": {"type": ["integer", "null"], "format": "uint64", "minimum": 0,
+                "maximum": 300000, "default": 5000},
+            "stream": {"$ref": "#/$defs/Stream", "default": "stdout", "description": "Which one."},
+            "limit": {"anyOf": [{"$ref": "#/$defs/Limit"}, {"type": "null"}], "description": "At most."},
+            "mode": {"oneOf": [{"const": "fast", "description": "Quick."},
+                {"const": "slow", "description": "Careful."}]},
+            "tags": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        },
+        "required": ["id"],
+        "$defs": {
+            "Stream": {"type": "string", "enum": ["stdout", "stderr"], "description": "Which."},
+            "Limit": {"type": "object", "properties": {"bytes": {"type": "integer",
+                "exclusiveMinimum": 0}}, "required": ["bytes"]},
+        },
+    });
+    assert_eq!(
+        schema_table(&schema, "parameter", "required"),
+        "| parameter | type | required | default | allowed | description |\n\
+         | --- | --- | --- | --- | --- | --- |\n\
+         | `id` | string | yes |  |  | The task's id \\| name. |\n\
+         | `grace_ms` | integer or null |  | `5000` | 0 to 300000 |  |\n\
+         | `stream` | string |  | `\"stdout\"` | `\"stdout\"`, `\"stderr\"` | Which one. |\n\
+         | `limit` | object or null |  |  |  | At most. |\n\
+         | `limit.bytes` | integer | yes |  | > 0 |  |\n\
+         | `mode` | string |  |  | `\"fast\"` (Quick.); `\"slow\"` (Careful.) |  |\n\
+         | `tags` | array of string |  |  | each: length ≥ 1 |  |\n"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Regions, values, blessing
 // ---------------------------------------------------------------------------------------------
@@ -282,12 +319,12 @@ fn diff(old: &str, new: &str) -> String {
         if i < a.len() && j < b.len() && a[i] == b[j] {
             ops.push((' ', i, a[i]));
             (i, j) = (i + 1, j + 1);
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', i, b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             ops.push(('-', i, a[i]));
             i += 1;
+        } else {
+            ops.push(('+', i, b[j]));
+            j += 1;
         }
     }
     let changed: Vec<usize> = (0..ops.len()).filter(|k| ops[*k].0 != ' ').collect();
@@ -426,16 +463,24 @@ fn properties(schema: &Value, root: &Value, prefix: &str, rows: &mut Vec<Row>) {
     let Some(props) = schema["properties"].as_object() else {
         return;
     };
-    for (name, prop) in props {
-        let prop = resolve(prop, root);
+    for (name, written) in props {
+        // Keywords next to a `$ref` (a description, a default) win over the target's.
+        let prop = resolve(written, root);
         let path = format!("{prefix}{name}");
         rows.push(Row {
             name: path.clone(),
             ty: type_name(prop, root),
             required: required.contains(&name.as_str()),
-            default: prop.get("default").map(code).unwrap_or_default(),
+            default: written
+                .get("default")
+                .or(prop.get("default"))
+                .map(code)
+                .unwrap_or_default(),
             allowed: allowed(prop, root),
-            description: description(prop, root),
+            description: match description(written) {
+                own if own.is_empty() => description(prop),
+                own => own,
+            },
         });
         for (nested, suffix) in nested_objects(prop, root) {
             properties(nested, root, &format!("{path}{suffix}."), rows);
@@ -593,7 +638,11 @@ fn allowed(schema: &Value, root: &Value) -> String {
         }
     }
     for alternative in alternatives(schema) {
-        let each = allowed(alternative, root);
+        let mut each = allowed(alternative, root);
+        let meaning = description(alternative);
+        if !each.is_empty() && !meaning.is_empty() {
+            write!(each, " ({meaning})").unwrap_or_default();
+        }
         if !each.is_empty() && !parts.contains(&each) {
             parts.push(each);
         }
@@ -601,8 +650,7 @@ fn allowed(schema: &Value, root: &Value) -> String {
     parts.join("; ")
 }
 
-fn description(schema: &Value, root: &Value) -> String {
-    let schema = resolve(schema, root);
+fn description(schema: &Value) -> String {
     schema
         .get("description")
         .or(schema.get("title"))
