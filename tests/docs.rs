@@ -254,7 +254,13 @@ fn value(key: &str) -> Option<String> {
             .join(", "),
         "versions.latest" => format!("`{}`", ProtocolVersion::LATEST.as_str()),
         "versions.batches" => versions(ProtocolVersion::accepts_batches),
-        "versions.structured" => versions(ProtocolVersion::has_structured_content),
+        "versions.structured_from" => format!(
+            "`{}`",
+            ProtocolVersion::ALL
+                .into_iter()
+                .find(|v| v.has_structured_content())?
+                .as_str()
+        ),
         "versions.stateless" => LiveServer::initialized().discover["supportedVersions"]
             .as_array()?
             .iter()
@@ -354,7 +360,7 @@ fn tool_section(definition: &Value) -> String {
     let title = definition["title"].as_str().unwrap_or_default();
     writeln!(
         out,
-        "**{}**. {}\n",
+        "**{}** — {}\n",
         cell(title),
         hints(&definition["annotations"])
     )
