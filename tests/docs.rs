@@ -71,6 +71,37 @@ fn architecture_md_states_the_codes_values() {
     });
 }
 
+/// Every command-line option the documentation names (`--output-budget`) is one `proc-mcp
+/// --help` lists, under that spelling.
+#[test]
+fn every_option_the_docs_name_exists() {
+    let options = parse_help(&proc_mcp_help());
+    let known: Vec<&str> = options.iter().map(|o| o.flag.as_str()).collect();
+    for path in ["docs/tools.md", "docs/architecture.md", "README.md"] {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let named = text
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter_map(|code| code.strip_prefix("--"))
+            .map(|rest| {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect();
+                format!("--{name}")
+            });
+        for flag in named {
+            assert!(
+                known.contains(&flag.as_str()),
+                "{path} names `{flag}`, which `proc-mcp --help` does not list ({known:?})"
+            );
+        }
+    }
+}
+
 /// Schemas derived from types (schemars and the like) use `$ref`, `$defs`, `anyOf` and
 /// `oneOf`; the tables must read the same as for hand-written ones.
 #[test]
