@@ -9,9 +9,11 @@
 //!   `default`, bounds, `format`, `description`, `required`, nested objects and arrays, `$ref`,
 //!   `anyOf`/`oneOf`), so a schema change needs nothing but a re-bless. `cli`: the command-line
 //!   options, from `proc-mcp --help`. `capabilities` and `instructions`: what a live
-//!   [`Server`] answers to `initialize`.
+//!   [`Server`] answers to `initialize`; `resource-template`: its `resources/templates/list`.
 //! - **Values**: `<!-- code:KEY -->text<!-- /code -->` inline, for numbers and names the code
 //!   defines ([`Config`] defaults, tool limits, protocol versions); [`value`] lists the keys.
+//!
+//! Also checked, not generated: every `--option` the docs and the README name exists.
 //!
 //! When a file differs from what the code gives, the test fails with a line diff. Run
 //! `PROC_MCP_BLESS=1 cargo test -p proc-mcp-suite --test docs` to rewrite the files instead,
