@@ -39,7 +39,7 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::prctl::set_pdeathsig;
-use nix::sys::signal::{SigSet, Signal as NixSignal, killpg, raise};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal, killpg, raise, sigprocmask};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpid, getppid, pipe, setsid};
 use proc_state::{
@@ -127,12 +127,14 @@ struct Driver {
     /// The client reader holds a permit: bytes (or end-of-file) are on their way.
     reading: bool,
     client_eof: bool,
+    /// The signals blocked for the thread that waits for them.
+    blocked: SigSet,
     origin: std::time::Instant,
 }
 
 fn main() -> io::Result<()> {
     // SIGTERM and SIGINT go to a thread that waits for them: blocked here, so in every thread
-    // started from now on. (std's Command clears the mask in children.)
+    // started from now on (and unblocked in the children, which would inherit the mask).
     let mut terminate = SigSet::empty();
     terminate.add(NixSignal::SIGTERM);
     terminate.add(NixSignal::SIGINT);
@@ -163,6 +165,7 @@ fn main() -> io::Result<()> {
         orphans: Vec::new(),
         reading: false,
         client_eof: false,
+        blocked: terminate,
         origin: std::time::Instant::now(),
     };
     driver.run(&received);
@@ -345,11 +348,12 @@ impl Driver {
         if let Some(cwd) = &spec.cwd {
             command.current_dir(cwd);
         }
-        let parent = getpid();
+        let (parent, blocked) = (getpid(), self.blocked);
         // SAFETY: between fork and exec the hook makes only async-signal-safe system calls
-        // (setsid, prctl, getppid, kill) and does not allocate.
+        // (sigprocmask, setsid, prctl, getppid, kill) and does not allocate.
         unsafe {
             command.pre_exec(move || {
+                sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&blocked), None)?;
                 setsid()?;
                 // Killed if the thread that spawned it (the loop's) ends, e.g. the server dies;
                 // and at once if the server died before this line.
