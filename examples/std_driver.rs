@@ -126,6 +126,8 @@ struct Driver {
     permits: Sender<()>,
     /// The client reader holds a permit: bytes (or end-of-file) are on their way.
     reading: bool,
+    /// Bytes read under an earlier permit, held while the core does not want them.
+    held: Option<Vec<u8>>,
     client_eof: bool,
     /// The signals blocked for the thread that waits for them.
     blocked: SigSet,
@@ -164,6 +166,7 @@ fn main() -> io::Result<()> {
         runs: BTreeMap::new(),
         orphans: Vec::new(),
         reading: false,
+        held: None,
         client_eof: false,
         blocked: terminate,
         origin: std::time::Instant::now(),
@@ -193,15 +196,20 @@ impl Driver {
     fn run(&mut self, events: &Receiver<Event>) {
         let mut deadline: Option<std::time::Instant> = None;
         loop {
-            if !self.reading && !self.client_eof && self.server.wants_client_bytes() {
+            // The client reader reads once more only when the core wants its bytes.
+            let wants = !self.client_eof && self.server.wants_client_bytes();
+            if wants && !self.reading && self.held.is_none() {
                 self.reading = self.permits.send(()).is_ok();
             }
             // 1. One event: our own results first, then a deadline that has passed, then
-            //    whatever comes first, waiting no longer than the deadline.
+            //    bytes held for the core, then whatever comes first, waiting no longer than
+            //    the deadline.
             let wake = if let Some(input) = self.own.pop_front() {
                 Wake::Own(input)
             } else if deadline.is_some_and(|at| at <= now_std()) {
                 Wake::Timer
+            } else if let Some(bytes) = self.held.take_if(|_| wants) {
+                Wake::Event(Event::ClientBytes(bytes))
             } else if let Some(at) = deadline {
                 match events.recv_timeout(at.saturating_duration_since(now_std())) {
                     Ok(event) => Wake::Event(event),
@@ -235,6 +243,12 @@ impl Driver {
         let input = match event {
             Event::ClientBytes(bytes) => {
                 self.reading = false;
+                // The core stopped wanting them after the permit (it fell behind, or is
+                // shutting down): held until it wants them again.
+                if !self.server.wants_client_bytes() {
+                    self.held = Some(bytes);
+                    return;
+                }
                 return self.server.handle_input(now, Input::ClientBytes(&bytes));
             }
             Event::ClientEof | Event::ClientGone => {
