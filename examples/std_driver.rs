@@ -403,10 +403,9 @@ impl Driver {
             };
             let _ = events.send(Event::Exited { run, pid, status });
         });
-        let stdin = child.stdin.take();
-        if let Some(stdin) = &stdin {
-            fcntl(stdin, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        }
+        // A pipe that cannot be made non-blocking is closed: writes to it are reported failed.
+        let nonblocking = |stdin: &ChildStdin| fcntl(stdin, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+        let stdin = child.stdin.take().filter(|s| nonblocking(s).is_ok());
         let stdin = stdin.map(Arc::new);
         let entry = Run {
             pid,
@@ -526,21 +525,24 @@ fn pump(
     cancelled: &OwnedFd,
     events: &SyncSender<Event>,
 ) {
-    let mut buf = vec![0; READ_BYTES];
-    while let Some(pipe) = &pipe {
-        if !ready(pipe.as_fd(), PollFlags::POLLIN, cancelled) {
-            return;
-        }
-        match (&*pipe).read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let bytes = buf[..n].to_vec();
-                if events.send(Event::Output { run, stream, bytes }).is_err() {
-                    return;
-                }
+    // Always `Some`: both are piped. (`None` reads as an empty pipe.)
+    if let Some(pipe) = pipe {
+        let mut buf = vec![0; READ_BYTES];
+        loop {
+            if !ready(pipe.as_fd(), PollFlags::POLLIN, cancelled) {
+                return;
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            match (&pipe).read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let bytes = buf[..n].to_vec();
+                    if events.send(Event::Output { run, stream, bytes }).is_err() {
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
         }
     }
     let _ = events.send(Event::Closed { run, stream });
