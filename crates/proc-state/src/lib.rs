@@ -79,6 +79,102 @@
 //! }
 //! ```
 //!
+//! ## Writing a driver
+//!
+//! A driver owns one [`Server`] and everything the core does not: clocks, processes, pipes,
+//! signals, the client's stdio. Two exist. `proc-os` is the production one, on any async
+//! runtime (`proc-smol`, `proc-async-std`). `examples/std_driver.rs`, at the workspace root, is
+//! a complete driver in one file on std threads, channels and poll(2), with no async runtime,
+//! written to be read next to this section (`cargo run --example std_driver` serves MCP over
+//! stdio; `tests/embedding.rs` runs the end-to-end suite's main scenario against it).
+//!
+//! **The loop.** One thread owns the `Server`. Everything that may block (reading the client,
+//! writing to it, reading a pipe, waiting for an exit, connecting a probe) runs elsewhere (a
+//! thread, a reactor) and reaches the loop as an event. Each turn feeds exactly one input:
+//! 1. pick it: first the inputs the driver produced itself while carrying out the last outputs
+//!    (`Spawned`, `StdinWritten`, `Escaped`, an `Exited` found before a signal), one per turn,
+//!    in order; then the timer, if its deadline has passed; then whatever comes first, waiting
+//!    no longer than the deadline, and reading the client only while
+//!    [`Server::wants_client_bytes`] is `true` (bytes already read stay with the driver until
+//!    it is `true` again);
+//! 2. feed it, with [`Now`]: an [`Instant`] on a monotonic clock from an origin of the
+//!    driver's choice, and wall-clock milliseconds;
+//! 3. drain [`Server::poll_output`] until [`Output::Timeout`], carrying out each output;
+//! 4. keep that deadline as the one timer (it replaces the previous one; `None`: no timer).
+//!
+//! **Inputs, and when to feed them** (the [`Input`] variants):
+//! - `ClientBytes`: what a read of the client gave, in any chunking. `ClientEof`: end-of-file
+//!   or a read error on the client's input, or its output can no longer be written; once.
+//! - `Terminate`: each SIGTERM or SIGINT (the second kills every group at once).
+//! - `Transmitted`: the length of each `Transmit` line once written and flushed, in order.
+//! - `Spawned` or `SpawnFailed`: the answer to each `Spawn`, before any other input about
+//!   that run.
+//! - `ProcessOutput` and `StreamClosed`: what each pipe of a run gives, until its `Release`.
+//! - `Exited`: once per run, when the leader has exited, seen without reaping it
+//!   (`waitid(2)` with `WNOWAIT`); [`ExitStatus::Lost`] when its status cannot be had.
+//! - `StdinWritten`: the answer to each `WriteStdin`, fed next. `StdinReady`: after a short
+//!   write, once the pipe has room (or its reader is gone, so that the next write fails).
+//! - `PortProbed`: the answer to each `ProbePort`, within [`PROBE_TIMEOUT`].
+//! - `Escaped`: the answer to each `Sweep`, possibly empty. `EscapedExited`: when an escaped
+//!   process reported there is gone.
+//!
+//! **Outputs, and what the driver does** (the [`Output`] variants):
+//! - `Transmit`: hand the line to the client's writer (never write it from the loop).
+//! - `Spawn`: start the process as [`SpawnSpec`] says (new session, piped stdout and stderr,
+//!   stdin as asked, parent-death signal, never the server's own stdout), start reading its
+//!   pipes and watching for its exit, and queue `Spawned` or `SpawnFailed`.
+//! - `Signal`: unless its exit was reported, check the leader (`waitid` with
+//!   `WNOHANG | WNOWAIT`): if it has exited, queue that `Exited` (not `signalled` by this
+//!   signal); otherwise note that a signal reached it alive. Then `killpg(2)`: the leader,
+//!   alive or a zombie, holds the group id, so the signal reaches no stranger.
+//! - `WriteStdin`: write what the non-blocking pipe takes now, queue `StdinWritten`, and after
+//!   a short write watch the pipe for room. `CloseStdin`: close our end.
+//! - `Sweep`: find the run's processes that left its group, hold a handle on each that
+//!   survives pid reuse (a pidfd), queue `Escaped` with those not reported before, and report
+//!   each one's end. A driver that does not track them answers every sweep with none, as the
+//!   example does. `SignalEscaped`: signal the ones held.
+//! - `ProbePort`: connect to `127.0.0.1:port` elsewhere, giving up after [`PROBE_TIMEOUT`].
+//! - `Release`: stop reading the run's pipes and close them, reap the process (`waitpid(2)`,
+//!   at once: it is a zombie by now), forget the run.
+//! - `Exit`: stop the loop, give the client's writer a bounded moment for the lines already
+//!   transmitted, exit with status 0.
+//!
+//! **What a driver must guarantee.**
+//! - The loop never blocks on the client or on a task: lines go through a writer of their own,
+//!   stdin writes take what the pipe holds now, reads and waits happen off the loop.
+//! - An exit is reported without reaping the process; only `Release` reaps it. Until then its
+//!   pid and process group id cannot be reused, so no signal meant for the task reaches another
+//!   process.
+//! - The leader is checked before each `killpg`, so a task that ended on its own just before a
+//!   stop is not reported as stopped.
+//! - Every request-like output is answered: `Spawn`, `WriteStdin`, `ProbePort`, `Sweep`. An
+//!   unanswered one leaves something waiting for good: a task that never starts (nor stops), a
+//!   stdin queue that never moves, a port that is never seen open, a task that never settles
+//!   (so `Exit` never comes).
+//! - One input per turn, the driver's own first: so `Spawned` comes before any output or exit
+//!   of its run (the core drops output and ignores an exit for a run it has not seen start),
+//!   and `StdinWritten` before anything else about the run. The core sends at most one
+//!   `WriteStdin` per run until it is answered.
+//! - A run's pipes are read after its exit too, until `Release`: output often arrives after
+//!   the exit, and the core waits for both ends-of-file (at most [`Config::exit_drain`]).
+//! - A deadline that has passed is handled before anything else is waited for.
+//!
+//! **The races it may see**, all harmless to the core:
+//! - Events about a run after its `Release` (output, end-of-file, an exit, `StdinReady`, from
+//!   threads that had not seen the release yet): ignored, whether the driver feeds or drops them.
+//! - Output and end-of-file after `Exited`: the usual order.
+//! - An exit seen twice (by the check before a signal and by the exit watcher): the driver
+//!   reports it once; a second `Exited` would be ignored.
+//! - The leader exits between the check and `killpg`: the signal reaches only the zombie's
+//!   group, and the exit is reported as `signalled` although the signal came too late (`proc-os`
+//!   narrows that window with `/proc`; the example does not).
+//! - The process prints or exits before the driver has fed `Spawned`: hold those events until
+//!   after it (both drivers spawn in the loop and feed `Spawned` before any new event).
+//! - A timer that fires early (timer slack) or twice: `handle_timeout` is then a no-op.
+//! - `StdinReady` after `CloseStdin` or a failed write; `PortProbed` for a `wait` that was
+//!   cancelled or timed out; `Escaped` after `Release` (sweeps outlive their run): ignored or
+//!   handled as usual.
+//!
 //! ## Modules
 //! - [`log`]: a task's output buffer (byte ring, line index, cursors, eviction).
 //! - [`task`]: one task's lifecycle, one enum of phases (starting → running → stopping →
