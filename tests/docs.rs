@@ -4,7 +4,7 @@
 //!
 //! - **Regions**: the lines between `<!-- generated:start ID -->` and `<!-- generated:end -->`.
 //!   `tool=NAME`: one tool's title, hints, description and its parameter and result tables,
-//!   rendered from [`definitions(true)`](proc_state::mcp::tools::definitions), the tool list
+//!   rendered from [`definitions(true)`](proc_state::tools::definitions), the tool list
 //!   as `tools/list` shows it. The renderer only knows JSON Schema (`type`, `enum`, `const`,
 //!   `default`, bounds, `format`, `description`, `required`, nested objects and arrays, `$ref`,
 //!   `anyOf`/`oneOf`), so a schema change needs nothing but a re-bless. `cli`: the command-line
@@ -28,7 +28,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use proc_state::mcp::protocol::ProtocolVersion;
-use proc_state::mcp::tools::{self, Tool};
+use proc_state::tools::{self, Tool};
 use proc_state::{Config, Input, Instant, Now, Output, Server};
 use serde_json::{Map, Value, json};
 
@@ -37,7 +37,7 @@ const HELP_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn tools_md_is_generated_from_the_code() {
-    let defs = tools::definitions(true);
+    let defs = tools::definitions(&Config::default(), true);
     let names: Vec<String> = Tool::ALL
         .iter()
         .map(|t| format!("tool={}", t.name()))
@@ -275,8 +275,8 @@ fn value(key: &str) -> Option<String> {
         "tools.names" => Tool::ALL.map(|t| format!("`{}`", t.name())).join(", "),
         "tools.max_pattern_bytes" => bytes(tools::MAX_PATTERN_BYTES),
         "tools.line_overhead_bytes" => tools::LINE_OVERHEAD_BYTES.to_string(),
-        "tools.default_logs_bytes" => bytes(tools::DEFAULT_LOGS_BYTES),
-        "tools.max_logs_bytes" => bytes(tools::MAX_LOGS_BYTES),
+        "tools.default_logs_bytes" => bytes(proc_state::log::DEFAULT_MAX_BYTES),
+        "tools.max_logs_bytes" => bytes(tools::MAX_READ_BYTES),
         "tools.max_wait_ms" => duration(Duration::from_millis(tools::MAX_WAIT_MS)),
         "tools.max_grace_ms" => duration(Duration::from_millis(tools::MAX_GRACE_MS)),
         "tools.max_status_tail" => tools::MAX_STATUS_TAIL.to_string(),

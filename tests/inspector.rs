@@ -26,7 +26,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use proc_state::mcp::tools::Tool;
+use proc_state::Config;
+use proc_state::tools::Tool;
 use serde_json::{Value, json};
 use support::run_bounded;
 
@@ -194,7 +195,7 @@ fn tools_list(era: &str) {
     for (listed, tool) in tools.iter().zip(Tool::ALL) {
         assert_eq!(
             *listed,
-            tool.definition(),
+            tool.definition(&Config::default()),
             "tools/list ({era}): `{}` as the Inspector sees it",
             tool.name()
         );

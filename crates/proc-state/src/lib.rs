@@ -197,6 +197,7 @@ pub mod time;
 mod timers;
 
 pub use process::{EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
+pub use server::tools;
 pub use server::{
     BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, PROBE_TIMEOUT, ProbeId, Server,
 };

@@ -4,13 +4,12 @@
 //! - [`jsonrpc`]: JSON-RPC 2.0 envelopes, classified the way MCP needs them.
 //! - [`paging`]: opaque cursors for list results.
 //! - [`protocol`]: protocol versions and what each one changes on the wire.
-//! - [`tools`]: the tool definitions (names, schemas, descriptions) and their arguments.
 //!
 //! The session itself (handshake state, pending requests) lives in the [`Server`](crate::Server),
-//! because answering a call needs the tasks too. Nothing here performs I/O.
+//! because answering a call needs the tasks too, and so do the tools ([`crate::tools`]). Nothing
+//! here performs I/O.
 
 pub mod framing;
 pub mod jsonrpc;
 pub mod paging;
 pub mod protocol;
-pub mod tools;

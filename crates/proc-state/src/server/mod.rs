@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::mcp::framing::{Frame, LineFramer};
 use crate::mcp::jsonrpc::{self, Error, ErrorCode, Invalid, Message, RequestId};
+use crate::mcp::paging;
 use crate::mcp::protocol::ProtocolVersion;
-use crate::mcp::{paging, tools as tool_defs};
 use crate::process::{EscapedProcess, ExitStatus, RunId, SpawnSpec, Stream};
 use crate::task::Task;
 use crate::time::{Instant, Now};
@@ -18,7 +18,8 @@ mod lifecycle;
 mod modern;
 mod render;
 mod resources;
-mod tools;
+mod tasks;
+pub mod tools;
 mod waiters;
 
 use waiters::Waiters;
@@ -386,12 +387,6 @@ struct TextContent<'a> {
 
 /// A tool execution error: becomes a result with `isError: true` and this one-line reason.
 struct ToolError(String);
-
-impl From<tool_defs::ArgumentError> for ToolError {
-    fn from(tool_defs::ArgumentError(reason): tool_defs::ArgumentError) -> Self {
-        ToolError(reason)
-    }
-}
 
 /// Syslog severities as MCP names them ("Utilities: Logging"), least severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -848,7 +843,7 @@ impl Server {
     /// One page of `tools/list`.
     fn list_tools(&self, request: &Pending, params: &Map<String, Value>) -> Result<Value, Error> {
         let start = paging::start("tools", params.get("cursor")).map_err(Error::invalid_params)?;
-        let all = tool_defs::definitions(request.structured);
+        let all = tools::definitions(&self.config, request.structured);
         Ok(self.page("tools", "tools", all, start.0))
     }
 
@@ -1035,6 +1030,7 @@ fn error_result(reason: String) -> ToolResult {
     ToolResult::error(reason)
 }
 
+/// Milliseconds, saturating.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

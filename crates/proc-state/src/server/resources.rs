@@ -8,19 +8,16 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use super::{LogLevel, Server, Timer};
-use crate::log::Query;
+// A read returns what `logs` without arguments returns: the last lines, bounded in bytes.
+use super::tools::LINE_OVERHEAD_BYTES;
+use crate::log::{DEFAULT_MAX_BYTES, DEFAULT_TAIL_LINES, Query};
 use crate::mcp::jsonrpc::{Error, ErrorCode};
 use crate::mcp::paging;
-use crate::mcp::tools::LINE_OVERHEAD_BYTES;
 use crate::task::{State, Task};
 use crate::time::{self, Instant, Now};
 
 /// Least time between two `notifications/resources/updated` for one resource.
 const UPDATE_INTERVAL: Duration = Duration::from_millis(250);
-/// Lines of recent output a `resources/read` returns, at most.
-const READ_LINES: usize = 100;
-/// Bytes of recent output a `resources/read` returns, at most.
-const READ_BYTES: usize = 32 * 1024;
 /// Changes to the list of tasks closer together than this are one burst, notified once.
 const LIST_QUIET: Duration = Duration::from_millis(100);
 /// A burst that goes on is notified at least this often.
@@ -117,11 +114,11 @@ impl Server {
         let t = &self.tasks[&key];
         let page = t.log.read(&Query {
             since: None,
-            tail: Some(READ_LINES),
+            tail: Some(DEFAULT_TAIL_LINES),
             head: None,
             grep: None,
             stream: None,
-            max_bytes: READ_BYTES,
+            max_bytes: DEFAULT_MAX_BYTES,
             line_overhead: LINE_OVERHEAD_BYTES,
             raw: false,
         });
@@ -247,7 +244,7 @@ impl Server {
         }
     }
 
-    /// The exit notifications of `notify_on_exit` (TOOLS.md, Notifications).
+    /// The exit notifications of `notify_on_exit` (docs/tools.md, Notifications).
     pub(super) fn notify_exit(&mut self, key: u64, now: Now) {
         let Some(t) = self.tasks.get(&key) else {
             return;

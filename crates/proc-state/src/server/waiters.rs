@@ -12,14 +12,14 @@ use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::render::{self, line_json};
+use super::tools::{Ready, start_result, stop_result, wait_result, write_result};
 use super::{Output, Pending, ProbeId, Server, Shutdown, Timer, ToolResult, error_result};
 use crate::log::{Line, Query};
 use crate::mcp::jsonrpc::RequestId;
 use crate::process::RunId;
-use crate::stdin::{Closed, SegmentId};
+use crate::stdin::SegmentId;
 use crate::task::{Phase, Task};
 use crate::time::{Instant, Now};
 
@@ -112,7 +112,7 @@ pub(super) struct Watch {
     /// Bytes the task had printed at the last check, to skip checks when nothing came.
     checked_bytes: Option<u64>,
     port: Option<PortWatch>,
-    started: Instant,
+    pub(super) started: Instant,
     deadline: Instant,
     next_progress: Instant,
     progress_sent: u64,
@@ -130,7 +130,7 @@ struct PortWatch {
 
 /// How a watch resolved.
 #[derive(Debug)]
-enum Outcome {
+pub(super) enum Outcome {
     Matched { line: Line, next_cursor: u64 },
     PortOpen,
     Exited,
@@ -138,7 +138,8 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn reason(&self) -> &'static str {
+    /// As the results spell it.
+    pub(super) fn reason(&self) -> &'static str {
         match self {
             Outcome::Matched { .. } => "matched",
             Outcome::PortOpen => "port_open",
@@ -201,7 +202,7 @@ impl Watch {
             head: Some(1),
             grep: Some(regex),
             stream: None,
-            max_bytes: crate::mcp::tools::MAX_LOGS_BYTES,
+            max_bytes: super::tools::MAX_READ_BYTES,
             line_overhead: 0,
             raw: false,
         });
@@ -339,14 +340,17 @@ impl Server {
                             });
                         };
                         let line = match &outcome {
-                            Outcome::Matched { line, .. } => Value::from(line.text.as_str()),
-                            _ => Value::Null,
+                            Outcome::Matched { line, .. } => Some(line.text.clone()),
+                            _ => None,
                         };
-                        let matched = matches!(outcome, Outcome::Matched { .. });
-                        Some(json!({"matched": matched, "line": line, "reason": outcome.reason()}))
+                        Some(Ready {
+                            matched: matches!(outcome, Outcome::Matched { .. }),
+                            line,
+                            reason: outcome.reason(),
+                        })
                     }
                 };
-                let result = Self::start_result(&request, task, ready);
+                let result = start_result(&request, task, ready);
                 Step::Answer(request, result)
             }
             Kind::Restart { run } => {
@@ -358,7 +362,7 @@ impl Server {
                     })
                 } else {
                     // Resolved by `restarts_resolved` when the run ended; never left behind.
-                    let result = Self::start_result(&request, task, None);
+                    let result = start_result(&request, task, None);
                     Step::Answer(request, result)
                 }
             }
@@ -371,10 +375,7 @@ impl Server {
                         kind: Kind::Stop { run },
                     });
                 }
-                let mut status = render::status_fields(task, now);
-                status.insert("escalated".into(), Value::Bool(task.escalated()));
-                let text = render::stop_text(task, now);
-                let result = Self::tool_result(&request, &status, text);
+                let result = stop_result(&request, task, now);
                 Step::Answer(request, result)
             }
             Kind::Wait { run, mut watch } => match watch.check(task, run_over(run, task), now) {
@@ -411,52 +412,7 @@ impl Server {
                 } else {
                     None
                 };
-                let result = match progress {
-                    Some(p) if p.dropped == 0 => {
-                        let queued = task.stdin.queued();
-                        let mut text = if p.queued == 0 {
-                            format!("Wrote {} bytes to task {}'s stdin.", p.written, task.id)
-                        } else {
-                            format!(
-                                "Task {} took {} bytes so far; {} more are queued and written as it reads.",
-                                task.id, p.written, p.queued
-                            )
-                        };
-                        if dropped_earlier > 0 {
-                            text.push_str(&format!(
-                                " Closing stdin dropped {dropped_earlier} bytes earlier writes still had queued."
-                            ));
-                        }
-                        text.push_str(&format!(
-                            " Output from here on starts at cursor {next_cursor}."
-                        ));
-                        let mut structured = json!({
-                            "id": task.id,
-                            "bytes_written": p.written,
-                            "bytes_queued": queued,
-                            "next_cursor": next_cursor,
-                        });
-                        if dropped_earlier > 0 {
-                            structured["bytes_dropped"] = Value::from(dropped_earlier);
-                        }
-                        Self::tool_result(&request, &structured, text)
-                    }
-                    Some(p) => {
-                        let why = match task.stdin.closed() {
-                            Some(Closed::ByProcess) => "the process closed its stdin",
-                            Some(Closed::Ended) | None => "the process ended",
-                            Some(Closed::ByEof) => "a later `write` with `eof` dropped them",
-                        };
-                        error_result(format!(
-                            "task {}: {} of this write's bytes were written and {} were not: {why}",
-                            task.id, p.written, p.dropped
-                        ))
-                    }
-                    None => error_result(format!(
-                        "task {} ended before its stdin took the data; it may not have been read",
-                        task.id
-                    )),
-                };
+                let result = write_result(&request, task, progress, dropped_earlier, next_cursor);
                 Step::Answer(request, result)
             }
         }
@@ -612,39 +568,4 @@ impl Server {
             &json!({"progressToken": token, "progress": progress, "total": total.as_secs(), "message": message}),
         );
     }
-}
-
-fn wait_result(
-    request: &Pending,
-    task: &Task,
-    watch: &Watch,
-    outcome: &Outcome,
-    now: Now,
-) -> ToolResult {
-    let waited = now.instant.saturating_duration_since(watch.started);
-    let (line, next_cursor) = match outcome {
-        Outcome::Matched { line, next_cursor } => (line_json(line), *next_cursor),
-        _ => (Value::Null, task.log.next_cursor()),
-    };
-    let structured = json!({
-        "id": task.id,
-        "reason": outcome.reason(),
-        "line": line,
-        "state": task.state().as_str(),
-        "exit_code": task.exit_code(),
-        "next_cursor": next_cursor,
-        "waited_ms": super::millis(waited),
-    });
-    let text = render::wait_text(
-        task,
-        outcome.reason(),
-        match outcome {
-            Outcome::Matched { line, .. } => Some(line),
-            _ => None,
-        },
-        waited,
-        next_cursor,
-        now,
-    );
-    Server::tool_result(request, &structured, text)
 }

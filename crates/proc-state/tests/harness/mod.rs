@@ -26,6 +26,9 @@ pub struct Harness {
     pub auto_sweep: bool,
     /// Sweeps not answered yet (when `auto_sweep` is off).
     pub sweeps: Vec<RunId>,
+    /// The tool of every `tools/call` sent, by its id (as JSON text): each result's
+    /// `structuredContent` is checked against that tool's `outputSchema`.
+    calls: std::collections::HashMap<String, String>,
 }
 
 impl Harness {
@@ -47,6 +50,7 @@ impl Harness {
             unread: 0,
             auto_sweep: true,
             sweeps: Vec::new(),
+            calls: std::collections::HashMap::new(),
         }
     }
 
@@ -103,7 +107,10 @@ impl Harness {
                 }
                 other => {
                     match &other {
-                        Output::Transmit(line) => self.unread += line.len(),
+                        Output::Transmit(line) => {
+                            self.unread += line.len();
+                            self.check_results(line);
+                        }
                         // Answered here and not shown: nothing ever escapes in this world.
                         Output::Sweep { run, .. } if self.auto_sweep => {
                             swept.push(*run);
@@ -118,6 +125,28 @@ impl Harness {
         }
     }
 
+    /// Checks the `structuredContent` of every tool result in `line` (a response or a batch)
+    /// against the called tool's `outputSchema` (not on wasm32, where the validator is not
+    /// built).
+    fn check_results(&self, line: &[u8]) {
+        let message: Value = serde_json::from_slice(line).unwrap();
+        let responses = match message {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        for response in responses {
+            let (Some(id), Some(structured)) = (
+                response.get("id"),
+                response.pointer("/result/structuredContent"),
+            ) else {
+                continue;
+            };
+            if let Some(tool) = self.calls.get(&id.to_string()) {
+                check_output_schema(tool, structured);
+            }
+        }
+    }
+
     /// The client stops reading (`true`) or reads everything again (`false`).
     pub fn stall(&mut self, stalled: bool) -> Vec<Output> {
         self.stalled = stalled;
@@ -125,6 +154,17 @@ impl Harness {
     }
 
     pub fn send(&mut self, message: Value) -> Vec<Output> {
+        let calls = match &message {
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for call in calls {
+            if call["method"] == "tools/call"
+                && let (Some(id), Some(tool)) = (call.get("id"), call["params"]["name"].as_str())
+            {
+                self.calls.insert(id.to_string(), tool.to_owned());
+            }
+        }
         let mut line = serde_json::to_vec(&message).unwrap();
         line.push(b'\n');
         self.send_raw(&line);
@@ -270,3 +310,25 @@ pub fn output(h: &mut Harness, run: RunId, bytes: &[u8]) -> Vec<Output> {
         bytes,
     })
 }
+
+/// Fails when `structured` does not fit `tool`'s `outputSchema`.
+#[cfg(not(target_family = "wasm"))]
+fn check_output_schema(tool: &str, structured: &Value) {
+    let Some(tool) = proc_state::tools::Tool::from_name(tool) else {
+        return;
+    };
+    let schema = tool.definition(&Config::default())["outputSchema"].clone();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(structured)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "`{}` result does not fit its outputSchema: {errors:?}\n{structured}",
+        tool.name()
+    );
+}
+
+#[cfg(target_family = "wasm")]
+fn check_output_schema(_: &str, _: &Value) {}

@@ -1,0 +1,124 @@
+//! `list`: every task, oldest first, one line each.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Annotations, Spec, no_config_defaults};
+use crate::server::render;
+use crate::server::{Pending, Reply, Server, ToolError, millis};
+use crate::task::{State, Task};
+use crate::time::{self, Now};
+
+pub(super) const SPEC: Spec = Spec {
+    title: "List tasks",
+    description: "List the tasks this server knows, oldest first, with id, name, pid, state, exit code or signal, \
+command, start time and runtime. Use it to find a task id or name you lost track of. \
+Example: {\"state\": \"running\"}.",
+    annotations: Annotations {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+    },
+    config_defaults: no_config_defaults,
+};
+
+/// `list` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Args {
+    /// `running`: not yet ended (starting, running, stopping); `exited`: ended (exited or
+    /// failed); `all`.
+    #[serde(default)]
+    state: Filter,
+}
+
+/// Which tasks `list` shows.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Filter {
+    Running,
+    Exited,
+    #[default]
+    All,
+}
+
+/// The `list` result: `{tasks: [...]}`, oldest first.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Structured<'a> {
+    tasks: Vec<Entry<'a>>,
+}
+
+/// One task in `list`: fields that do not apply (no name, not started, not ended) are left out.
+#[derive(Serialize, JsonSchema)]
+struct Entry<'a> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<String>,
+    command: &'a str,
+    #[schemars(extend("format" = "date-time"))]
+    started_at: String,
+    runtime_ms: u64,
+}
+
+impl<'a> Entry<'a> {
+    fn of(t: &'a Task, now: Now) -> Self {
+        Self {
+            id: &t.id,
+            name: t.name.as_deref(),
+            pid: t.pid(),
+            state: t.state(),
+            exit_code: t.exit_code(),
+            signal: t.exit_signal().map(crate::Signal::name),
+            command: &t.command.command,
+            started_at: time::rfc3339(t.started().unix_ms),
+            runtime_ms: millis(t.runtime(now)),
+        }
+    }
+}
+
+pub(super) fn call(
+    server: &mut Server,
+    now: Now,
+    request: &Pending,
+    args: Args,
+) -> Result<Reply, ToolError> {
+    let tasks: Vec<&Task> = server
+        .tasks
+        .values()
+        .filter(|t| match args.state {
+            Filter::All => true,
+            Filter::Running => !t.state().is_ended(),
+            Filter::Exited => t.state().is_ended(),
+        })
+        .collect();
+    let text = list_text(&tasks, now);
+    let structured = Structured {
+        tasks: tasks.iter().map(|t| Entry::of(t, now)).collect(),
+    };
+    Ok(Reply::Tool(Server::tool_result(request, &structured, text)))
+}
+
+fn list_text(tasks: &[&Task], now: Now) -> String {
+    let mut text = if tasks.is_empty() {
+        "No tasks.".to_owned()
+    } else {
+        format!("{} task(s), oldest first:", tasks.len())
+    };
+    for t in tasks {
+        text.push_str(&format!(
+            "\n{}{}: {}: {}",
+            t.id,
+            render::name_suffix(t),
+            render::state_phrase_at(t, now),
+            render::display_command(t)
+        ));
+    }
+    text
+}

@@ -1,0 +1,157 @@
+//! `wait`: block until an output line matches, a port opens or the task exits.
+
+use core::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Annotations, LineOut, MAX_WAIT_MS, Spec, Tool, bad_argument, millis_arg, no_config_defaults,
+    optional_regex,
+};
+use crate::log::Line;
+use crate::server::render;
+use crate::server::waiters::{Kind, Outcome, Watch};
+use crate::server::{Pending, Reply, Server, ToolError, ToolResult};
+use crate::task::{State, Task};
+use crate::time::Now;
+
+pub(super) const SPEC: Spec = Spec {
+    title: "Wait for output, a port or exit",
+    description: "Block until something happens to a task instead of polling: until an output line matches `pattern` \
+(a regex; lines printed before the call count, from `since` or else the oldest line still held), until a TCP \
+connection to 127.0.0.1:`port` succeeds, or, with neither, until the task exits. Always returns when the task \
+exits, and at the latest after `timeout_ms`, with `reason` saying which happened (matched, port_open, exited, \
+timeout) and the matching `line`. Example: {\"id\": \"web\", \"pattern\": \"compiled|error\", \"timeout_ms\": 60000}.",
+    annotations: Annotations {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+    },
+    config_defaults: no_config_defaults,
+};
+
+/// `wait.timeout_ms` when not given.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// `wait` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Args {
+    /// The task's id or its name.
+    id: String,
+    /// Regex (Rust regex syntax) an output line must match.
+    pattern: Option<String>,
+    /// Cursor where matching starts; default: the oldest line still held, so earlier output
+    /// counts.
+    since: Option<u64>,
+    /// Until a TCP connection to 127.0.0.1:port succeeds.
+    #[schemars(range(min = 1, max = 65535))]
+    port: Option<u64>,
+    #[schemars(range(min = 1, max = MAX_WAIT_MS), extend("default" = DEFAULT_TIMEOUT_MS))]
+    timeout_ms: Option<u64>,
+}
+
+/// The `wait` result.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Structured<'a> {
+    id: &'a str,
+    #[schemars(extend("enum" = ["matched", "port_open", "exited", "timeout"]))]
+    reason: &'static str,
+    /// The matching line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<LineOut<'a>>,
+    state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    /// Pass as `since` to read on after the match.
+    next_cursor: u64,
+    waited_ms: u64,
+}
+
+pub(super) fn call(
+    server: &mut Server,
+    now: Now,
+    request: &Pending,
+    args: Args,
+) -> Result<Reply, ToolError> {
+    let timeout = millis_arg(
+        Tool::Wait,
+        "timeout_ms",
+        args.timeout_ms,
+        DEFAULT_TIMEOUT_MS,
+        MAX_WAIT_MS,
+    )?;
+    let port = match args.port {
+        None => None,
+        Some(port @ 1..=65535) => u16::try_from(port).ok(),
+        Some(_) => {
+            return Err(bad_argument(
+                Tool::Wait,
+                "port",
+                "must be between 1 and 65535",
+            ));
+        }
+    };
+    let regex = optional_regex(Tool::Wait, "pattern", args.pattern.as_deref())?;
+    let key = server.find(&args.id)?;
+    let task = server.task(key);
+    let (first, run) = (task.log.first_retained(), task.run());
+    let pattern = regex.map(|regex| (regex, args.since.unwrap_or(first).max(first)));
+    let watch = Watch::new(pattern, port, now, timeout);
+    server.add_waiter(now, key, request.clone(), Kind::Wait { run, watch });
+    Ok(Reply::Later)
+}
+
+/// The answer to a `wait` whose watch has an outcome.
+pub(in crate::server) fn wait_result(
+    request: &Pending,
+    task: &Task,
+    watch: &Watch,
+    outcome: &Outcome,
+    now: Now,
+) -> ToolResult {
+    let waited = now.instant.saturating_duration_since(watch.started);
+    let (line, next_cursor) = match outcome {
+        Outcome::Matched { line, next_cursor } => (Some(line), *next_cursor),
+        _ => (None, task.log.next_cursor()),
+    };
+    let text = wait_text(task, outcome.reason(), line, waited, next_cursor, now);
+    let structured = Structured {
+        id: &task.id,
+        reason: outcome.reason(),
+        line: line.map(LineOut::from),
+        state: task.state(),
+        exit_code: task.exit_code(),
+        next_cursor,
+        waited_ms: crate::server::millis(waited),
+    };
+    Server::tool_result(request, &structured, text)
+}
+
+fn wait_text(
+    t: &Task,
+    reason: &str,
+    line: Option<&Line>,
+    waited: Duration,
+    next_cursor: u64,
+    now: Now,
+) -> String {
+    let what = match (reason, line) {
+        ("matched", Some(line)) => {
+            let mut text = "matched ".to_owned();
+            render::push_line_text(&mut text, line);
+            text
+        }
+        ("port_open", _) => "the port is open".to_owned(),
+        // The task's own runtime, not the wait's: "killed by SIGTERM after 9.8s".
+        ("exited", _) => format!("the task {}", render::state_phrase_at(t, now)),
+        _ => "timed out".to_owned(),
+    };
+    format!(
+        "Task {}: {what}; waited {}; next_cursor {next_cursor}; state {}",
+        t.id,
+        render::seconds(waited),
+        t.state().as_str()
+    )
+}

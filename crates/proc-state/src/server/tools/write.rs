@@ -1,0 +1,169 @@
+//! `write`: bytes to a task's stdin, answered at once with what was taken and what is queued.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Annotations, Spec, no_config_defaults};
+use crate::server::waiters::Kind;
+use crate::server::{Pending, Reply, Server, ToolError, ToolResult};
+use crate::stdin::{Closed, Progress, Refused};
+use crate::task::{Progress as TaskProgress, Task};
+use crate::time::Now;
+
+pub(super) const SPEC: Spec = Spec {
+    title: "Write to a task's stdin",
+    description: "Write text to the stdin of a task started with `stdin: true` (a REPL, `cat`, a program that \
+prompts). The text is written as is: add \"\\n\" to end a line. Returns at once: what the process has not read yet \
+stays queued (`bytes_queued`, bounded per task) and is written as it reads. `eof: true` closes stdin afterwards, \
+which ends programs that read until end of input. Use the returned `next_cursor` as `since` in `logs` or `wait` to \
+read the reply. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\\n\"}.",
+    annotations: Annotations {
+        read_only: false,
+        destructive: false,
+        idempotent: false,
+    },
+    config_defaults: no_config_defaults,
+};
+
+/// `write` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Args {
+    /// The task's id or its name.
+    id: String,
+    /// Text written as is (add \n yourself).
+    data: String,
+    /// Close stdin after this data, dropping what earlier writes still have queued.
+    #[serde(default)]
+    eof: bool,
+}
+
+/// The `write` result.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Structured<'a> {
+    id: &'a str,
+    /// Bytes of this write the process's stdin took so far.
+    bytes_written: usize,
+    /// Bytes of all writes still waiting for the process to read.
+    bytes_queued: usize,
+    /// With `eof`: queued bytes of earlier writes dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_dropped: Option<usize>,
+    /// Where output produced after this write begins.
+    next_cursor: u64,
+}
+
+pub(super) fn call(
+    server: &mut Server,
+    now: Now,
+    request: &Pending,
+    args: Args,
+) -> Result<Reply, ToolError> {
+    let key = server.find(&args.id)?;
+    let Some(task) = server.tasks.get_mut(&key) else {
+        return Err(ToolError("the task was removed".into()));
+    };
+    if task.state().is_ended() {
+        return Err(ToolError(format!(
+            "task {} has exited; nothing was written",
+            task.id
+        )));
+    }
+    let (segment, dropped) = match task.stdin.push(args.data.into_bytes(), args.eof) {
+        Ok(pushed) => pushed,
+        Err(refused) => return Err(write_refused(task, refused)),
+    };
+    let (run, next_cursor) = (task.run(), task.log.next_cursor());
+    server
+        .queued_writes
+        .insert(request.id.clone(), (key, segment));
+    server.prune_queued_writes();
+    server.with_task(now, key, |_, _| TaskProgress::Unchanged);
+    server.add_waiter(
+        now,
+        key,
+        request.clone(),
+        Kind::Write {
+            run,
+            segment,
+            next_cursor,
+            dropped_earlier: dropped,
+        },
+    );
+    Ok(Reply::Later)
+}
+
+/// The answer to a `write` once its bytes are settled: all taken or queued, or some lost
+/// (`progress` is `None` when the run ended before its stdin took anything).
+pub(in crate::server) fn write_result(
+    request: &Pending,
+    task: &Task,
+    progress: Option<Progress>,
+    dropped_earlier: usize,
+    next_cursor: u64,
+) -> ToolResult {
+    match progress {
+        Some(p) if p.dropped == 0 => {
+            let queued = task.stdin.queued();
+            let mut text = if p.queued == 0 {
+                format!("Wrote {} bytes to task {}'s stdin.", p.written, task.id)
+            } else {
+                format!(
+                    "Task {} took {} bytes so far; {} more are queued and written as it reads.",
+                    task.id, p.written, p.queued
+                )
+            };
+            if dropped_earlier > 0 {
+                text.push_str(&format!(
+                    " Closing stdin dropped {dropped_earlier} bytes earlier writes still had queued."
+                ));
+            }
+            text.push_str(&format!(
+                " Output from here on starts at cursor {next_cursor}."
+            ));
+            let structured = Structured {
+                id: &task.id,
+                bytes_written: p.written,
+                bytes_queued: queued,
+                bytes_dropped: (dropped_earlier > 0).then_some(dropped_earlier),
+                next_cursor,
+            };
+            Server::tool_result(request, &structured, text)
+        }
+        Some(p) => {
+            let why = match task.stdin.closed() {
+                Some(Closed::ByProcess) => "the process closed its stdin",
+                Some(Closed::Ended) | None => "the process ended",
+                Some(Closed::ByEof) => "a later `write` with `eof` dropped them",
+            };
+            ToolResult::error(format!(
+                "task {}: {} of this write's bytes were written and {} were not: {why}",
+                task.id, p.written, p.dropped
+            ))
+        }
+        None => ToolResult::error(format!(
+            "task {} ended before its stdin took the data; it may not have been read",
+            task.id
+        )),
+    }
+}
+
+/// Why a `write` was refused, for the model.
+fn write_refused(task: &Task, refused: Refused) -> ToolError {
+    let id = &task.id;
+    ToolError(match refused {
+        Refused::NotPiped => format!(
+            "task {id} was started without `stdin: true`, so it has no stdin to write to; start it again with `stdin: true`"
+        ),
+        Refused::Closed(Closed::ByEof) => format!(
+            "task {id} had its stdin closed by an earlier `write` with `eof: true`; nothing was written"
+        ),
+        Refused::Closed(Closed::ByProcess) => {
+            format!("task {id} closed its stdin; nothing was written")
+        }
+        Refused::Closed(Closed::Ended) => format!("task {id} has exited; nothing was written"),
+        Refused::Full { queued, limit } => format!(
+            "task {id} is not reading its stdin: {queued} bytes are still queued and the queue holds at most {limit}; nothing was written. Wait for it to read, or send `write` with `eof: true` to drop what is queued"
+        ),
+    })
+}
