@@ -191,14 +191,14 @@ pub mod log;
 pub mod mcp;
 pub mod process;
 mod server;
+mod shared;
 pub mod stdin;
 pub mod task;
 pub mod time;
 mod timers;
 
 pub use process::{EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
+pub use server::Server;
 pub use server::tools;
-pub use server::{
-    BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, PROBE_TIMEOUT, ProbeId, Server,
-};
+pub use shared::{BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, PROBE_TIMEOUT, ProbeId};
 pub use time::{Instant, Now};

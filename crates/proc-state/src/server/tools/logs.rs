@@ -156,3 +156,14 @@ fn logs_text(t: &Task, page: &Page, max_bytes: usize) -> String {
     ));
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_gives_the_default_tail() {
+        let said = format!("returns the last {} lines", crate::log::DEFAULT_TAIL_LINES);
+        assert!(SPEC.description.contains(&said), "{}", SPEC.description);
+    }
+}
