@@ -117,18 +117,34 @@ pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","p
 pub use serde_json;
 
 /// The tests every driver must pass, as `#[test]` functions in the module that invokes it.
-/// `$serve` is the driver's
-/// `fn<R: Read + Send + 'static, W: Write + Send + 'static>(Config, R, W) -> io::Result<()>`: it serves MCP with
-/// the client's messages read from `R` and the core's lines written to `W`.
+/// `$runtime` makes a fresh [`driver::Runtime`](crate::driver::Runtime) (a `fn() -> Rt` with
+/// `Rt: Runtime + Clone`); each test serves MCP with it through
+/// [`driver::run`](crate::driver::run), the client's messages read from a reader of the test's
+/// and the core's lines written to a writer of the test's, under [`CHILD_TIMEOUT`].
 #[macro_export]
 macro_rules! driver_tests {
-    ($serve:path) => {
+    ($runtime:path) => {
+        /// Serves MCP on a fresh runtime: the client's messages read from `input`, the core's
+        /// lines written to `output`.
+        fn serve<R, W>(
+            config: ::proc_state::Config,
+            input: R,
+            output: W,
+        ) -> ::std::io::Result<()>
+        where
+            R: ::std::io::Read + Send + 'static,
+            W: ::std::io::Write + Send + 'static,
+        {
+            let session = $crate::driver::Session::open(input)?;
+            $crate::driver::run(session, config, output, $runtime())
+        }
+
         #[test]
         fn client_eof_ends_the_server() {
             let out = $crate::testutil::Sink::default();
             let sink = out.clone();
             $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
-                $serve(
+                serve(
                     ::proc_state::Config::default(),
                     ::std::io::Cursor::new(Vec::new()),
                     sink,
@@ -144,7 +160,7 @@ macro_rules! driver_tests {
             let out = $crate::testutil::Sink::default();
             let sink = out.clone();
             $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
-                $serve(
+                serve(
                     ::proc_state::Config::default(),
                     ::std::io::Cursor::new(input),
                     sink,
@@ -174,7 +190,7 @@ macro_rules! driver_tests {
             let out = $crate::testutil::Sink::default();
             let sink = out.clone();
             $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
-                $serve(
+                serve(
                     ::proc_state::Config::default(),
                     ::std::io::Cursor::new(input.into_bytes()),
                     sink,
@@ -208,7 +224,7 @@ macro_rules! driver_tests {
             let input = format!("{}\n", $crate::testutil::INITIALIZE).into_bytes();
             // Returns although stdin never ends: the failed write ended the session.
             $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
-                $serve(
+                serve(
                     ::proc_state::Config::default(),
                     $crate::testutil::Endless(::std::io::Cursor::new(input)),
                     $crate::testutil::Closed,
@@ -249,7 +265,7 @@ macro_rules! driver_tests {
             let (done_tx, done_rx) = ::std::sync::mpsc::channel();
             ::std::thread::spawn(move || {
                 let served =
-                    $serve(::proc_state::Config::default(), reader, Lines(lines_tx, Vec::new()));
+                    serve(::proc_state::Config::default(), reader, Lines(lines_tx, Vec::new()));
                 let _ = done_tx.send(served);
             });
             let timeout = ::std::time::Duration::from_secs(20);
