@@ -892,15 +892,20 @@ fn concurrent_restarts_coalesce_every_one_is_answered_and_stop_ends_it() {
     let old = Proc::of(pid_of(&first)).expect("t runs");
     cleanup.track([old]);
 
-    let ids: Vec<i64> = (0..3)
-        .map(|_| {
-            send_request(
-                &mut server,
-                "tools/call",
-                call_request("restart", json!({"id": "t"})),
+    // In one write, so the server reads all three before the first restart has stopped the
+    // old process: sent one by one, a loaded machine may finish a restart between two of them.
+    let ids: Vec<i64> = (0..3).map(|_| server.next_id()).collect();
+    let lines: String = ids
+        .iter()
+        .map(|id| {
+            let params = call_request("restart", json!({"id": "t"}));
+            format!(
+                "{}\n",
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
             )
         })
         .collect();
+    server.send_bytes(lines.into_bytes());
     let replies = responses(&mut server, &ids);
     let mut pids = BTreeSet::new();
     for (id, reply) in &replies {
