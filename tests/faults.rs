@@ -45,6 +45,7 @@ use common::{
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use proc_testkit::{Proc, cmdline, processes, stat, tagged_by, wait_terminated, watchdog_of};
 use serde_json::{Value, json};
 use support::{collect_until_response, send_call, send_request};
 
@@ -89,122 +90,8 @@ macro_rules! figure {
 // Processes, as /proc shows them
 // ---------------------------------------------------------------------------------------------
 
-/// The fields of `/proc/<pid>/stat` the tests look at.
-#[derive(Clone, Copy, Debug)]
-struct Stat {
-    pid: i32,
-    state: char,
-    ppid: i32,
-    pgid: i32,
-    sid: i32,
-    /// Start time in clock ticks since boot: with the pid, names one process for good.
-    start: u64,
-}
-
-impl Stat {
-    fn live(&self) -> bool {
-        !matches!(self.state, 'Z' | 'X')
-    }
-}
-
-fn stat(pid: i32) -> Option<Stat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid pgrp session ... starttime(22) ..."; comm may hold anything.
-    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    Some(Stat {
-        pid,
-        state: fields.first()?.chars().next()?,
-        ppid: fields.get(1)?.parse().ok()?,
-        pgid: fields.get(2)?.parse().ok()?,
-        sid: fields.get(3)?.parse().ok()?,
-        start: fields.get(19)?.parse().ok()?,
-    })
-}
-
-/// Every process in `/proc` now.
-fn processes() -> Vec<Stat> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(stat)
-        .collect()
-}
-
-/// The `PROC_MCP_TAG` in a process's environment.
-fn tag(pid: i32) -> Option<String> {
-    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
-    environ
-        .split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"PROC_MCP_TAG="))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-fn cmdline(pid: i32) -> String {
-    let bytes = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&bytes)
-        .replace('\0', " ")
-        .trim()
-        .to_owned()
-}
-
-/// One process, named for good by its pid and start time (a reused pid is another process).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Proc {
-    pid: i32,
-    start: u64,
-}
-
-impl Proc {
-    /// The live process `pid` now.
-    fn of(pid: i32) -> Option<Proc> {
-        stat(pid).filter(Stat::live).map(|s| Proc {
-            pid,
-            start: s.start,
-        })
-    }
-
-    /// Running or stopped, not a zombie, and not replaced by a process that reused the pid.
-    fn alive(self) -> bool {
-        stat(self.pid).is_some_and(|s| s.start == self.start && s.live())
-    }
-
-    fn describe(self) -> String {
-        let state = stat(self.pid).map_or('?', |s| s.state);
-        format!("{} {state} {}", self.pid, cmdline(self.pid))
-    }
-}
-
-/// Live processes tagged by the server `server` (`PROC_MCP_TAG=<server pid>.<start>.<run>`),
-/// with their tags.
-fn tagged_by(server: u32) -> BTreeMap<Proc, String> {
-    let prefix = format!("{server}.");
-    processes()
-        .iter()
-        .filter(|s| s.live())
-        .filter_map(|s| {
-            let tag = tag(s.pid)?;
-            tag.starts_with(&prefix).then_some((
-                Proc {
-                    pid: s.pid,
-                    start: s.start,
-                },
-                tag,
-            ))
-        })
-        .collect()
-}
-
-/// The server's watchdog (`proc-mcp __proc-mcp-watchdog <server pid>.<start> ...`).
-fn watchdog_of(server: u32) -> Option<Proc> {
-    let arg = format!("__proc-mcp-watchdog {server}.");
-    processes()
-        .iter()
-        .filter(|s| s.live() && cmdline(s.pid).contains(&arg))
-        .find_map(|s| Proc::of(s.pid))
-}
+// The kit's `Stat`, `Proc` (a process named by pid and start time), `processes`, `tagged_by`
+// (live processes carrying the server's `PROC_MCP_TAG`) and `watchdog_of`.
 
 /// Polls `/proc` until none of `procs` is alive: the time since `since` when that was seen, or
 /// the survivors once `timeout` (from `since`) has passed.
@@ -216,7 +103,7 @@ fn wait_gone(
     loop {
         let alive: Vec<String> = procs
             .iter()
-            .filter(|p| p.alive())
+            .filter(|p| p.is_alive())
             .map(|p| p.describe())
             .collect();
         if alive.is_empty() {
@@ -261,7 +148,7 @@ impl Drop for Cleanup {
             self.procs.extend(tagged_by(server).into_keys());
         }
         for p in &self.procs {
-            if p.alive() {
+            if p.is_alive() {
                 if !thread::panicking() {
                     eprintln!("faults: cleanup kills {}", p.describe());
                 }
@@ -354,7 +241,7 @@ impl Trees {
         for &daemon in &daemons {
             let s = stat(daemon).unwrap_or_else(|| panic!("daemon {daemon} is not running"));
             assert!(
-                !tasks.contains(&s.pgid),
+                !tasks.contains(&s.pgrp),
                 "daemon {daemon} should have left its task's group: {s:?}"
             );
         }
@@ -362,7 +249,7 @@ impl Trees {
         let deadline = Instant::now() + Duration::from_secs(10);
         while processes()
             .iter()
-            .filter(|s| s.live() && s.pgid == tasks[0])
+            .filter(|s| s.is_live() && s.pgrp == tasks[0])
             .count()
             < 3
         {
@@ -397,11 +284,17 @@ impl Trees {
             .tasks
             .iter()
             .copied()
-            .chain(self.daemons.iter().filter_map(|&d| stat(d).map(|s| s.sid)))
+            .chain(
+                self.daemons
+                    .iter()
+                    .filter_map(|&d| stat(d).map(|s| s.session)),
+            )
             .collect();
         let mut found: BTreeSet<i32> = all
             .iter()
-            .filter(|s| s.live() && (sessions.contains(&s.sid) || sessions.contains(&s.pgid)))
+            .filter(|s| {
+                s.is_live() && (sessions.contains(&s.session) || sessions.contains(&s.pgrp))
+            })
             .map(|s| s.pid)
             .chain(self.tasks.iter().copied())
             .chain(self.daemons.iter().copied())
@@ -409,7 +302,7 @@ impl Trees {
         loop {
             let children: Vec<i32> = all
                 .iter()
-                .filter(|s| s.live() && found.contains(&s.ppid) && !found.contains(&s.pid))
+                .filter(|s| s.is_live() && found.contains(&s.ppid) && !found.contains(&s.pid))
                 .map(|s| s.pid)
                 .collect();
             if children.is_empty() {
@@ -614,7 +507,7 @@ fn stop_ends_a_daemonized_child_lists_it_and_does_not_wait_for_its_pipes() {
             // Listed as exited: gone by the time of the reply.
             let alive: Vec<String> = procs
                 .iter()
-                .filter(|p| p.alive())
+                .filter(|p| p.is_alive())
                 .map(|p| p.describe())
                 .collect();
             assert!(
@@ -874,7 +767,7 @@ fn a_client_that_stops_reading_does_not_stop_timers_signals_or_bound_memory() {
     cleanup.track(tagged_by(server.pid).into_keys());
     let sleepers: BTreeSet<Proc> = processes()
         .iter()
-        .filter(|s| s.live() && s.pgid == pid_of(&sleeper))
+        .filter(|s| s.is_live() && s.pgrp == pid_of(&sleeper))
         .filter_map(|s| Proc::of(s.pid))
         .collect();
     assert!(sleepers.len() >= 2, "the sleeper task: {sleepers:?}");
@@ -999,15 +892,20 @@ fn concurrent_restarts_coalesce_every_one_is_answered_and_stop_ends_it() {
     let old = Proc::of(pid_of(&first)).expect("t runs");
     cleanup.track([old]);
 
-    let ids: Vec<i64> = (0..3)
-        .map(|_| {
-            send_request(
-                &mut server,
-                "tools/call",
-                call_request("restart", json!({"id": "t"})),
+    // In one write, so the server reads all three before the first restart has stopped the
+    // old process: sent one by one, a loaded machine may finish a restart between two of them.
+    let ids: Vec<i64> = (0..3).map(|_| server.next_id()).collect();
+    let lines: String = ids
+        .iter()
+        .map(|id| {
+            let params = call_request("restart", json!({"id": "t"}));
+            format!(
+                "{}\n",
+                json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
             )
         })
         .collect();
+    server.send_bytes(lines.into_bytes());
     let replies = responses(&mut server, &ids);
     let mut pids = BTreeSet::new();
     for (id, reply) in &replies {
@@ -1018,7 +916,7 @@ fn concurrent_restarts_coalesce_every_one_is_answered_and_stop_ends_it() {
     assert_eq!(pids.len(), 1, "one restart for three requests: {replies:?}");
     let new = *pids.first().unwrap();
     assert_ne!(new, old.pid, "a new process");
-    assert!(!old.alive(), "the old process is gone");
+    assert!(!old.is_alive(), "the old process is gone");
     // The reply may come while the new process is still in execve(2), when /proc does not
     // show its environment yet: wait for it to show.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1102,7 +1000,7 @@ fn restart_then_stdin_eof(task: Value, settle: bool) -> Value {
         .unwrap_or_else(|| panic!("no reply to the restart; got {:?}", server.notifications));
     let left = tagged_by(server.pid);
     assert!(left.is_empty(), "running after the exit: {left:?}");
-    assert!(!old.alive(), "the task's process outlived the server");
+    assert!(!old.is_alive(), "the task's process outlived the server");
     let restarted = reply["result"]["isError"] != true;
     figure!(
         "restart then stdin EOF (pending for sure: {settle}): exited 0 after {exited:?}; \
@@ -1176,7 +1074,7 @@ fn a_stop_after_a_pending_restart_supersedes_it() {
     assert!(text.contains("superseded"), "restart reply: {text}");
     let stopped = &replies[&stop]["result"]["structuredContent"];
     assert_eq!(stopped["state"], "exited", "stop: {stopped}");
-    assert!(!old.alive());
+    assert!(!old.is_alive());
     let left = tagged_by(server.pid);
     assert!(left.is_empty(), "after stop: {left:?}");
     server.finish();
@@ -1613,11 +1511,10 @@ fn stopped_is_false_for_a_task_that_exited_before_the_stop() {
     // before the stop is sent.
     let task = server.call("start", json!({"command": "exit 3"}));
     let pid = pid_of(&task);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stat(pid).is_some_and(|s| s.live()) {
-        assert!(Instant::now() < deadline, "`exit 3` still running");
-        thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        wait_terminated(pid, Duration::from_secs(10)),
+        "`exit 3` still running"
+    );
     let stopped = server.call("stop", json!({"id": id_of(&task)}));
     assert_eq!(stopped["exit_code"], 3, "stop: {stopped}");
     assert_eq!(stopped["stopped"], false, "stop: {stopped}");

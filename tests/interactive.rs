@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{LATEST, RESPONSE_TIMEOUT, RawServer, TempDir, id_of, pid_of};
 use serde_json::{Value, json};
@@ -200,6 +200,8 @@ fn restart_keeps_id_and_name_and_continues_the_cursor() {
     s.finish();
 }
 
+/// When the limit fires is checked on virtual time (proc-state's `max_runtime_stops_the_task`
+/// and `timing.rs`); here, that it is wired: the task ends, stopped by the server.
 #[test]
 fn max_runtime_ms_stops_the_task() {
     let mut s = server();
@@ -211,8 +213,7 @@ fn max_runtime_ms_stops_the_task() {
     let status = s.call("status", json!({"id": id, "tail": 0}));
     assert_eq!(status["state"], "exited", "{status}");
     assert_eq!(status["stopped"], true, "{status}");
-    let runtime = status["runtime_ms"].as_u64().expect("runtime_ms");
-    assert!((900..15000).contains(&runtime), "runtime_ms: {status}");
+    assert!(status["runtime_ms"].is_u64(), "runtime_ms: {status}");
     s.finish();
 }
 
@@ -521,44 +522,36 @@ fn resource_updates_are_coalesced_under_a_flood() {
     );
 
     std::fs::write(dir.path().join("go"), "").unwrap();
-    let flood_started = Instant::now();
     let request = send_call(
         &mut s,
         "wait",
         json!({"id": id, "timeout_ms": 60000}),
         json!({}),
     );
-    let exchange =
-        collect_until_response(&mut s, request, RESPONSE_TIMEOUT + Duration::from_secs(60));
+    let within = RESPONSE_TIMEOUT + Duration::from_secs(60);
+    let exchange = collect_until_response(&mut s, request, within);
     assert_eq!(exchange.structured()["reason"], "exited");
-    let span = flood_started.elapsed();
-    let updates: Vec<Instant> = exchange
+    let updates = exchange
         .notifications("notifications/resources/updated")
         .into_iter()
         .filter(|(_, n)| n["params"]["uri"] == uri.as_str())
-        .map(|(at, _)| at)
-        .collect();
+        .count();
 
     let status = s.call("status", json!({"id": id, "tail": 1}));
     assert_eq!(status["output"]["lines"], LINES, "{status}");
     assert!(
-        !updates.is_empty(),
+        updates > 0,
         "no resources/updated during a flood of {LINES} lines"
     );
-    // About 4 a second while output arrives, plus one at exit.
-    let bound = (span.as_secs_f64() * 5.0).ceil() as usize + 1;
+    // The rate (one at once, then one per 250 ms, and one at exit) is checked on virtual time
+    // (proc-state's `subscribed_output_updates_are_coalesced_and_sent_at_exit`). Here, that
+    // coalescing is wired: over the exchange's bound, at most 4 a second plus one at exit,
+    // not one per line or per chunk read.
+    let bound = within.as_secs() * 4 + 2;
     assert!(
-        updates.len() <= bound,
-        "{} updates in {span:?} (bound {bound}): not coalesced",
-        updates.len()
+        updates as u64 <= bound,
+        "{updates} updates for {LINES} lines (bound {bound}): not coalesced"
     );
-    for (i, at) in updates.iter().enumerate() {
-        let in_a_second = updates[i..]
-            .iter()
-            .take_while(|t| **t - *at < Duration::from_secs(1))
-            .count();
-        assert!(in_a_second <= 6, "{in_a_second} updates within one second");
-    }
     s.finish();
 }
 

@@ -11,57 +11,30 @@ use common::{LATEST, RawServer, TempDir, is_alive};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use proc_testkit::{eventually, wait_terminated, watchdog_of, within};
 use serde_json::json;
 
-/// The watchdog of server `pid`: its child running `__proc-mcp-watchdog`.
-fn watchdog_of(server: u32) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-            .find(|pid| {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                let ppid = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|p| p.parse::<u32>().ok());
-                ppid == Some(server)
-                    && cmdline
-                        .split(|b| *b == 0)
-                        .any(|arg| arg == b"__proc-mcp-watchdog")
-            });
-        if let Some(pid) = found {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no watchdog for server {server}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// Bound for each step: the watchdog and the daemon showing up, the server stopping, the
+/// daemon's end.
+const STEP: Duration = Duration::from_secs(10);
 
 /// Waits until child `pid` is stopped (waitpid(2) with WUNTRACED; it is not reaped).
 fn wait_stopped(pid: Pid) {
-    match waitpid(pid, Some(WaitPidFlag::WUNTRACED)) {
+    match within(STEP, "the server stopping", move || {
+        waitpid(pid, Some(WaitPidFlag::WUNTRACED))
+    }) {
         Ok(WaitStatus::Stopped(..)) => {}
         other => panic!("{pid} did not stop: {other:?}"),
     }
 }
 
+/// The pid the daemon wrote to `file`, once it is there.
 fn daemon_pid(file: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(file)
+    eventually(STEP, "the daemon's pid file", || {
+        std::fs::read_to_string(file)
             .ok()
             .and_then(|text| text.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "the daemon never wrote its pid");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 fn left_behind_is_cleaned_up_by_the_next_server(cgroups: &str) {
@@ -76,11 +49,11 @@ fn left_behind_is_cleaned_up_by_the_next_server(cgroups: &str) {
     let daemon = daemon_pid(&file);
     // Both the watchdog and the server die, and neither can act on the other's death: the
     // server is stopped first (else it would start a new watchdog when this one dies).
-    let watchdog = watchdog_of(first.pid);
+    let watchdog = eventually(STEP, "the server's watchdog", || watchdog_of(first.pid));
     let server = Pid::from_raw(first.pid as i32);
     kill(server, Signal::SIGSTOP).expect("stop the server");
     wait_stopped(server);
-    kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
+    kill(Pid::from_raw(watchdog.pid), Signal::SIGKILL).expect("kill the watchdog");
     kill(server, Signal::SIGKILL).expect("kill the server");
     let _ = first.wait_exit(Duration::from_secs(10));
     // The task leader dies with the server (parent-death signal); the daemon, in a session of
@@ -92,13 +65,10 @@ fn left_behind_is_cleaned_up_by_the_next_server(cgroups: &str) {
 
     let second = RawServer::initialized_with(LATEST, &["--cgroups", cgroups], &[]);
     let started = Instant::now();
-    while is_alive(daemon) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "--cgroups {cgroups}: the next server left {daemon} alive"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_terminated(daemon, STEP),
+        "--cgroups {cgroups}: the next server left {daemon} alive"
+    );
     eprintln!(
         "--cgroups {cgroups}: a dead server's daemon was killed {:?} after the next server started",
         started.elapsed()

@@ -1,16 +1,17 @@
 //! `wait` and `start`'s `wait_for`: the model blocks until something happens instead of
-//! polling. Raw stdio harness, so progress, cancellation and timing are seen on the wire.
+//! polling. Raw stdio harness, so progress and cancellation are seen on the wire. These check
+//! the wiring (the call returns, with the right result and reason); when timers fire is checked
+//! on virtual time in proc-state's tests (`server.rs`, `timing.rs`), so the only bounds on time
+//! here are generous ones against a hang.
 
 mod common;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{LATEST, RawServer, TempDir, id_of};
 use serde_json::{Value, json};
-use support::{
-    call_blocking, collect_until_response, free_port, http_get, send_call, send_request, wait,
-};
+use support::{call_blocking, collect_until_response, http_get, send_call, send_request, wait};
 
 /// Slack on top of a timeout for the reply to travel (loaded 2-core CI machine, debug build).
 const SLACK: Duration = Duration::from_millis(1500);
@@ -59,17 +60,12 @@ fn wait_matches_a_line_printed_before_the_call() {
         |st| st["output"]["lines"] == 3,
     );
 
-    let started = Instant::now();
+    // Answered at once (server.rs in proc-state, on virtual time): here, that it is answered.
     let result = wait(
         &mut s,
         json!({"id": id, "pattern": r"ready on (\d+)", "timeout_ms": 20000}),
     );
     assert_reason(&result, "matched");
-    assert!(
-        started.elapsed() < common::AT_ONCE,
-        "took {:?}",
-        started.elapsed()
-    );
     assert_eq!(result["line"]["n"], 1, "wait: {result}");
     assert_eq!(result["line"]["text"], "ready on 4242", "wait: {result}");
     assert_eq!(result["state"], "running", "wait: {result}");
@@ -128,21 +124,64 @@ fn wait_matches_a_line_printed_later() {
     s.finish();
 }
 
+/// An HTTP server on a port of its own choosing: it binds 127.0.0.1:0 (so no other process can
+/// take the port), prints the port, and starts listening only once the file `go` exists in
+/// its cwd; until then a connection is refused.
+const LATE_LISTENER: &str = r#"
+import http.server, os, time
+server = http.server.HTTPServer(
+    ("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler, bind_and_activate=False)
+server.server_bind()
+print("bound to port", server.server_address[1], flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.02)
+server.server_activate()
+server.serve_forever()
+"#;
+
 #[test]
 fn wait_returns_port_open_when_the_port_starts_accepting() {
+    let dir = TempDir::new();
     let mut s = server();
-    let port = free_port();
-    let id = start(
+    let id = id_of(&s.call(
+        "start",
+        json!({"command": "python3", "args": ["-c", LATE_LISTENER], "cwd": dir.str()}),
+    ));
+    let bound = wait(
         &mut s,
-        &format!("sleep 1; exec python3 -m http.server {port} --bind 127.0.0.1"),
+        json!({"id": id, "pattern": r"^bound to port \d+$", "timeout_ms": 20000}),
     );
-    let result = wait(&mut s, json!({"id": id, "port": port, "timeout_ms": 30000}));
-    assert_reason(&result, "port_open");
-    assert_eq!(result["state"], "running", "wait: {result}");
+    assert_reason(&bound, "matched");
+    let port: u16 = bound["line"]["text"]
+        .as_str()
+        .and_then(|text| text.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {bound}"));
+
+    let wait_id = send_call(
+        &mut s,
+        "wait",
+        json!({"id": id, "port": port, "timeout_ms": 30000}),
+        json!({}),
+    );
+    // The server handles requests in order: once the ping is answered, the wait is pending,
+    // and it must not have seen the bound but refusing port as open.
+    let ping = send_request(&mut s, "ping", json!({}));
+    let pong = collect_until_response(&mut s, ping, common::RESPONSE_TIMEOUT);
     assert!(
-        result["waited_ms"].as_u64() >= Some(300),
-        "the port was open before the task's `sleep 1` ended? {result}"
+        pong.others.iter().all(|(_, m)| m["id"] != wait_id),
+        "wait answered before the port accepted: {:?}",
+        pong.others
     );
+    std::fs::write(dir.path().join("go"), "").unwrap();
+
+    let exchange = collect_until_response(
+        &mut s,
+        wait_id,
+        common::RESPONSE_TIMEOUT + Duration::from_secs(30),
+    );
+    let result = exchange.structured();
+    assert_reason(result, "port_open");
+    assert_eq!(result["state"], "running", "wait: {result}");
     let response = http_get(port, "/");
     assert!(response.starts_with("HTTP/1.0 200"), "response: {response}");
     s.finish();
@@ -163,7 +202,6 @@ fn wait_returns_exited_when_the_task_ends_before_a_match() {
     assert_eq!(result["line"], Value::Null, "wait: {result}");
     assert_eq!(result["state"], "exited", "wait: {result}");
     assert_eq!(result["exit_code"], 4, "wait: {result}");
-    assert!(result["waited_ms"].as_u64() < Some(15000), "wait: {result}");
     s.finish();
 }
 
@@ -177,29 +215,19 @@ fn wait_without_pattern_or_port_waits_for_exit() {
     s.finish();
 }
 
+/// When it times out is checked on virtual time (proc-state's `wait_times_out_at_its_deadline`
+/// and `timing.rs`); here, that the timer is wired: it ends with `timeout`.
 #[test]
-fn wait_times_out_and_returns_before_its_timeout_plus_slack() {
+fn wait_times_out_with_reason_timeout() {
     let mut s = server();
     let id = start(&mut s, "exec sleep 60");
-    let timeout = Duration::from_millis(1500);
-    let started = Instant::now();
     let result = wait(
         &mut s,
-        json!({"id": id, "pattern": "never", "timeout_ms": timeout.as_millis() as u64}),
+        json!({"id": id, "pattern": "never", "timeout_ms": 1500}),
     );
-    let took = started.elapsed();
     assert_reason(&result, "timeout");
     assert_eq!(result["state"], "running", "wait: {result}");
-    assert!(
-        took >= timeout - Duration::from_millis(100),
-        "returned early: {took:?}"
-    );
-    assert!(took <= timeout + SLACK, "returned late: {took:?}");
-    let waited = result["waited_ms"].as_u64().unwrap();
-    assert!(
-        (1400..=1500 + 1000).contains(&waited),
-        "waited_ms: {result}"
-    );
+    assert_eq!(result["line"], Value::Null, "wait: {result}");
     s.finish();
 }
 
@@ -248,8 +276,11 @@ fn cancelled_wait_gets_no_response_and_the_server_keeps_serving() {
     s.finish();
 }
 
+/// How often progress is sent is checked on virtual time (proc-state's
+/// `wait_sends_increasing_progress_about_once_a_second`); here, that it reaches the client, for
+/// the request's token, increasing, before the response.
 #[test]
-fn wait_with_progress_token_reports_increasing_progress_about_once_a_second() {
+fn wait_with_progress_token_reports_increasing_progress() {
     let mut s = server();
     let id = start(&mut s, "exec sleep 60");
     let request = send_call(
@@ -268,10 +299,10 @@ fn wait_with_progress_token_reports_increasing_progress_about_once_a_second() {
             .all(|(_, n)| n["params"]["progressToken"] == "wait-1"),
         "progress for another token: {progress:?}"
     );
+    // The first is due at 1 s, the response at 3.5 s, on the same clock.
     assert!(
-        (2..=5).contains(&progress.len()),
-        "expected about one progress notification a second over 3.5 s, got {}: {progress:?}",
-        progress.len()
+        !progress.is_empty(),
+        "no progress notification before the response"
     );
     let values: Vec<f64> = progress
         .iter()
@@ -285,18 +316,6 @@ fn wait_with_progress_token_reports_increasing_progress_about_once_a_second() {
         values.windows(2).all(|w| w[0] < w[1]),
         "progress not strictly increasing: {values:?}"
     );
-    let first = progress[0].0 - exchange.sent;
-    assert!(
-        first <= Duration::from_millis(2000),
-        "first progress after {first:?}"
-    );
-    for pair in progress.windows(2) {
-        let gap = pair[1].0 - pair[0].0;
-        assert!(
-            (Duration::from_millis(400)..=Duration::from_millis(2000)).contains(&gap),
-            "progress notifications {gap:?} apart"
-        );
-    }
     s.finish();
 }
 
@@ -345,21 +364,17 @@ fn start_wait_for_reports_exited_when_the_task_dies_first() {
     s.finish();
 }
 
+/// When it times out is checked on virtual time (proc-state's `timing.rs`); here, that the
+/// timer is wired: `start` answers, with the task running.
 #[test]
-fn start_wait_for_times_out_after_wait_timeout_ms() {
+fn start_wait_for_times_out_with_reason_timeout() {
     let mut s = server();
-    let started = Instant::now();
     let task = start_waiting(&mut s, "exec sleep 60", "never printed", 1000);
-    let took = started.elapsed();
     assert_eq!(
         task["ready"],
         json!({"matched": false, "reason": "timeout"}),
         "start: {task}"
     );
     assert_eq!(task["state"], "running", "start: {task}");
-    assert!(
-        (Duration::from_millis(900)..=Duration::from_millis(1000) + SLACK).contains(&took),
-        "start with wait_timeout_ms 1000 took {took:?}"
-    );
     s.finish();
 }

@@ -1,7 +1,8 @@
 //! Shared helpers for the end-to-end tests (and `benches/figures.rs`):
 //! - [`server_bin`]: the `proc-mcp` binary, built once per test binary (or `PROC_MCP_BIN`);
 //! - [`RawServer`]: the binary driven over raw stdio lines, recording everything it writes;
-//! - process inspection through `/proc` and `kill(2)`;
+//! - process inspection through `/proc`, `kill(2)` and pidfds, from the test kit shared with the
+//!   crates' tests (`proc_testkit`, re-exported here);
 //! - [`TempDir`].
 //!
 //! The rmcp-based client lives in [`client`].
@@ -18,9 +19,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+// Each test binary uses a different subset.
+#[allow(unused_imports)]
+pub use proc_testkit::{
+    group_exists, id_of, is_alive, live_group_members, pid_of, proc_entry_exists, texts, vm_kib,
+};
 use serde_json::{Value, json};
 
 /// How long any single response may take (generous: a loaded 2-core CI machine, debug build).
@@ -586,121 +591,18 @@ pub fn truncate(s: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
-/// The `text` of every line in a `logs` result.
-pub fn texts(logs: &Value) -> Vec<String> {
-    logs["lines"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no lines in {logs}"))
-        .iter()
-        .map(|l| {
-            l["text"]
-                .as_str()
-                .unwrap_or_else(|| panic!("line without text: {l}"))
-                .to_owned()
-        })
-        .collect()
-}
-
-/// A task's pid from a `start`/`status` result.
-pub fn pid_of(task: &Value) -> i32 {
-    let pid = task["pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no pid in {task}"));
-    i32::try_from(pid).expect("pid fits i32")
-}
-
-/// A task's id from a `start` result.
-pub fn id_of(task: &Value) -> String {
-    task["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {task}"))
-        .to_owned()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-/// `(state, pgid)` from `/proc/<pid>/stat`.
-fn stat(path: &Path) -> Option<(char, i32)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    // "pid (comm) state ppid pgrp ..."; comm may contain anything, so split after the last ')'.
-    let mut fields = text[text.rfind(')')? + 1..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgid = fields.next()?.parse().ok()?;
-    Some((state, pgid))
-}
-
-/// True while `pid` exists and is not a zombie.
-pub fn is_alive(pid: i32) -> bool {
-    matches!(stat(Path::new(&format!("/proc/{pid}/stat"))), Some((state, _)) if !matches!(state, 'Z' | 'X'))
-}
-
-/// True while `/proc/<pid>` exists (running or zombie: not yet reaped).
-pub fn proc_entry_exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Live (non-zombie) members of process group `pgid`, as "pid state cmdline" for messages.
-pub fn live_group_members(pgid: i32) -> Vec<String> {
-    let mut members = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return members;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Some((state, group)) = stat(&entry.path().join("stat")) else {
-            continue;
-        };
-        if group == pgid && !matches!(state, 'Z' | 'X') {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            members.push(format!("{pid} {state} {cmdline}"));
-        }
-    }
-    members
-}
-
-/// `kill(-pgid, 0)`: true while any process (zombies included) is in the group.
-pub fn group_exists(pgid: i32) -> bool {
-    match kill(Pid::from_raw(-pgid), None) {
-        Ok(()) => true,
-        Err(Errno::ESRCH) => false,
-        Err(e) => panic!("kill(-{pgid}, 0): {e}"),
-    }
-}
-
-/// Waits (bounded by `timeout`) until no live process is left in group `pgid`. Processes
-/// outside the server's reach (reparented grandchildren) may take a moment to die after
-/// their signal, so this polls `/proc` instead of checking once.
+/// Waits (bounded by `timeout`) until no live process is left in group `pgid`, by pidfd on
+/// each member ([`proc_testkit::wait_group_gone`]): processes outside the server's reach
+/// (reparented grandchildren) may take a moment to die after their signal.
+#[track_caller]
 pub fn assert_group_gone(pgid: i32, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let members = live_group_members(pgid);
-        if members.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process group {pgid} still has live members after {timeout:?}: {members:?}"
-        );
-        thread::sleep(POLL_INTERVAL);
+    if let Err(members) = proc_testkit::wait_group_gone(pgid, timeout) {
+        panic!("process group {pgid} still has live members after {timeout:?}: {members:?}");
     }
-}
-
-/// A `Vm*` field of `/proc/<pid>/status`, in KiB (e.g. `VmHWM`, `VmRSS`).
-pub fn vm_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 // ---------------------------------------------------------------------------------------------

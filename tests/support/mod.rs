@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -205,14 +205,6 @@ pub fn stateless_meta(version: &str) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Ports and HTTP
 // ---------------------------------------------------------------------------------------------
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
 
 /// The port in python's "Serving HTTP on 127.0.0.1 port N (http://...) ..." line.
 #[track_caller]

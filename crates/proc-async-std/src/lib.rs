@@ -23,59 +23,26 @@
 #![warn(missing_docs)]
 
 use std::future::Future;
-use std::io::{self, Write};
+use std::io;
 use std::time::Instant;
 
 pub use proc_os::contain::ContainOptions;
-use proc_os::driver::{self, AbortOnDrop, Runtime, Session};
+use proc_os::driver::{self, AbortOnDrop, Runtime};
 
-/// Serves MCP over this process's stdin and stdout until the core has stopped every task and
-/// says [`proc_state::Output::Exit`] (after the client closed stdin, or after SIGTERM/SIGINT).
-///
-/// Behaves as `proc_smol::serve_stdio`: while it runs it handles SIGCHLD, SIGTERM and SIGINT
-/// (registered through `async-signal`, removed on return), runs its loop on the calling thread
-/// (which must live until it returns: on Linux the tasks' parent-death signal is tied to it),
-/// and reads stdin on one extra thread, which ends at its next read after this returns; the
-/// tasks that read the tasks' pipes run on async-std's global executor threads. Task ids come
-/// from `nanoid` (6 characters). A `config.cwd` of `"."` (the default) is replaced by the real
-/// working directory.
-///
-/// At startup it raises this process's soft limit on open files (`RLIMIT_NOFILE`) to the hard
-/// limit, so that about a thousand tasks with their pipes fit; every task gets the original
-/// soft limit back, and inherits no file descriptor but 0, 1 and 2.
+/// Serves MCP over this process's stdin and stdout until the core has stopped every task (after
+/// the client closed stdin, or after SIGTERM/SIGINT): [`proc_os::driver::serve_stdio`], whose
+/// documentation gives the behaviour, the errors and what `contain` means, with the loop in
+/// [`async_std::task::block_on`] on the calling thread and the tasks that read the tasks'
+/// pipes on async-std's global executor threads.
 ///
 /// # Errors
-/// Only for failures to set up: the signal handlers or the stdin thread could not be created.
-/// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
-/// is handled by the core or reported on stderr.
-///
-/// `contain` says how the tasks' processes are kept within reach (see `proc_os::contain`): a
-/// server process wants [`ContainOptions::all`].
+/// Only for failures to set up (see [`proc_os::driver::serve_stdio`]).
 pub fn serve_stdio(config: proc_state::Config, contain: ContainOptions) -> io::Result<()> {
-    let session = Session::open(io::stdin())?.contain(contain);
-    run(session, driver::startup(config), io::stdout())
-}
-
-#[cfg(test)]
-/// Serves MCP with the client's messages read from `input` and the core's lines written to
-/// `output`, with the loop on the calling thread.
-fn serve<R, W>(config: proc_state::Config, input: R, output: W) -> io::Result<()>
-where
-    R: std::io::Read + Send + 'static,
-    W: Write + Send + 'static,
-{
-    run(Session::open(input)?, config, output)
-}
-
-/// Runs `session` with its loop on the calling thread.
-fn run<W>(session: Session, config: proc_state::Config, output: W) -> io::Result<()>
-where
-    W: Write + Send + 'static,
-{
-    async_std::task::block_on(session.serve(config, output, AsyncStd))
+    driver::serve_stdio(config, contain, AsyncStd)
 }
 
 /// async-std's parts for the shared loop.
+#[derive(Clone, Copy, Default)]
 struct AsyncStd;
 
 impl Runtime for AsyncStd {
@@ -94,9 +61,13 @@ impl Runtime for AsyncStd {
     async fn sleep_until(&self, deadline: Instant) {
         async_std::task::sleep(deadline.saturating_duration_since(Instant::now())).await;
     }
+
+    fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        async_std::task::block_on(future)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    proc_os::driver_tests!(super::serve);
+    proc_os::driver_tests!(super::AsyncStd::default);
 }

@@ -2,13 +2,18 @@
 
 use std::process::{Command, Output, Stdio};
 
+/// Runs the binary to its end (within 20 s) with stdin `/dev/null`.
 fn proc_mcp(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_proc-mcp"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_proc-mcp"));
+    command
         .args(args)
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run proc-mcp")
+        .stdin(Stdio::null());
+    let what = format!("proc-mcp {args:?}");
+    proc_testkit::within(std::time::Duration::from_secs(20), &what, move || {
+        command.output()
+    })
+    .expect("run proc-mcp")
 }
 
 fn text(bytes: &[u8]) -> &str {
@@ -100,9 +105,12 @@ fn environment_variables_are_read() {
 /// Starts the server with a task running, sends it `signal`, and checks that it stops the task
 /// and exits 0 with stdout holding nothing but JSON-RPC lines.
 fn stops_everything_on(runtime: &str, signal: nix::sys::signal::Signal) {
-    use std::io::{BufRead as _, BufReader, Write as _};
-    use std::sync::mpsc;
+    use std::io::Write as _;
     use std::time::Duration;
+
+    use proc_testkit::{Lines, proc_entry_exists, wait_child};
+
+    const TIMEOUT: Duration = Duration::from_secs(20);
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_proc-mcp"))
         .args(["--runtime", runtime])
@@ -112,7 +120,7 @@ fn stops_everything_on(runtime: &str, signal: nix::sys::signal::Signal) {
         .spawn()
         .expect("start proc-mcp");
     let mut stdin = server.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(server.stdout.take().expect("stdout"));
+    let mut stdout = Lines::new(server.stdout.take().expect("stdout"), "proc-mcp's stdout");
     for message in [
         r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"cli-test","version":"0"}}}"#,
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
@@ -121,12 +129,7 @@ fn stops_everything_on(runtime: &str, signal: nix::sys::signal::Signal) {
         writeln!(stdin, "{message}").expect("write to proc-mcp");
     }
     let pid = loop {
-        let mut line = String::new();
-        assert_ne!(
-            stdout.read_line(&mut line).expect("read"),
-            0,
-            "proc-mcp ended early"
-        );
+        let line = stdout.line(TIMEOUT);
         let message: serde_json::Value = serde_json::from_str(&line).expect("JSON-RPC line");
         if message["id"] == 1 {
             let pid = message["result"]["structuredContent"]["pid"].as_i64();
@@ -136,24 +139,12 @@ fn stops_everything_on(runtime: &str, signal: nix::sys::signal::Signal) {
     let server_pid = nix::unistd::Pid::from_raw(i32::try_from(server.id()).expect("pid"));
     nix::sys::signal::kill(server_pid, signal).expect("signal proc-mcp");
 
-    let (done, exited) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(server.wait());
-    });
-    let status = exited
-        .recv_timeout(Duration::from_secs(20))
-        .expect("proc-mcp exits after the signal")
-        .expect("wait");
+    let status = wait_child(&mut server, TIMEOUT, "proc-mcp after the signal");
     assert_eq!(status.code(), Some(0));
     // The task was reaped by the server (its /proc entry is gone): it did not outlive it.
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "task {pid} outlived the server"
-    );
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read rest");
-    for line in rest.lines() {
-        let _: serde_json::Value = serde_json::from_str(line).expect("only JSON-RPC on stdout");
+    assert!(!proc_entry_exists(pid), "task {pid} outlived the server");
+    while let Some(line) = stdout.next_within(TIMEOUT) {
+        let _: serde_json::Value = serde_json::from_str(&line).expect("only JSON-RPC on stdout");
     }
     drop(stdin);
 }

@@ -6,8 +6,9 @@ mod support;
 
 use std::time::Duration;
 
+use proc_testkit::{id_of, is_alive, nofile_limits, open_fds, pid_of, wait_terminated};
 use serde_json::json;
-use support::{Server, limits_of, read_fd_dir};
+use support::Server;
 
 /// The descriptors (by number) the leaking parent hands the server besides 0, 1 and 2.
 const LEAKED: [i32; 2] = [100, 700];
@@ -26,7 +27,7 @@ fn a_task_inherits_only_stdin_stdout_and_stderr() {
             }
             Ok(())
         });
-        let server_fds = read_fd_dir(server.pid());
+        let server_fds = open_fds(server.pid());
         for fd in LEAKED {
             assert!(
                 server_fds.contains(&fd),
@@ -38,18 +39,14 @@ fn a_task_inherits_only_stdin_stdout_and_stderr() {
         // holds descriptors of its own. (The trailing `exit` keeps the shell from exec'ing
         // `sleep`, which would start loading again.)
         let task = server.call("start", json!({"command": "echo ready; sleep 1000; exit"}));
-        let pid = support::pid_of(&task);
-        server.wait_for_line(&support::id_of(&task), "ready");
-        assert_eq!(
-            read_fd_dir(pid),
-            vec![0, 1, 2],
-            "{runtime}: fds of task {pid}"
-        );
+        let pid = pid_of(&task);
+        server.wait_for_line(&id_of(&task), "ready");
+        assert_eq!(open_fds(pid), vec![0, 1, 2], "{runtime}: fds of task {pid}");
 
         // The same through a shell, from the inside: `ls` lists its own fds plus the
         // directory it reads, which is the lowest free number, 3.
         let task = server.call("start", json!({"command": "ls /proc/self/fd"}));
-        let id = support::id_of(&task);
+        let id = id_of(&task);
         server.wait_exited(&id);
         assert_eq!(
             server.log_texts(&id),
@@ -62,7 +59,7 @@ fn a_task_inherits_only_stdin_stdout_and_stderr() {
 
 #[test]
 fn a_task_gets_the_open_files_limit_the_server_was_started_with() {
-    let (_, hard) = limits_of(i32::try_from(std::process::id()).expect("pid"));
+    let (_, hard) = nofile_limits(i32::try_from(std::process::id()).expect("pid"));
     // A soft limit the server must raise to run the many tasks below.
     let soft = 256.min(hard / 2);
     for runtime in support::RUNTIMES {
@@ -71,13 +68,13 @@ fn a_task_gets_the_open_files_limit_the_server_was_started_with() {
                 .map_err(std::io::Error::from)
         });
         assert_eq!(
-            limits_of(server.pid()),
+            nofile_limits(server.pid()),
             (hard, hard),
             "{runtime}: the server raises its soft limit to the hard one"
         );
 
         let task = server.call("start", json!({"command": "ulimit -n; ulimit -Hn"}));
-        let id = support::id_of(&task);
+        let id = id_of(&task);
         server.wait_exited(&id);
         assert_eq!(
             server.log_texts(&id),
@@ -91,11 +88,11 @@ fn a_task_gets_the_open_files_limit_the_server_was_started_with() {
             let pids: Vec<i32> = (0..count)
                 .map(|_| {
                     let task = server.call("start", json!({"command": "sleep", "args": ["1000"]}));
-                    support::pid_of(&task)
+                    pid_of(&task)
                 })
                 .collect();
             assert_eq!(pids.len(), count);
-            let fds = read_fd_dir(server.pid()).len();
+            let fds = open_fds(server.pid()).len();
             assert!(
                 fds > usize::try_from(soft).expect("small"),
                 "{runtime}: {fds} descriptors open"
@@ -110,12 +107,12 @@ fn tasks_die_with_the_server() {
     for runtime in support::RUNTIMES {
         let mut server = Server::start(runtime);
         let task = server.call("start", json!({"command": "sleep", "args": ["1000"]}));
-        let pid = support::pid_of(&task);
-        assert!(support::is_alive(pid));
+        let pid = pid_of(&task);
+        assert!(is_alive(pid));
         // SIGKILL: the server cannot stop anything itself; the parent-death signal does.
         server.kill();
         assert!(
-            support::wait_until(Duration::from_secs(10), || !support::is_alive(pid)),
+            wait_terminated(pid, Duration::from_secs(10)),
             "{runtime}: task {pid} outlived its server"
         );
     }

@@ -5,8 +5,9 @@ mod support;
 
 use std::net::TcpListener;
 
+use proc_testkit::id_of;
 use serde_json::json;
-use support::{RUNTIMES, Server, id_of};
+use support::{RUNTIMES, Server};
 
 #[test]
 fn write_feeds_a_tasks_stdin_in_order_then_eof() {

@@ -22,8 +22,8 @@
 //! print; the lines waiting for the client are bounded by the core
 //! ([`proc_state::Config::max_client_backlog_bytes`]).
 //!
-//! A driver crate is then: a [`Runtime`] implementation, and
-//! `block_on(Session::open(stdin)?.serve(config, stdout, runtime))` on its executor.
+//! A driver crate is then: a [`Runtime`] implementation (spawn, sleep until a deadline, block
+//! on a future), and [`serve_stdio`] with it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -80,6 +80,56 @@ pub trait Runtime {
     /// A future that completes at `deadline` (on std's monotonic clock), or at once if it has
     /// passed.
     fn sleep_until(&self, deadline: std::time::Instant) -> impl Future<Output = ()>;
+
+    /// Runs `future` to its end on the calling thread, with the executor that
+    /// [`Runtime::spawn`] uses running, and returns its output. [`run`] calls it (with the
+    /// loop) on the thread that called [`serve_stdio`].
+    fn block_on<T>(&self, future: impl Future<Output = T>) -> T;
+}
+
+/// Serves MCP over this process's stdin and stdout on `runtime` until the core has stopped
+/// every task and says the session is over: after the client closed stdin, or after SIGTERM or
+/// SIGINT (each time one arrives, the core is told to terminate).
+///
+/// While it runs it handles SIGCHLD, SIGTERM and SIGINT (registered through `async-signal`,
+/// removed on return), runs the loop on the calling thread with [`Runtime::block_on`] (the
+/// thread must live until it returns: on Linux the tasks' parent-death signal is tied to it),
+/// and reads stdin on one extra thread, which ends at its next read after this returns. Task
+/// ids come from `nanoid` (6 characters). A `config.cwd` of `"."` (the default) is replaced by
+/// the real working directory ([`startup`]).
+///
+/// At startup it raises this process's soft limit on open files (`RLIMIT_NOFILE`) to the hard
+/// limit, so that about a thousand tasks with their pipes fit; every task gets the original
+/// soft limit back, and inherits no file descriptor but 0, 1 and 2.
+///
+/// `contain` says how the tasks' processes are kept within reach (see [`crate::contain`]): a
+/// server process wants [`ContainOptions::all`].
+///
+/// # Errors
+/// Only for failures to set up: the signal handlers, the stdin thread or the stdout thread
+/// could not be created. Everything that goes wrong later (a task that cannot be spawned, a
+/// client that goes away) is handled by the core or reported on stderr.
+pub fn serve_stdio<Rt>(config: Config, contain: ContainOptions, runtime: Rt) -> io::Result<()>
+where
+    Rt: Runtime + Clone,
+{
+    let session = Session::open(io::stdin())?.contain(contain);
+    run(session, startup(config), io::stdout(), runtime)
+}
+
+/// Runs [`Session::serve`] (the core's lines written to `output`) to its end on the calling
+/// thread, with [`Runtime::block_on`]. [`serve_stdio`] is this with stdin and stdout; tests
+/// give it other ends.
+///
+/// # Errors
+/// As [`Session::serve`].
+pub fn run<Rt, W>(session: Session, config: Config, output: W, runtime: Rt) -> io::Result<()>
+where
+    Rt: Runtime + Clone,
+    W: Write + Send + 'static,
+{
+    let blocking = runtime.clone();
+    blocking.block_on(session.serve(config, output, runtime))
 }
 
 /// Something that happened outside the loop, sent to it over a bounded channel.
@@ -638,19 +688,19 @@ impl Clock {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{self, Read, Write};
+    use std::rc::Rc;
     use std::time::Duration;
 
     use async_executor::{LocalExecutor, Task};
     use futures_lite::FutureExt as _;
-    use proc_state::Config;
 
-    use super::{Runtime, Session, abort_on_drop};
+    use super::{Runtime, abort_on_drop};
 
     /// A runtime made of smol's parts, to test the loop without a driver crate.
-    struct Reference<'ex>(&'ex LocalExecutor<'static>);
+    #[derive(Clone, Default)]
+    struct Reference(Rc<LocalExecutor<'static>>);
 
-    impl Runtime for Reference<'_> {
+    impl Runtime for Reference {
         type Task = Task<()>;
 
         fn spawn<F>(&self, future: F) -> Task<()>
@@ -663,19 +713,13 @@ mod tests {
         async fn sleep_until(&self, deadline: std::time::Instant) {
             async_io::Timer::at(deadline).await;
         }
+
+        fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+            async_io::block_on(self.0.run(future))
+        }
     }
 
-    fn serve<R, W>(config: Config, input: R, output: W) -> io::Result<()>
-    where
-        R: Read + Send + 'static,
-        W: Write + Send + 'static,
-    {
-        let session = Session::open(input)?;
-        let executor = LocalExecutor::new();
-        async_io::block_on(executor.run(session.serve(config, output, Reference(&executor))))
-    }
-
-    crate::driver_tests!(serve);
+    crate::driver_tests!(Reference::default);
 
     #[test]
     fn abort_on_drop_ends_the_future_and_drops_what_it_holds() {

@@ -27,8 +27,8 @@
 //! - `watchdog` (Linux): the process, one per server, that kills everything the server started
 //!   when the server dies without cleaning up.
 //! - [`driver`]: the event loop of the proc-state driver contract, written once; a driver crate
-//!   only implements [`driver::Runtime`] (spawn a task, sleep until a deadline) and runs
-//!   [`driver::Session::serve`] on its executor.
+//!   only implements [`driver::Runtime`] (spawn a task, sleep until a deadline, block on a
+//!   future) and calls [`driver::serve_stdio`] with it.
 //!
 //! The async parts use [`async_io`] for pipes (the reactor under both smol and async-std),
 //! [`async_channel`] for channels and [`async_signal`] for signals, none of which ties them to

@@ -1,7 +1,9 @@
-//! Helpers for tests, here and in the driver crates (feature `testutil`): looking at processes
-//! through /proc and waiting for them by event (blocking waitid, pidfd), never by sleeping;
-//! and [`driver_tests!`](crate::driver_tests), the tests every driver's `serve` must pass.
-//! Linux only (they read `/proc`). Not a stable API.
+//! Helpers for tests, here and in the driver crates (feature `testutil`): spawn specs, waiting
+//! for a child by event (pidfd, then waitid), client ends for a driver, and
+//! [`driver_tests!`](crate::driver_tests), the tests every driver's `serve` must pass. Looking
+//! at processes through `/proc` and bounded waits come from the test kit shared by every
+//! crate's tests (`proc-testkit`), re-exported here. Linux only (they read `/proc`). Not a
+//! stable API.
 
 use std::io::{self, Cursor, Read, Write};
 use std::time::Duration;
@@ -12,6 +14,11 @@ use nix::unistd::Pid;
 use proc_state::{ExitStatus, SpawnSpec, StdinMode};
 
 use crate::process;
+
+pub use proc_testkit::{
+    Lines, Stat, group_members, is_alive, open_fds, proc_entry_exists, recv_within, stat, tag,
+    wait_child, wait_terminated, within,
+};
 
 /// A spec for `program args...` with stdin `/dev/null`, no cwd, no env.
 pub fn spec(program: &str, args: &[&str]) -> SpawnSpec {
@@ -29,57 +36,18 @@ pub fn sh(script: &str) -> SpawnSpec {
     spec("/bin/sh", &["-c", script])
 }
 
-/// Fields of `/proc/<pid>/stat`: state, ppid, pgrp, session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
-    /// `R`, `S`, `Z`...
-    pub state: char,
-    /// Parent's pid.
-    pub ppid: i32,
-    /// Process group id.
-    pub pgrp: i32,
-    /// Session id.
-    pub session: i32,
-}
-
-/// The [`Stat`] of `pid`; `None` once it is gone (reaped).
-pub fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain anything: parse after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let mut number = || fields.next()?.parse::<i32>().ok();
-    Some(Stat {
-        state,
-        ppid: number()?,
-        pgrp: number()?,
-        session: number()?,
-    })
-}
-
-/// Every process in process group `pgid`, with its state.
-pub fn group_members(pgid: i32) -> Vec<(i32, char)> {
-    let mut members = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some(stat) = stat(pid)
-            && stat.pgrp == pgid
-        {
-            members.push((pid, stat.state));
-        }
-    }
-    members
-}
-
-/// Blocks until our child `pid` has exited (without reaping it) and returns how.
+/// Blocks until our child `pid` has exited (without reaping it) and returns how: its pidfd
+/// first (bounded by [`CHILD_TIMEOUT`]), then waitid(2) with `WEXITED | WNOWAIT`, which then
+/// returns at once.
+///
+/// # Panics
+/// If it does not exit within [`CHILD_TIMEOUT`], or waitid(2) fails.
+#[track_caller]
 pub fn wait_exited(pid: Pid) -> ExitStatus {
+    assert!(
+        wait_terminated(pid.as_raw(), CHILD_TIMEOUT),
+        "child {pid} did not exit within {CHILD_TIMEOUT:?}"
+    );
     // SAFETY: zeroed siginfo_t is valid; waitid only writes into it.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     loop {
@@ -100,43 +68,11 @@ pub fn wait_exited(pid: Pid) -> ExitStatus {
     }
     process::exit_status(pid)
         .expect("exit_status")
-        .expect("exited after a blocking waitid")
+        .expect("exited after waitid")
 }
 
-/// Waits (pidfd_open(2) + poll(2)) until `pid` — any process, not only our children — has
-/// terminated; `true` if it did within `timeout` or was gone already.
-pub fn wait_terminated(pid: i32, timeout: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Errno::last() == Errno::ESRCH;
-    }
-    let fd = i32::try_from(fd).expect("fd fits in i32");
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd; the fd is ours and closed right after.
-    let ready = unsafe { libc::poll(&mut pollfd, 1, millis) };
-    // SAFETY: `fd` was returned by pidfd_open and is closed once.
-    unsafe { libc::close(fd) };
-    ready == 1
-}
-
-/// The open descriptors of process `pid`, in order (from `/proc/<pid>/fd`).
-///
-/// # Panics
-/// If the directory cannot be read (no such process, or not ours to look at).
-pub fn open_fds(pid: i32) -> Vec<i32> {
-    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|err| panic!("read /proc/{pid}/fd: {err}"))
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    fds.sort_unstable();
-    fds
-}
+/// How long [`wait_exited`] waits for a child, and the driver tests for a server to end.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Client input that never ends: its bytes, then a read that blocks forever (the thread
 /// reading it is left parked).
@@ -181,20 +117,39 @@ pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","p
 pub use serde_json;
 
 /// The tests every driver must pass, as `#[test]` functions in the module that invokes it.
-/// `$serve` is the driver's
-/// `fn<R: Read + Send + 'static, W: Write + Send + 'static>(Config, R, W) -> io::Result<()>`: it serves MCP with
-/// the client's messages read from `R` and the core's lines written to `W`.
+/// `$runtime` makes a fresh [`driver::Runtime`](crate::driver::Runtime) (a `fn() -> Rt` with
+/// `Rt: Runtime + Clone`); each test serves MCP with it through
+/// [`driver::run`](crate::driver::run), the client's messages read from a reader of the test's
+/// and the core's lines written to a writer of the test's, under [`CHILD_TIMEOUT`].
 #[macro_export]
 macro_rules! driver_tests {
-    ($serve:path) => {
+    ($runtime:path) => {
+        /// Serves MCP on a fresh runtime: the client's messages read from `input`, the core's
+        /// lines written to `output`.
+        fn serve<R, W>(
+            config: ::proc_state::Config,
+            input: R,
+            output: W,
+        ) -> ::std::io::Result<()>
+        where
+            R: ::std::io::Read + Send + 'static,
+            W: ::std::io::Write + Send + 'static,
+        {
+            let session = $crate::driver::Session::open(input)?;
+            $crate::driver::run(session, config, output, $runtime())
+        }
+
         #[test]
         fn client_eof_ends_the_server() {
             let out = $crate::testutil::Sink::default();
-            $serve(
-                ::proc_state::Config::default(),
-                ::std::io::Cursor::new(Vec::new()),
-                out.clone(),
-            )
+            let sink = out.clone();
+            $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
+                serve(
+                    ::proc_state::Config::default(),
+                    ::std::io::Cursor::new(Vec::new()),
+                    sink,
+                )
+            })
             .expect("serve");
             assert_eq!(out.bytes(), b"");
         }
@@ -203,11 +158,14 @@ macro_rules! driver_tests {
         fn answers_in_lines_then_ends_at_eof() {
             let input = format!("{}\n", $crate::testutil::INITIALIZE).into_bytes();
             let out = $crate::testutil::Sink::default();
-            $serve(
-                ::proc_state::Config::default(),
-                ::std::io::Cursor::new(input),
-                out.clone(),
-            )
+            let sink = out.clone();
+            $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
+                serve(
+                    ::proc_state::Config::default(),
+                    ::std::io::Cursor::new(input),
+                    sink,
+                )
+            })
             .expect("serve");
             let text = String::from_utf8(out.bytes()).expect("utf-8");
             assert_eq!(text.lines().count(), 1, "{text}");
@@ -230,11 +188,14 @@ macro_rules! driver_tests {
             ]
             .join("\n");
             let out = $crate::testutil::Sink::default();
-            $serve(
-                ::proc_state::Config::default(),
-                ::std::io::Cursor::new(input.into_bytes()),
-                out.clone(),
-            )
+            let sink = out.clone();
+            $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
+                serve(
+                    ::proc_state::Config::default(),
+                    ::std::io::Cursor::new(input.into_bytes()),
+                    sink,
+                )
+            })
             .expect("serve");
             let text = String::from_utf8(out.bytes()).expect("utf-8");
             let pids: Vec<i32> = text
@@ -262,11 +223,13 @@ macro_rules! driver_tests {
         fn a_closed_stdout_counts_as_client_eof() {
             let input = format!("{}\n", $crate::testutil::INITIALIZE).into_bytes();
             // Returns although stdin never ends: the failed write ended the session.
-            $serve(
-                ::proc_state::Config::default(),
-                $crate::testutil::Endless(::std::io::Cursor::new(input)),
-                $crate::testutil::Closed,
-            )
+            $crate::testutil::within($crate::testutil::CHILD_TIMEOUT, "serve", move || {
+                serve(
+                    ::proc_state::Config::default(),
+                    $crate::testutil::Endless(::std::io::Cursor::new(input)),
+                    $crate::testutil::Closed,
+                )
+            })
             .expect("serve");
         }
 
@@ -299,8 +262,11 @@ macro_rules! driver_tests {
                     Ok(())
                 }
             }
-            let server = ::std::thread::spawn(move || {
-                $serve(::proc_state::Config::default(), reader, Lines(lines_tx, Vec::new()))
+            let (done_tx, done_rx) = ::std::sync::mpsc::channel();
+            ::std::thread::spawn(move || {
+                let served =
+                    serve(::proc_state::Config::default(), reader, Lines(lines_tx, Vec::new()));
+                let _ = done_tx.send(served);
             });
             let timeout = ::std::time::Duration::from_secs(20);
             let deadline = ::std::time::Instant::now() + timeout;
@@ -312,7 +278,8 @@ macro_rules! driver_tests {
                 ::std::io::Write::write_all(&mut writer, format!("{request}\n").as_bytes())
                     .expect("write");
                 let response = loop {
-                    let message = lines_rx.recv_timeout(timeout).expect("a response");
+                    let message =
+                        $crate::testutil::recv_within(&lines_rx, timeout, "a response to logs");
                     if message["id"] == next_id {
                         break message;
                     }
@@ -334,7 +301,8 @@ macro_rules! driver_tests {
             assert_eq!(texts, ["err", "out"]);
             // EOF: the server stops the task and ends.
             drop(writer);
-            server.join().expect("server thread").expect("serve");
+            $crate::testutil::recv_within(&done_rx, timeout, "the server's end after EOF")
+                .expect("serve");
         }
     };
 }

@@ -8,13 +8,14 @@
 
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::ChildStdout;
+use std::io::BufReader;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 use proc_os::process::{self, Spawned};
-use proc_os::testutil::{pipe, sh, spec, stat, wait_exited, wait_terminated};
+use proc_os::testutil::{
+    Lines, is_alive, pipe, recv_within, sh, spec, stat, wait_exited, wait_terminated, within,
+};
 use proc_os::tree::{Instance, PidFd, TAG_VAR};
 use proc_state::{ExitStatus, Signal, SpawnSpec};
 
@@ -25,11 +26,6 @@ fn tagged_sh(instance: &Instance, run: u64, script: &str) -> SpawnSpec {
     let mut spec = sh(script);
     spec.env = vec![(TAG_VAR.to_owned(), instance.tag(run))];
     spec
-}
-
-/// Whether `pid` is still running (not a zombie, not gone).
-fn running(pid: i32) -> bool {
-    stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
 
 /// Sends SIGKILL to `pid` if it still is the process that started at `start_time`.
@@ -70,7 +66,7 @@ impl Drop for FakeServer {
 /// stdout read line by line.
 struct Task {
     pid: Pid,
-    stdout: BufReader<ChildStdout>,
+    stdout: Lines,
 }
 
 impl Task {
@@ -78,13 +74,10 @@ impl Task {
         Self::from(process::spawn(spec).expect("spawn"))
     }
 
-    /// The next line of its stdout, without the newline.
+    /// The next line of its stdout, without the newline (within [`LONG`]).
+    #[track_caller]
     fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("read");
-        assert!(line.ends_with('\n'), "no line: {line:?}");
-        line.pop();
-        line
+        self.stdout.line(LONG)
     }
 
     /// The next line of its stdout, as a pid.
@@ -99,7 +92,7 @@ impl From<Spawned> for Task {
     fn from(spawned: Spawned) -> Self {
         Self {
             pid: spawned.pid,
-            stdout: BufReader::new(spawned.stdout),
+            stdout: Lines::new(spawned.stdout, "the task's stdout"),
         }
     }
 }
@@ -259,7 +252,7 @@ mod tree {
             wait_exited(child.pid);
             process::reap(child.pid).expect("reap");
         });
-        let other = pid_rx.recv().expect("pid");
+        let other = recv_within(&pid_rx, LONG, "the other thread's child");
         let listed = children().expect("children");
         assert!(listed.contains(&exited.pid.as_raw()), "{listed:?}");
         assert!(listed.contains(&other.as_raw()), "{listed:?}");
@@ -276,11 +269,11 @@ mod tree {
     /// a copy of this test binary that runs this one test.
     #[test]
     fn orphans_are_reaped_and_kept_children_left_alone() {
-        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "tree::orphans_in_a_subreaper", "--nocapture"])
+        let mut copy = std::process::Command::new(std::env::current_exe().expect("test binary"));
+        copy.args(["--exact", "tree::orphans_in_a_subreaper", "--nocapture"])
             .env(SUBREAPER_CHILD, "1")
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(std::process::Stdio::null());
+        let out = within(LONG, "the copy of the test binary", move || copy.output())
             .expect("run the test binary");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -660,11 +653,19 @@ mod watchdog {
 
     use super::*;
 
-    /// Runs [`serve`] on a thread, fed through a pipe: (what to write to, its result).
-    fn serve_on_thread(config: Config) -> (File, std::thread::JoinHandle<Outcome>) {
+    /// Runs [`serve`] on a thread, fed through a pipe: (what to write to, its result, to be
+    /// taken with [`outcome`]).
+    fn serve_on_thread(config: Config) -> (File, std::sync::mpsc::Receiver<Outcome>) {
         let (read, write) = pipe();
-        let thread = std::thread::spawn(move || serve(BufReader::new(read), &config));
-        (write, thread)
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(serve(BufReader::new(read), &config)));
+        (write, rx)
+    }
+
+    /// What [`serve`] returned (within [`LONG`]).
+    #[track_caller]
+    fn outcome(watchdog: &std::sync::mpsc::Receiver<Outcome>) -> Outcome {
+        recv_within(watchdog, LONG, "the watchdog's outcome")
     }
 
     fn send(pipe: &mut File, message: &Message) {
@@ -694,7 +695,7 @@ mod watchdog {
         send(&mut input, &Message::UnwatchGroup(other.pid.as_raw()));
         drop(input);
 
-        let Outcome::CleanedUp(report) = watchdog.join().expect("watchdog") else {
+        let Outcome::CleanedUp(report) = outcome(&watchdog) else {
             panic!("not cleaned up");
         };
         assert_eq!(report.groups, 1, "{report:?}");
@@ -706,7 +707,10 @@ mod watchdog {
         );
         assert!(wait_terminated(daemon, LONG), "daemon {daemon} survived");
         assert_eq!(wait_exited(task.pid), ExitStatus::Signaled(Signal::Kill));
-        assert!(running(other.pid.as_raw()), "an unwatched group was killed");
+        assert!(
+            is_alive(other.pid.as_raw()),
+            "an unwatched group was killed"
+        );
     }
 
     #[test]
@@ -723,12 +727,9 @@ mod watchdog {
         send(&mut input, &Message::WatchGroup(task.pid.as_raw()));
         send(&mut input, &Message::Disarm);
         drop(input);
-        assert!(matches!(
-            watchdog.join().expect("watchdog"),
-            Outcome::Disarmed { .. }
-        ));
-        assert!(running(task.pid.as_raw()));
-        assert!(running(daemon));
+        assert!(matches!(outcome(&watchdog), Outcome::Disarmed { .. }));
+        assert!(is_alive(task.pid.as_raw()));
+        assert!(is_alive(daemon));
         let start = Instance::of(daemon).expect("daemon").start_time;
         kill_verified(daemon, start);
         assert!(wait_terminated(daemon, LONG));
@@ -754,7 +755,7 @@ mod watchdog {
         let own = FakeServer::start();
         let (mut input, watchdog) = serve_on_thread(Config::new(own.instance, None));
         send(&mut input, &Message::Disarm);
-        let Outcome::Disarmed { stale_killed } = watchdog.join().expect("watchdog") else {
+        let Outcome::Disarmed { stale_killed } = outcome(&watchdog) else {
             panic!("not disarmed");
         };
         assert!(stale_killed >= 2, "{stale_killed}");
@@ -764,7 +765,7 @@ mod watchdog {
             ExitStatus::Signaled(Signal::Kill)
         );
         assert!(
-            running(live_task.pid.as_raw()),
+            is_alive(live_task.pid.as_raw()),
             "a live server's task was killed"
         );
     }
@@ -795,7 +796,7 @@ mod watchdog {
         let config = Config::new(server.instance, Some(parent.path().to_path_buf()));
         let (input, watchdog) = serve_on_thread(config);
         drop(input);
-        let Outcome::CleanedUp(report) = watchdog.join().expect("watchdog") else {
+        let Outcome::CleanedUp(report) = outcome(&watchdog) else {
             panic!("not cleaned up");
         };
         assert_eq!((report.cgroups, report.cgroups_left), (1, 0), "{report:?}");

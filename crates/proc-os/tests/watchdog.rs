@@ -12,6 +12,8 @@ mod linux {
     use std::process::{Command, Stdio};
     use std::time::Duration;
 
+    use proc_os::testutil::{Lines, proc_entry_exists, stat, tag, wait_child};
+
     use proc_os::cgroup;
     use proc_os::process::{self, SpawnPlacement};
     use proc_os::tree::{self, Instance, PidFd, TAG_VAR};
@@ -126,7 +128,8 @@ mod linux {
         println!("disarmed {pid}");
     }
 
-    /// Starts this binary as `role`; its first line of output, split on spaces.
+    /// Starts this binary as `role`; its first line of output (within [`LONG`]), split on
+    /// spaces.
     fn start(role: &str) -> (std::process::Child, Vec<String>) {
         let mut child = Command::new(std::env::current_exe().expect("exe"))
             .env(ROLE, role)
@@ -134,11 +137,8 @@ mod linux {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        assert!(line.ends_with('\n'), "{role}: no line: {line:?}");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = Lines::new(stdout, &format!("the {role}'s stdout")).line(LONG);
         (child, line.split_whitespace().map(str::to_owned).collect())
     }
 
@@ -170,27 +170,15 @@ mod linux {
                 .collect(),
         );
         // The watchdog: its own session, stdout on /dev/null, stdin a pipe, no tag.
-        let stat = std::fs::read_to_string(format!("/proc/{watchdog}/stat")).expect("stat");
-        let session: i32 = stat[stat.rfind(')').expect(")") + 2..]
-            .split(' ')
-            .nth(3)
-            .expect("session")
-            .parse()
-            .expect("number");
+        let session = stat(watchdog).expect("the watchdog's stat").session;
         assert_eq!(session, watchdog, "the watchdog leads a session of its own");
         let fd = |n: u32| std::fs::read_link(format!("/proc/{watchdog}/fd/{n}")).expect("fd");
         assert_eq!(fd(1), PathBuf::from("/dev/null"));
         assert!(fd(0).to_string_lossy().starts_with("pipe:"), "{:?}", fd(0));
-        let environ = std::fs::read(format!("/proc/{watchdog}/environ")).expect("environ");
-        assert!(
-            !environ
-                .split(|&b| b == 0)
-                .any(|entry| entry.starts_with(b"PROC_MCP_TAG=")),
-            "the watchdog is tagged"
-        );
+        assert_eq!(tag(watchdog), None, "the watchdog is tagged");
 
         server.kill().expect("SIGKILL the server");
-        server.wait().expect("wait");
+        wait_child(&mut server, LONG, "the killed server");
         for (pidfd, what) in guard
             .0
             .iter()
@@ -210,10 +198,7 @@ mod linux {
             .map(|(_, s)| *s);
         assert_eq!(status, Some(ExitStatus::Code(0)), "{reaped:?}");
         for pid in [task, untagged, daemon] {
-            assert!(
-                std::fs::metadata(format!("/proc/{pid}")).is_err(),
-                "{pid} is left"
-            );
+            assert!(!proc_entry_exists(pid), "{pid} is left");
         }
         if let Some(dir) = fields.get(4).filter(|dir| *dir != "-") {
             assert!(!Path::new(dir).exists(), "{dir} was not removed");
@@ -224,13 +209,10 @@ mod linux {
     fn clean_exit_disarms_the_watchdog() {
         let (mut server, fields) = start("clean");
         assert_eq!(fields.first().map(String::as_str), Some("disarmed"));
-        let status = server.wait().expect("wait");
+        let status = wait_child(&mut server, LONG, "the clean server");
         assert!(status.success(), "{status}");
         let watchdog: i32 = fields[1].parse().expect("pid");
-        assert!(
-            std::fs::metadata(format!("/proc/{watchdog}")).is_err(),
-            "the watchdog was not reaped"
-        );
+        assert!(!proc_entry_exists(watchdog), "the watchdog was not reaped");
     }
 }
 

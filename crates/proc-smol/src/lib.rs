@@ -37,62 +37,32 @@
 #![warn(missing_docs)]
 
 use std::future::Future;
-use std::io::{self, Write};
+use std::io;
+use std::rc::Rc;
 
 pub use proc_os::contain::ContainOptions;
-use proc_os::driver::{self, Runtime, Session};
+use proc_os::driver::{self, Runtime};
 use smol::{LocalExecutor, Task, Timer};
 
-/// Serves MCP over this process's stdin and stdout until the core has stopped every task and
-/// says [`proc_state::Output::Exit`] (after the client closed stdin, or after SIGTERM/SIGINT).
-///
-/// While it runs it handles SIGCHLD, SIGTERM and SIGINT (registered through `async-signal`,
-/// removed on return), runs on the calling thread (which must live until it returns: on Linux
-/// the tasks' parent-death signal is tied to it), and reads stdin on one extra thread, which
-/// ends at its next read after this returns. Task ids come from `nanoid` (6 characters).
-/// A `config.cwd` of `"."` (the default) is replaced by the real working directory.
-///
-/// At startup it raises this process's soft limit on open files (`RLIMIT_NOFILE`) to the hard
-/// limit, so that about a thousand tasks with their pipes fit; every task gets the original
-/// soft limit back, and inherits no file descriptor but 0, 1 and 2.
+/// Serves MCP over this process's stdin and stdout until the core has stopped every task (after
+/// the client closed stdin, or after SIGTERM/SIGINT): [`proc_os::driver::serve_stdio`], whose
+/// documentation gives the behaviour, the errors and what `contain` means, run on a
+/// [`smol::LocalExecutor`] on the calling thread (the loop and the tasks that read pipes) with
+/// [`smol::Timer`].
 ///
 /// # Errors
-/// Only for failures to set up: the signal handlers or the stdin thread could not be created.
-/// Everything that goes wrong later (a task that cannot be spawned, a client that goes away)
-/// is handled by the core or reported on stderr.
-///
-/// `contain` says how the tasks' processes are kept within reach (see `proc_os::contain`): a
-/// server process wants [`ContainOptions::all`].
+/// Only for failures to set up (see [`proc_os::driver::serve_stdio`]).
 pub fn serve_stdio(config: proc_state::Config, contain: ContainOptions) -> io::Result<()> {
-    let session = Session::open(io::stdin())?.contain(contain);
-    run(session, driver::startup(config), io::stdout())
+    driver::serve_stdio(config, contain, Smol::default())
 }
 
-#[cfg(test)]
-/// Serves MCP with the client's messages read from `input` and the core's lines written to
-/// `output`, on a local executor on the calling thread.
-fn serve<R, W>(config: proc_state::Config, input: R, output: W) -> io::Result<()>
-where
-    R: std::io::Read + Send + 'static,
-    W: Write + Send + 'static,
-{
-    run(Session::open(input)?, config, output)
-}
+/// smol's parts for the shared loop: tasks on a local executor on the loop's thread (a
+/// [`smol::Task`] cancels its future when dropped), [`smol::Timer`], and [`smol::block_on`]
+/// running that executor.
+#[derive(Clone, Default)]
+struct Smol(Rc<LocalExecutor<'static>>);
 
-/// Runs `session` on a local executor on the calling thread.
-fn run<W>(session: Session, config: proc_state::Config, output: W) -> io::Result<()>
-where
-    W: Write + Send + 'static,
-{
-    let executor = LocalExecutor::new();
-    smol::block_on(executor.run(session.serve(config, output, Smol(&executor))))
-}
-
-/// smol's parts for the shared loop: tasks on the loop's local executor (a [`smol::Task`]
-/// cancels its future when dropped), and [`smol::Timer`].
-struct Smol<'ex>(&'ex LocalExecutor<'static>);
-
-impl Runtime for Smol<'_> {
+impl Runtime for Smol {
     type Task = Task<()>;
 
     fn spawn<F>(&self, future: F) -> Task<()>
@@ -105,9 +75,13 @@ impl Runtime for Smol<'_> {
     async fn sleep_until(&self, deadline: std::time::Instant) {
         Timer::at(deadline).await;
     }
+
+    fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        smol::block_on(self.0.run(future))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    proc_os::driver_tests!(super::serve);
+    proc_os::driver_tests!(super::Smol::default);
 }

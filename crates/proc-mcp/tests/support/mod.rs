@@ -1,14 +1,14 @@
 //! A small raw-stdio client for the binary's own tests: start `proc-mcp` (with a hook that runs
-//! in its process before exec, to give it leaked descriptors or lower limits), call tools, and
-//! look at processes through `/proc`.
+//! in its process before exec, to give it leaked descriptors or lower limits) and call tools.
+//! Processes are looked at through the test kit (`proc_testkit`).
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
+use proc_testkit::{Lines, texts, wait_child, wait_terminated, wait_until};
 use serde_json::{Value, json};
 
 /// Every runtime the binary offers (`--runtime`), for tests that must hold under each.
@@ -16,12 +16,14 @@ pub const RUNTIMES: [&str; 2] = ["smol", "async-std"];
 
 /// How long one response may take.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the server may take to exit once told to.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The server under test, driven over raw JSON-RPC lines.
 pub struct Server {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+    lines: Lines,
     next_id: i64,
     runtime: String,
 }
@@ -49,16 +51,8 @@ impl Server {
         // SAFETY: the callers' hooks only make async-signal-safe system calls.
         unsafe { command.pre_exec(before_exec) };
         let mut child = command.spawn().expect("start proc-mcp");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Lines::new(stdout, &format!("proc-mcp ({runtime})"));
         let mut server = Self {
             stdin: child.stdin.take(),
             child,
@@ -96,8 +90,11 @@ impl Server {
         let deadline = Instant::now() + RESPONSE_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("{}: no answer to {method} within the timeout", self.runtime)
+            let line = self.lines.next_within(left).unwrap_or_else(|| {
+                panic!(
+                    "{}: proc-mcp ended instead of answering {method}",
+                    self.runtime
+                )
             });
             let message: Value = serde_json::from_str(&line).expect("a JSON-RPC line");
             if message["id"] == id {
@@ -152,33 +149,20 @@ impl Server {
 
     /// The text of every line of a task's output.
     pub fn log_texts(&mut self, id: &str) -> Vec<String> {
-        let logs = self.call("logs", json!({"id": id}));
-        logs["lines"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no lines in {logs}"))
-            .iter()
-            .map(|line| line["text"].as_str().expect("text").to_owned())
-            .collect()
+        texts(&self.call("logs", json!({"id": id})))
     }
 
     /// SIGKILLs the server and reaps it.
     pub fn kill(mut self) {
         self.child.kill().expect("kill proc-mcp");
-        self.child.wait().expect("reap proc-mcp");
+        wait_child(&mut self.child, EXIT_TIMEOUT, "proc-mcp after SIGKILL");
     }
 
-    /// Closes stdin and expects the server to exit 0 within 20 s.
+    /// Closes stdin and expects the server to exit 0 within [`EXIT_TIMEOUT`].
     pub fn finish(mut self) {
         drop(self.stdin.take());
-        let ok = wait_until(Duration::from_secs(20), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(
-            ok,
-            "{}: proc-mcp did not exit after stdin EOF",
-            self.runtime
-        );
-        let status = self.child.wait().expect("wait");
+        let what = format!("proc-mcp ({}) after stdin EOF", self.runtime);
+        let status = wait_child(&mut self.child, EXIT_TIMEOUT, &what);
         assert_eq!(status.code(), Some(0), "{}", self.runtime);
     }
 }
@@ -187,65 +171,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
-            let _ = self.child.wait();
+            // Reaped only once it is gone: a drop must not block (nor panic while panicking).
+            if wait_terminated(self.pid(), EXIT_TIMEOUT) {
+                let _ = self.child.wait();
+            }
         }
-    }
-}
-
-/// A task's pid from a `start` result.
-pub fn pid_of(task: &Value) -> i32 {
-    i32::try_from(task["pid"].as_i64().expect("pid")).expect("pid fits")
-}
-
-/// A task's id from a `start` result.
-pub fn id_of(task: &Value) -> String {
-    task["id"].as_str().expect("id").to_owned()
-}
-
-/// The open descriptors of process `pid`, in order (from `/proc/<pid>/fd`).
-pub fn read_fd_dir(pid: i32) -> Vec<i32> {
-    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/fd: {e}"))
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    fds.sort_unstable();
-    fds
-}
-
-/// The soft and hard `Max open files` of process `pid` (from `/proc/<pid>/limits`).
-pub fn limits_of(pid: i32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
-    let line = text
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .expect("Max open files");
-    let mut numbers = line
-        .split_whitespace()
-        .filter_map(|word| word.parse::<u64>().ok());
-    (numbers.next().expect("soft"), numbers.next().expect("hard"))
-}
-
-/// True while `pid` exists and is not a zombie.
-pub fn is_alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat[end + 1..].split_whitespace().next());
-    !matches!(state, None | Some("Z" | "X"))
-}
-
-/// Polls `done` every 10 ms for at most `timeout`; whether it became true.
-pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
