@@ -4,7 +4,7 @@
 //!
 //! - **Regions**: the lines between `<!-- generated:start ID -->` and `<!-- generated:end -->`.
 //!   `tool=NAME`: one tool's title, hints, description and its parameter and result tables,
-//!   rendered from [`definitions(true)`](proc_state::tools::definitions), the tool list
+//!   rendered from [`definitions`](proc_state::tools::definitions), the tool list
 //!   as `tools/list` shows it. The renderer only knows JSON Schema (`type`, `enum`, `const`,
 //!   `default`, bounds, `format`, `description`, `required`, nested objects and arrays, `$ref`,
 //!   `anyOf`/`oneOf`), so a schema change needs nothing but a re-bless. `cli`: the command-line
@@ -27,9 +27,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use proc_state::mcp::protocol::ProtocolVersion;
+use proc_state::limits;
 use proc_state::tools::{self, Tool};
-use proc_state::{Config, Input, Instant, Now, Output, Server};
+use proc_state::{Config, Input, Instant, Now, Output, ProtocolVersion, Server};
 use serde_json::{Map, Value, json};
 
 /// How long `proc-mcp --help` may take.
@@ -266,16 +266,16 @@ fn value(key: &str) -> Option<String> {
         "batch_reply_factor" => proc_state::BATCH_REPLY_FACTOR.to_string(),
         "probe_timeout" => duration(proc_state::PROBE_TIMEOUT),
         "escaped_command_chars" => proc_state::EscapedProcess::COMMAND_CHARS.to_string(),
-        "log.index_entry_bytes" => proc_state::log::INDEX_ENTRY_BYTES.to_string(),
-        "log.default_tail_lines" => proc_state::log::DEFAULT_TAIL_LINES.to_string(),
-        "escaped.max_listed" => proc_state::escaped::MAX_LISTED.to_string(),
-        "escaped.kill_settle" => duration(proc_state::escaped::KILL_SETTLE),
-        "stdin.chunk_bytes" => bytes(proc_state::stdin::CHUNK_BYTES),
+        "log.index_entry_bytes" => limits::INDEX_ENTRY_BYTES.to_string(),
+        "log.default_tail_lines" => limits::DEFAULT_TAIL_LINES.to_string(),
+        "escaped.max_listed" => limits::ESCAPED_MAX_LISTED.to_string(),
+        "escaped.kill_settle" => duration(limits::ESCAPED_KILL_SETTLE),
+        "stdin.chunk_bytes" => bytes(limits::STDIN_CHUNK_BYTES),
         "tools.count" => Tool::ALL.len().to_string(),
         "tools.names" => Tool::ALL.map(|t| format!("`{}`", t.name())).join(", "),
         "tools.max_pattern_bytes" => bytes(tools::MAX_PATTERN_BYTES),
         "tools.line_overhead_bytes" => tools::LINE_OVERHEAD_BYTES.to_string(),
-        "tools.default_logs_bytes" => bytes(proc_state::log::DEFAULT_MAX_BYTES),
+        "tools.default_logs_bytes" => bytes(limits::DEFAULT_MAX_BYTES),
         "tools.max_logs_bytes" => bytes(tools::MAX_READ_BYTES),
         "tools.max_wait_ms" => duration(Duration::from_millis(tools::MAX_WAIT_MS)),
         "tools.max_grace_ms" => duration(Duration::from_millis(tools::MAX_GRACE_MS)),

@@ -176,27 +176,48 @@
 //!   handled as usual.
 //!
 //! ## Modules
-//! - [`log`]: a task's output buffer (byte ring, line index, cursors, eviction).
-//! - [`task`]: one task's lifecycle, one enum of phases (starting → running → stopping →
-//!   draining → exited, or failed), with [`stdin`] (its input queue) and [`escaped`] (the
-//!   processes that left its process group) as sub-machines with their own timers.
-//! - [`mcp`]: framing, JSON-RPC, protocol versions, paging and the tool definitions.
-//! - [`Server`] ties them together: the session in both protocol eras (the `initialize`
-//!   handshake of 2024-11-05 to 2025-11-25, and the stateless 2026-07-28 requests that carry
-//!   their own `_meta` envelope), the tool handlers, the requests that wait on tasks (`start`
-//!   with `wait_for`, `stop`, `restart`, `wait`, `write`), resources and notifications.
+//!
+//! Public, for embedders: [`Server`] and the contract it shares with its driver ([`Config`],
+//! [`Input`], [`Output`], ids and constants, all in one leaf module that every other module
+//! may name), [`tools`] (the tool definitions as `tools/list` shows them), [`log`] (a task's
+//! output buffer: byte ring, line index, cursors, eviction; usable on its own), [`process`]
+//! and [`time`] (the types the contract speaks in), and [`limits`].
+//!
+//! Inside, the server is composed of sub-machines that own their fields and their deadlines,
+//! and that it drives in a fixed order, taking the earliest deadline of all:
+//! - the task registry (tasks, runs, ids, all output memory, one deadline per task), whose
+//!   tasks each run one enum of phases (starting → running → stopping → draining → exited, or
+//!   failed) with their stdin queue and their escaped processes as sub-machines of their own,
+//!   returning narrow actions that the registry maps to [`Output`]s;
+//! - the waiters (requests answered when something happens to a task: `start` with
+//!   `wait_for`, `stop`, `restart`, `wait`, `write`), with their timeouts, progress and probes;
+//! - the subscriptions (subscribed outputs, listen streams) and the coalesced notifications;
+//! - the session itself in the server: both protocol eras (the `initialize` handshake of
+//!   2024-11-05 to 2025-11-25, and the stateless 2026-07-28 requests that carry their own
+//!   `_meta` envelope), batches, backpressure, and the tools, one module each.
 
-pub mod escaped;
+mod escaped;
 pub mod log;
-pub mod mcp;
+mod mcp;
 pub mod process;
 mod server;
 mod shared;
-pub mod stdin;
-pub mod task;
+mod stdin;
+mod task;
 pub mod time;
 mod timers;
 
+/// Bounds and intervals that are part of the tools' contract (`docs/tools.md` states them; its
+/// test reads them here).
+pub mod limits {
+    pub use crate::escaped::{
+        KILL_SETTLE as ESCAPED_KILL_SETTLE, MAX_LISTED as ESCAPED_MAX_LISTED,
+    };
+    pub use crate::log::{DEFAULT_MAX_BYTES, DEFAULT_TAIL_LINES, INDEX_ENTRY_BYTES};
+    pub use crate::stdin::CHUNK_BYTES as STDIN_CHUNK_BYTES;
+}
+
+pub use mcp::protocol::ProtocolVersion;
 pub use process::{EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
 pub use server::Server;
 pub use server::tools;

@@ -4,10 +4,10 @@
 
 use core::time::Duration;
 
-use crate::process::{EscapedProcess, ExitStatus, RunId, SpawnSpec, Stream};
-use crate::time::Instant;
 #[cfg(doc)]
 use crate::Server;
+use crate::process::{EscapedProcess, ExitStatus, RunId, SpawnSpec, Stream};
+use crate::time::Instant;
 
 /// Makes task ids: short strings, unique for the server's life (the core retries on a clash).
 /// Production drivers pass a nanoid generator (6 characters, URL-safe alphabet); tests pass a

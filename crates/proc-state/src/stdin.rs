@@ -16,7 +16,8 @@
 
 use std::collections::VecDeque;
 
-/// Most bytes handed to the driver in one [`StdinAction::Write`].
+/// Most bytes handed to the driver in one write to a task's stdin
+/// ([`Output::WriteStdin`](crate::Output::WriteStdin)).
 pub const CHUNK_BYTES: usize = 64 << 10;
 
 /// Identifies the bytes of one `write` call in the queue.
@@ -148,6 +149,7 @@ impl Stdin {
     }
 
     /// Whether the task was started with a stdin pipe.
+    #[cfg(test)]
     pub fn is_piped(&self) -> bool {
         self.pipe != Pipe::None
     }

@@ -12,6 +12,12 @@ pub(crate) struct Timers<K> {
     by_key: BTreeMap<K, Instant>,
 }
 
+impl<K: Ord + Copy> Default for Timers<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K: Ord + Copy> Timers<K> {
     pub(crate) fn new() -> Self {
         Self {

@@ -61,16 +61,6 @@ impl RequestId {
             _ => None,
         }
     }
-
-    /// The id as a JSON value, for places that embed it in a larger value. Exact for strings
-    /// and 64-bit integers; a larger integer becomes the nearest float there (it is still
-    /// echoed exactly in responses, which are serialized from the id itself).
-    pub fn to_value(&self) -> Value {
-        match &self.0 {
-            Repr::String(s) => Value::String(s.clone()),
-            Repr::Integer(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-        }
-    }
 }
 
 impl fmt::Display for RequestId {

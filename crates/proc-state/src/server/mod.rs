@@ -9,10 +9,7 @@ use crate::mcp::framing::{Frame, LineFramer};
 use crate::mcp::jsonrpc::{self, Error, ErrorCode, Invalid, Message, RequestId};
 use crate::mcp::paging;
 use crate::mcp::protocol::ProtocolVersion;
-use crate::process::RunId;
-use crate::task::Task;
-use crate::time::{Instant, Now};
-use crate::timers::Timers;
+use crate::time::Now;
 
 pub(crate) use crate::shared::{BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, ProbeId};
 
@@ -24,12 +21,21 @@ mod tasks;
 pub mod tools;
 mod waiters;
 
+use resources::{Due, Subscriptions};
+use tasks::Tasks;
 use waiters::Waiters;
+
+/// The sub-machines that own deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Tasks,
+    Waiters,
+    Subscriptions,
+}
 
 /// The whole server: MCP session, tools and tasks. See the crate docs for how to drive it.
 pub struct Server {
     config: Config,
-    ids: IdGenerator,
     framer: LineFramer,
     /// Client lines framed but not handled yet: handling pauses while the client is slow to
     /// read what was sent to it.
@@ -38,50 +44,21 @@ pub struct Server {
     version: Option<ProtocolVersion>,
     /// Least severe `notifications/message` level the client wants (`logging/setLevel`).
     log_level: LogLevel,
-    /// Every task not yet removed, oldest first (keys only grow).
-    tasks: BTreeMap<u64, Task>,
-    next_task: u64,
-    /// The task of every run not yet released.
-    runs: BTreeMap<RunId, u64>,
-    next_run: u64,
-    /// Requests answered when something happens to a task.
+    /// The task registry: tasks, runs, ids, output memory and the tasks' deadlines.
+    tasks: Tasks,
+    /// Requests answered when something happens to a task, with their deadlines.
     waiters: Waiters,
-    /// `write`s whose bytes may still be queued, for `notifications/cancelled`.
-    queued_writes: BTreeMap<RequestId, (u64, crate::stdin::SegmentId)>,
-    next_probe: u64,
-    /// Subscribed task outputs (`resources/subscribe` or `subscriptions/listen`), by task key.
-    subscriptions: BTreeMap<u64, resources::Subscription>,
-    /// Open `subscriptions/listen` streams (2026-07-28), by a key of their own.
-    listeners: BTreeMap<u64, modern::Listener>,
-    next_listener: u64,
+    /// Subscribed task outputs and listen streams, with the deadlines of coalesced
+    /// notifications.
+    subscriptions: Subscriptions,
     batches: BTreeMap<u64, Batch>,
     next_batch: u64,
-    /// Every deadline: tasks' escalation, runtime and drain timers, waiters' timeouts,
-    /// progress and probes, coalesced resource updates.
-    timers: Timers<Timer>,
     outputs: VecDeque<Output>,
     shutdown: Shutdown,
     /// Bytes of [`Output::Transmit`] not yet reported written.
     unacked: usize,
     /// Notifications held back while the client does not read.
     owed: Owed,
-    /// Memory held by every task's output ([`LogBuffer::allocated_bytes`] summed), kept within
-    /// [`Config::output_budget_total_bytes`].
-    ///
-    /// [`LogBuffer::allocated_bytes`]: crate::log::LogBuffer::allocated_bytes
-    output_bytes: usize,
-    /// The first change to the task list not notified yet (see `resources_list_changed`).
-    list_changed_since: Option<Instant>,
-}
-
-/// Whose deadline a timer is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    Task(u64),
-    Waiter(u64),
-    Update(u64),
-    /// The coalesced `notifications/resources/list_changed`.
-    ListChanged,
 }
 
 /// A request whose response is not sent yet: where the response goes and how it is shaped.
@@ -229,30 +206,19 @@ impl Server {
     pub fn new(config: Config, ids: IdGenerator) -> Self {
         Self {
             framer: LineFramer::new(config.max_message_bytes),
+            tasks: Tasks::new(ids, config.output_budget_total_bytes),
             config,
-            ids,
             frames: VecDeque::new(),
             version: None,
             log_level: LogLevel::Debug,
-            tasks: BTreeMap::new(),
-            next_task: 0,
-            runs: BTreeMap::new(),
-            next_run: 0,
             waiters: Waiters::default(),
-            queued_writes: BTreeMap::new(),
-            next_probe: 0,
-            subscriptions: BTreeMap::new(),
-            listeners: BTreeMap::new(),
-            next_listener: 0,
+            subscriptions: Subscriptions::default(),
             batches: BTreeMap::new(),
             next_batch: 0,
-            timers: Timers::new(),
             outputs: VecDeque::new(),
             shutdown: Shutdown::Serving,
             unacked: 0,
             owed: Owed::default(),
-            output_bytes: 0,
-            list_changed_since: None,
         }
     }
 
@@ -269,7 +235,7 @@ impl Server {
     /// lines. At most [`Config::output_budget_total_bytes`], but for partial lines (which are
     /// never evicted: each task's two hold at most `max_line_bytes + 2` bytes each).
     pub fn output_memory(&self) -> usize {
-        self.output_bytes
+        self.tasks.output_bytes()
     }
 
     /// Feeds one input that happened at `now`.
@@ -322,12 +288,36 @@ impl Server {
 
     /// The timer armed from [`Output::Timeout`] fired (or any time: early calls are no-ops).
     pub fn handle_timeout(&mut self, now: Now) {
-        while let Some(timer) = self.timers.pop_due(now.instant) {
-            match timer {
-                Timer::Task(key) => self.task_timeout(now, key),
-                Timer::Waiter(waiter) => self.progress_waiter(now, waiter),
-                Timer::Update(key) => self.resource_update_due(now, key),
-                Timer::ListChanged => self.list_changed_due(),
+        // The earliest due deadline first, whichever sub-machine owns it (ties in the order
+        // tasks, waiters, subscriptions), so timers fire in time order however late the call.
+        loop {
+            let due = [
+                (Owner::Tasks, self.tasks.poll_timeout()),
+                (Owner::Waiters, self.waiters.poll_timeout()),
+                (Owner::Subscriptions, self.subscriptions.poll_timeout()),
+            ]
+            .into_iter()
+            .filter_map(|(owner, at)| Some((at.filter(|at| *at <= now.instant)?, owner)))
+            .min();
+            let Some((_, owner)) = due else {
+                break;
+            };
+            match owner {
+                Owner::Tasks => {
+                    if let Some(key) = self.tasks.pop_due(now.instant) {
+                        self.task_timeout(now, key);
+                    }
+                }
+                Owner::Waiters => {
+                    if let Some(id) = self.waiters.pop_due(now.instant) {
+                        self.progress_waiter(now, id);
+                    }
+                }
+                Owner::Subscriptions => match self.subscriptions.pop_due(now.instant) {
+                    Some(Due::Update(key)) => self.resource_update_due(now, key),
+                    Some(Due::ListChanged) => self.list_changed_due(),
+                    None => {}
+                },
             }
         }
         self.maybe_exit();
@@ -338,15 +328,20 @@ impl Server {
         if let Some(output) = self.outputs.pop_front() {
             return output;
         }
-        Output::Timeout(self.timers.next())
+        let deadlines = [
+            self.tasks.poll_timeout(),
+            self.waiters.poll_timeout(),
+            self.subscriptions.poll_timeout(),
+        ];
+        Output::Timeout(deadlines.into_iter().flatten().min())
     }
 
     /// Queues [`Output::Exit`] once shutting down, every run is released and every escaped
     /// process is gone (or survived `SIGKILL`).
     fn maybe_exit(&mut self) {
         if matches!(self.shutdown, Shutdown::Stopping | Shutdown::Killing)
-            && self.runs.is_empty()
-            && self.tasks.values().all(|t| t.escaped.is_settled())
+            && !self.tasks.has_runs()
+            && self.tasks.iter().all(|(_, t)| t.escaped.is_settled())
         {
             self.shutdown = Shutdown::Done;
             self.close_listeners();

@@ -184,12 +184,13 @@ impl Server {
             .and_then(Value::as_array)
             .map(|uris| uris.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let listener = self.next_listener;
-        self.next_listener += 1;
+        let listener = self.subscriptions.next_listener;
+        self.subscriptions.next_listener += 1;
         let mut honoured_uris = Vec::new();
         for uri in uris {
             if let Some(key) = self.resource_key(uri) {
                 self.subscriptions
+                    .by_task
                     .entry(key)
                     .or_default()
                     .listeners
@@ -197,7 +198,7 @@ impl Server {
                 honoured_uris.push(uri.to_owned());
             }
         }
-        self.listeners.insert(
+        self.subscriptions.listeners.insert(
             listener,
             Listener {
                 request: request.clone(),
@@ -221,7 +222,7 @@ impl Server {
 
     /// Sends a notification on one listen stream, tagged with its id.
     pub(super) fn notify_listener(&mut self, listener: u64, method: &str, params: &Value) {
-        let Some(Listener { request, .. }) = self.listeners.get(&listener) else {
+        let Some(Listener { request, .. }) = self.subscriptions.listeners.get(&listener) else {
             return;
         };
         let empty = Map::new();
@@ -242,11 +243,11 @@ impl Server {
     /// At shutdown: every open listen stream is answered with an empty complete result, which
     /// ends it.
     pub(super) fn close_listeners(&mut self) {
-        let listeners = core::mem::take(&mut self.listeners);
-        for subscription in self.subscriptions.values_mut() {
+        let listeners = core::mem::take(&mut self.subscriptions.listeners);
+        for subscription in self.subscriptions.by_task.values_mut() {
             subscription.listeners.clear();
         }
-        self.subscriptions.retain(|_, s| s.is_wanted());
+        self.subscriptions.prune();
         for (_, listener) in listeners {
             self.respond(&listener.request, Ok(json!({})));
         }
@@ -255,6 +256,7 @@ impl Server {
     /// A `notifications/cancelled` for a listen stream closes it (no response).
     pub(super) fn close_listener(&mut self, id: &RequestId) -> bool {
         let Some(key) = self
+            .subscriptions
             .listeners
             .iter()
             .find(|(_, l)| l.request.id == *id)
@@ -262,11 +264,11 @@ impl Server {
         else {
             return false;
         };
-        self.listeners.remove(&key);
-        for subscription in self.subscriptions.values_mut() {
+        self.subscriptions.listeners.remove(&key);
+        for subscription in self.subscriptions.by_task.values_mut() {
             subscription.listeners.remove(&key);
         }
-        self.subscriptions.retain(|_, s| s.is_wanted());
+        self.subscriptions.prune();
         true
     }
 }

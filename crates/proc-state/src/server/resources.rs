@@ -3,11 +3,13 @@
 //! and the exit notifications of `notify_on_exit`.
 
 use core::time::Duration;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use super::{LogLevel, Server, Timer};
+use super::modern::Listener;
+use super::{LogLevel, Server};
+use crate::timers::Timers;
 // A read returns what `logs` without arguments returns: the last lines, bounded in bytes.
 use super::tools::LINE_OVERHEAD_BYTES;
 use crate::log::{DEFAULT_MAX_BYTES, DEFAULT_TAIL_LINES, Query};
@@ -25,6 +27,52 @@ const LIST_MAX_DELAY: Duration = Duration::from_secs(1);
 /// MCP's "Resource not found" error code (handshake era).
 const RESOURCE_NOT_FOUND: i64 = -32002;
 
+/// Subscriptions, a sub-machine of the server: the subscribed task outputs, the open listen
+/// streams, and the deadlines of the notifications they coalesce.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    /// Subscribed task outputs (`resources/subscribe` or `subscriptions/listen`), by task key.
+    pub(super) by_task: BTreeMap<u64, Subscription>,
+    /// Open `subscriptions/listen` streams (2026-07-28), by a key of their own.
+    pub(super) listeners: BTreeMap<u64, Listener>,
+    pub(super) next_listener: u64,
+    /// The first change to the task list not notified yet (see `resources_list_changed`).
+    list_changed_since: Option<Instant>,
+    timers: Timers<Due>,
+}
+
+/// A coalesced notification that goes out at a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    /// `notifications/resources/updated` for this task's output.
+    Update(u64),
+    /// `notifications/resources/list_changed`.
+    ListChanged,
+}
+
+impl Subscriptions {
+    /// Task `key` is gone: nothing about it is owed any more.
+    pub(super) fn forget(&mut self, key: u64) {
+        self.by_task.remove(&key);
+        self.timers.set(Due::Update(key), None);
+    }
+
+    /// Drops the streams' interest in task outputs nobody wants any more.
+    pub(super) fn prune(&mut self) {
+        self.by_task.retain(|_, s| s.is_wanted());
+    }
+
+    /// The earliest coalesced notification's deadline.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// A notification due at or before `now`, earliest first.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Due> {
+        self.timers.pop_due(now)
+    }
+}
+
 /// One subscribed task output, and who subscribed to it.
 #[derive(Debug, Default)]
 pub(super) struct Subscription {
@@ -33,7 +81,7 @@ pub(super) struct Subscription {
     /// `subscriptions/listen` streams that asked for it.
     pub(super) listeners: BTreeSet<u64>,
     last_sent: Option<Instant>,
-    /// An update is owed and goes out at this time (a [`Timer::Update`]).
+    /// An update is owed and goes out at this time (a [`Due::Update`]).
     due: Option<Instant>,
 }
 
@@ -65,7 +113,8 @@ impl Server {
             paging::start("resources", params.get("cursor")).map_err(Error::invalid_params)?;
         let items = self
             .tasks
-            .values()
+            .iter()
+            .map(|(_, t)| t)
             .map(|t| {
                 json!({
                     "uri": uri(t),
@@ -83,7 +132,7 @@ impl Server {
     pub(super) fn resource_key(&self, uri: &str) -> Option<u64> {
         uri.strip_prefix("proc://")
             .and_then(|rest| rest.strip_suffix("/output"))
-            .and_then(|reference| self.find(reference).ok())
+            .and_then(|reference| self.tasks.find(reference).ok())
     }
 
     /// The task named by `params.uri`. Errors: `-32602` without a `uri`; for an unknown one,
@@ -111,7 +160,7 @@ impl Server {
         modern: bool,
     ) -> Result<Value, Error> {
         let key = self.resource(params, modern)?;
-        let t = &self.tasks[&key];
+        let t = self.tasks.task(key);
         let page = t.log.read(&Query {
             since: None,
             tail: Some(DEFAULT_TAIL_LINES),
@@ -138,10 +187,10 @@ impl Server {
         on: bool,
     ) -> Result<Value, Error> {
         let key = self.resource(params, false)?;
-        let subscription = self.subscriptions.entry(key).or_default();
+        let subscription = self.subscriptions.by_task.entry(key).or_default();
         subscription.session = on;
         if !subscription.is_wanted() {
-            self.subscriptions.remove(&key);
+            self.subscriptions.by_task.remove(&key);
         }
         Ok(json!({}))
     }
@@ -156,12 +205,13 @@ impl Server {
     /// update is owed until it does (one per task, however much changes meanwhile).
     pub(super) fn resource_changed(&mut self, now: Now, key: u64, at_exit: bool) {
         let congested = self.congested();
-        let Some(subscription) = self.subscriptions.get_mut(&key) else {
+        let subscriptions = &mut self.subscriptions;
+        let Some(subscription) = subscriptions.by_task.get_mut(&key) else {
             return;
         };
         if congested {
             subscription.due = None;
-            self.timers.set(Timer::Update(key), None);
+            subscriptions.timers.set(Due::Update(key), None);
             self.owed.updated.insert(key);
             return;
         }
@@ -171,17 +221,17 @@ impl Server {
         if at_exit || allowed <= now.instant {
             subscription.last_sent = Some(now.instant);
             subscription.due = None;
-            self.timers.set(Timer::Update(key), None);
+            subscriptions.timers.set(Due::Update(key), None);
             self.send_updated(key);
         } else if subscription.due.is_none() {
             subscription.due = Some(allowed);
-            self.timers.set(Timer::Update(key), Some(allowed));
+            subscriptions.timers.set(Due::Update(key), Some(allowed));
         }
     }
 
     /// The coalesced update of task `key` came due.
     pub(super) fn resource_update_due(&mut self, now: Now, key: u64) {
-        if let Some(subscription) = self.subscriptions.get_mut(&key) {
+        if let Some(subscription) = self.subscriptions.by_task.get_mut(&key) {
             subscription.due = None;
             self.resource_changed(now, key, true);
         }
@@ -189,7 +239,8 @@ impl Server {
 
     /// `notifications/resources/updated` to everyone subscribed to task `key`'s output.
     fn send_updated(&mut self, key: u64) {
-        let (Some(t), Some(subscription)) = (self.tasks.get(&key), self.subscriptions.get(&key))
+        let (Some(t), Some(subscription)) =
+            (self.tasks.get(key), self.subscriptions.by_task.get(&key))
         else {
             return;
         };
@@ -208,17 +259,18 @@ impl Server {
     /// again): it goes out once the list has been quiet for [`LIST_QUIET`], and at the latest
     /// [`LIST_MAX_DELAY`] after the burst's first change.
     pub(super) fn resources_list_changed(&mut self, now: Now) {
-        let first = *self.list_changed_since.get_or_insert(now.instant);
+        let subscriptions = &mut self.subscriptions;
+        let first = *subscriptions.list_changed_since.get_or_insert(now.instant);
         let due = now
             .instant
             .saturating_add(LIST_QUIET)
             .min(first.saturating_add(LIST_MAX_DELAY));
-        self.timers.set(Timer::ListChanged, Some(due));
+        subscriptions.timers.set(Due::ListChanged, Some(due));
     }
 
     /// The coalesced `notifications/resources/list_changed` came due.
     pub(super) fn list_changed_due(&mut self) {
-        self.list_changed_since = None;
+        self.subscriptions.list_changed_since = None;
         self.send_list_changed();
     }
 
@@ -226,6 +278,7 @@ impl Server {
     /// asked for it (held back while the client does not read).
     pub(super) fn send_list_changed(&mut self) {
         let listeners: Vec<u64> = self
+            .subscriptions
             .listeners
             .iter()
             .filter(|(_, l)| l.resources_list_changed)
@@ -246,7 +299,7 @@ impl Server {
 
     /// The exit notifications of `notify_on_exit` (docs/tools.md, Notifications).
     pub(super) fn notify_exit(&mut self, key: u64, now: Now) {
-        let Some(t) = self.tasks.get(&key) else {
+        let Some(t) = self.tasks.get(key) else {
             return;
         };
         if !self.in_session() {

@@ -14,21 +14,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use regex::Regex;
 use serde_json::json;
 
+use super::tasks::Tasks;
 use super::tools::{Ready, start_result, stop_result, wait_result, write_result};
-use super::{Output, Pending, ProbeId, Server, Shutdown, Timer, ToolResult, error_result};
+use super::{Output, Pending, ProbeId, Server, Shutdown, ToolResult, error_result};
 use crate::log::{Line, Query};
 use crate::mcp::jsonrpc::RequestId;
 use crate::process::RunId;
 use crate::stdin::SegmentId;
 use crate::task::{Phase, Task};
 use crate::time::{Instant, Now};
+use crate::timers::Timers;
 
 /// How often a waiting request with a `progressToken` hears about it.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause between two port probes that found the port closed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Every waiting request, indexed.
+/// Waiters, a sub-machine of the server: every waiting request, indexed, with its one
+/// deadline (timeout, progress or the next probe), the port probes in flight, and the
+/// `write`s whose bytes may still be queued (for `notifications/cancelled`).
 #[derive(Debug, Default)]
 pub(super) struct Waiters {
     next: u64,
@@ -36,9 +40,45 @@ pub(super) struct Waiters {
     by_task: BTreeMap<u64, BTreeSet<u64>>,
     by_request: BTreeSet<(RequestId, u64)>,
     probes: BTreeMap<ProbeId, u64>,
+    next_probe: u64,
+    timers: Timers<u64>,
+    /// `write`s whose bytes may still be queued, by request: the task and the write's segment.
+    queued_writes: BTreeMap<RequestId, (u64, SegmentId)>,
 }
 
 impl Waiters {
+    /// The earliest deadline of any waiter.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// A waiter whose deadline is at or before `now`, earliest first.
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<u64> {
+        self.timers.pop_due(now)
+    }
+
+    /// Remembers that the bytes of `write` request `id` may stay queued in task `key`'s stdin,
+    /// and forgets the writes whose bytes are all settled once there are many.
+    pub(super) fn queued_write(
+        &mut self,
+        id: RequestId,
+        key: u64,
+        segment: SegmentId,
+        tasks: &Tasks,
+    ) {
+        self.queued_writes.insert(id, (key, segment));
+        if self.queued_writes.len() > 1024 {
+            self.queued_writes.retain(|_, (key, segment)| {
+                tasks.get(*key).is_some_and(|t| t.stdin.is_queued(*segment))
+            });
+        }
+    }
+
+    /// Task `key` is gone: its writes can no longer be cancelled.
+    pub(super) fn forget_writes_of(&mut self, key: u64) {
+        self.queued_writes.retain(|_, (task, _)| *task != key);
+    }
+
     fn insert(&mut self, id: u64, waiter: Waiter) {
         self.by_task.entry(waiter.task).or_default().insert(id);
         self.by_request.insert((waiter.request.id.clone(), id));
@@ -283,7 +323,7 @@ impl Server {
         let Some(waiter) = self.waiters.remove(id) else {
             return;
         };
-        self.timers.set(Timer::Waiter(id), None);
+        self.waiters.timers.set(id, None);
         match self.step(waiter, now) {
             Step::Answer(request, result) => self.respond_tool(&request, &result),
             Step::Keep(mut waiter) => {
@@ -294,14 +334,14 @@ impl Server {
                 // Arming a deadline in the past would make the driver call back at once,
                 // forever.
                 let deadline = waiter.next_deadline().filter(|at| *at > now.instant);
-                self.timers.set(Timer::Waiter(id), deadline);
+                self.waiters.timers.set(id, deadline);
                 self.waiters.insert(id, waiter);
             }
         }
     }
 
     fn step(&mut self, waiter: Waiter, now: Now) -> Step {
-        let Some(task) = self.tasks.get_mut(&waiter.task) else {
+        let Some(task) = self.tasks.get_mut(waiter.task) else {
             return Step::Answer(waiter.request, error_result("the task was removed".into()));
         };
         let run_over = |run: RunId, task: &Task| task.run() != run || task.state().is_ended();
@@ -446,7 +486,7 @@ impl Server {
                         }
                         _ => "the server is shutting down; nothing can restart",
                     };
-                    let id = self.tasks.get(&key).map_or("?", |t| t.id.as_str());
+                    let id = self.tasks.get(key).map_or("?", |t| t.id.as_str());
                     let text = format!("task {id} was not restarted: {reason}");
                     self.respond_tool(&waiter.request, &error_result(text));
                 }
@@ -456,7 +496,7 @@ impl Server {
 
     /// The `wait_for` watch of task `key`'s options, for a `start` or `restart` answer.
     pub(super) fn ready_watch(&self, key: u64, now: Now) -> Option<Watch> {
-        let task = self.tasks.get(&key)?;
+        let task = self.tasks.get(key)?;
         let options = &task.command.options;
         let regex = options.wait_for.clone()?;
         Some(Watch::new(
@@ -478,8 +518,8 @@ impl Server {
         if port.open || port.probe.is_some() || port.retry_at > now.instant {
             return;
         }
-        let probe = ProbeId(self.next_probe);
-        self.next_probe += 1;
+        let probe = ProbeId(self.waiters.next_probe);
+        self.waiters.next_probe += 1;
         port.probe = Some(probe);
         self.waiters.probes.insert(probe, id);
         self.outputs.push_back(Output::ProbePort {
@@ -518,13 +558,13 @@ impl Server {
             let Some(waiter) = self.waiters.remove(id) else {
                 continue;
             };
-            self.timers.set(Timer::Waiter(id), None);
+            self.waiters.timers.set(id, None);
             if let Kind::Write { segment, .. } = waiter.kind {
                 self.drop_queued_write(now, waiter.task, segment);
             }
             self.deliver(waiter.request.batch, None);
         }
-        if let Some((task, segment)) = self.queued_writes.remove(request) {
+        if let Some((task, segment)) = self.waiters.queued_writes.remove(request) {
             self.drop_queued_write(now, task, segment);
         }
     }
@@ -561,7 +601,7 @@ impl Server {
             return;
         }
         watch.progress_sent = progress;
-        let id = self.tasks.get(&waiter.task).map_or("?", |t| t.id.as_str());
+        let id = self.tasks.get(waiter.task).map_or("?", |t| t.id.as_str());
         let message = format!("waiting on task {id}: {progress}s of {}s", total.as_secs());
         self.notify(
             "notifications/progress",

@@ -91,7 +91,8 @@ pub(super) fn call(
 ) -> Result<Reply, ToolError> {
     let tasks: Vec<&Task> = server
         .tasks
-        .values()
+        .iter()
+        .map(|(_, t)| t)
         .filter(|t| match args.state {
             Filter::All => true,
             Filter::Running => !t.state().is_ended(),

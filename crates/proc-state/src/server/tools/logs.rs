@@ -106,7 +106,7 @@ pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result
         ));
     }
     let grep = optional_regex(Tool::Logs, "grep", args.grep.as_deref())?;
-    let t = server.task(server.find(&args.id)?);
+    let t = server.tasks.task(server.tasks.find(&args.id)?);
     let page = t.log.read(&Query {
         since: args.since,
         tail: args.tail,

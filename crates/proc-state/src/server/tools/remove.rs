@@ -40,8 +40,8 @@ pub(super) fn call(
     request: &Pending,
     args: Args,
 ) -> Result<Reply, ToolError> {
-    let key = server.find(&args.id)?;
-    let t = server.task(key);
+    let key = server.tasks.find(&args.id)?;
+    let t = server.tasks.task(key);
     if !t.state().is_ended() {
         return Err(ToolError(format!(
             "task {} is {}; stop it first, then remove it",

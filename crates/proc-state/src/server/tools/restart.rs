@@ -42,8 +42,8 @@ pub(super) fn call(
             "the server is shutting down; nothing can restart".into(),
         ));
     }
-    let key = server.find(&args.id)?;
-    let run = server.task(key).run();
+    let key = server.tasks.find(&args.id)?;
+    let run = server.tasks.task(key).run();
     let grace = server.config.default_grace;
     let mut pending = false;
     server.with_task(now, key, |task, out| {

@@ -56,8 +56,8 @@ pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result
                 format_args!("{:?} is not one of {}", args.signal, SIGNALS.join(", ")),
             )
         })?;
-    let key = server.find(&args.id)?;
-    let task = server.task(key);
+    let key = server.tasks.find(&args.id)?;
+    let task = server.tasks.task(key);
     if task.pid().is_none() || task.exit().is_some() || task.state().is_ended() {
         return Err(ToolError(format!(
             "task {} is not running ({}); nothing was sent",

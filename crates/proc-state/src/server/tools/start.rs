@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Annotations, MAX_WAIT_MS, Spec, Tool, bad_argument, millis_arg, no_config_defaults};
 use crate::log::LogLimits;
-use crate::process::{RunId, SpawnSpec, StdinMode};
+use crate::process::{SpawnSpec, StdinMode};
 use crate::server::render;
 use crate::server::waiters::Kind;
-use crate::server::{Output, Pending, Reply, Server, Shutdown, ToolError, ToolResult};
+use crate::server::{Pending, Reply, Server, Shutdown, ToolError, ToolResult};
 use crate::task::{Command, Options, State, Task};
 use crate::time::{self, Now};
 
@@ -146,10 +146,10 @@ pub(super) fn call(
         ms => ms.map(Duration::from_millis),
     };
     if let Some(name) = &args.name {
-        server.check_name(name)?;
+        server.tasks.check_name(name)?;
     }
     server.make_room(now)?;
-    let id = server.fresh_id();
+    let id = server.tasks.fresh_id();
     let cwd = match &args.cwd {
         Some(dir) => join_path(&server.config.cwd, dir),
         None => server.config.cwd.clone(),
@@ -190,27 +190,16 @@ pub(super) fn call(
             grace: server.config.default_grace,
         },
     };
-    let run = RunId(server.next_run);
-    server.next_run += 1;
-    let key = server.next_task;
-    server.next_task += 1;
     let limits = LogLimits {
         budget_bytes: server.config.output_budget_bytes,
         max_line_bytes: server.config.max_line_bytes,
     };
-    let spec = command.spec.clone();
-    let task = Task::new(
-        id,
-        args.name,
-        command,
-        run,
-        limits,
-        server.config.max_stdin_queue_bytes,
-        now,
-    );
-    server.tasks.insert(key, task);
-    server.runs.insert(run, key);
-    server.outputs.push_back(Output::Spawn { run, spec });
+    let stdin_queue = server.config.max_stdin_queue_bytes;
+    let (key, spawn) = server
+        .tasks
+        .add(|run| Task::new(id, args.name, command, run, limits, stdin_queue, now));
+    let run = server.tasks.task(key).run();
+    server.outputs.push_back(spawn);
     server.resources_list_changed(now);
     let ready = server.ready_watch(key, now);
     server.add_waiter(now, key, request.clone(), Kind::Start { run, ready });

@@ -65,7 +65,7 @@ pub(super) fn call(
             format_args!("must be at most {MAX_TAIL}"),
         ));
     }
-    let t = server.task(server.find(&args.id)?);
+    let t = server.tasks.task(server.tasks.find(&args.id)?);
     let page = t.log.read(&Query {
         since: None,
         tail: Some(tail),

@@ -105,8 +105,8 @@ pub(super) fn call(
         Some(ms) => Duration::from_millis(ms),
         None => server.config.default_grace,
     };
-    let key = server.find(&args.id)?;
-    let run = server.task(key).run();
+    let key = server.tasks.find(&args.id)?;
+    let run = server.tasks.task(key).run();
     server.with_task(now, key, |task, out| {
         task.stop(signal, grace, now, out);
         Progress::Unchanged

@@ -94,8 +94,8 @@ pub(super) fn call(
         }
     };
     let regex = optional_regex(Tool::Wait, "pattern", args.pattern.as_deref())?;
-    let key = server.find(&args.id)?;
-    let task = server.task(key);
+    let key = server.tasks.find(&args.id)?;
+    let task = server.tasks.task(key);
     let (first, run) = (task.log.first_retained(), task.run());
     let pattern = regex.map(|regex| (regex, args.since.unwrap_or(first).max(first)));
     let watch = Watch::new(pattern, port, now, timeout);

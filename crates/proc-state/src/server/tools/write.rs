@@ -59,8 +59,8 @@ pub(super) fn call(
     request: &Pending,
     args: Args,
 ) -> Result<Reply, ToolError> {
-    let key = server.find(&args.id)?;
-    let Some(task) = server.tasks.get_mut(&key) else {
+    let key = server.tasks.find(&args.id)?;
+    let Some(task) = server.tasks.get_mut(key) else {
         return Err(ToolError("the task was removed".into()));
     };
     if task.state().is_ended() {
@@ -75,9 +75,8 @@ pub(super) fn call(
     };
     let (run, next_cursor) = (task.run(), task.log.next_cursor());
     server
-        .queued_writes
-        .insert(request.id.clone(), (key, segment));
-    server.prune_queued_writes();
+        .waiters
+        .queued_write(request.id.clone(), key, segment, &server.tasks);
     server.with_task(now, key, |_, _| TaskProgress::Unchanged);
     server.add_waiter(
         now,
