@@ -163,7 +163,7 @@ impl Server {
     pub(super) fn forget(&mut self, now: Now, key: u64) {
         self.tasks.remove(key);
         self.subscriptions.forget(key);
-        self.owed.updated.remove(&key);
+        self.session.owed.updated.remove(&key);
         self.waiters.forget_writes_of(key);
         self.resources_list_changed(now);
         self.progress_task_waiters(now, key);

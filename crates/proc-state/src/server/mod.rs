@@ -36,6 +36,24 @@ enum Owner {
 /// The whole server: MCP session, tools and tasks. See the crate docs for how to drive it.
 pub struct Server {
     config: Config,
+    /// The MCP session: client lines, version, log level, batches, the client's backlog.
+    session: Session,
+    /// The task registry: tasks, runs, ids, output memory and the tasks' deadlines.
+    tasks: Tasks,
+    /// Requests answered when something happens to a task, with their deadlines.
+    waiters: Waiters,
+    /// Subscribed task outputs and listen streams, with the deadlines of coalesced
+    /// notifications.
+    subscriptions: Subscriptions,
+    outputs: VecDeque<Output>,
+    shutdown: Shutdown,
+}
+
+/// The MCP session, a sub-machine of the server: the client's lines not handled yet, the
+/// negotiated version, the log level, the open batches, and how far behind the client is
+/// (bytes sent but not reported written, and the notifications held back meanwhile).
+#[derive(Debug)]
+struct Session {
     framer: LineFramer,
     /// Client lines framed but not handled yet: handling pauses while the client is slow to
     /// read what was sent to it.
@@ -44,21 +62,41 @@ pub struct Server {
     version: Option<ProtocolVersion>,
     /// Least severe `notifications/message` level the client wants (`logging/setLevel`).
     log_level: LogLevel,
-    /// The task registry: tasks, runs, ids, output memory and the tasks' deadlines.
-    tasks: Tasks,
-    /// Requests answered when something happens to a task, with their deadlines.
-    waiters: Waiters,
-    /// Subscribed task outputs and listen streams, with the deadlines of coalesced
-    /// notifications.
-    subscriptions: Subscriptions,
     batches: BTreeMap<u64, Batch>,
     next_batch: u64,
-    outputs: VecDeque<Output>,
-    shutdown: Shutdown,
     /// Bytes of [`Output::Transmit`] not yet reported written.
     unacked: usize,
+    /// Above this many unacked bytes the client is congested.
+    max_backlog: usize,
     /// Notifications held back while the client does not read.
     owed: Owed,
+}
+
+impl Session {
+    fn new(config: &Config) -> Self {
+        Self {
+            framer: LineFramer::new(config.max_message_bytes),
+            frames: VecDeque::new(),
+            version: None,
+            log_level: LogLevel::Debug,
+            batches: BTreeMap::new(),
+            next_batch: 0,
+            unacked: 0,
+            max_backlog: config.max_client_backlog_bytes,
+            owed: Owed::default(),
+        }
+    }
+
+    /// Whether the client is behind on reading: more than
+    /// [`Config::max_client_backlog_bytes`] sent and not yet written.
+    fn congested(&self) -> bool {
+        self.unacked >= self.max_backlog
+    }
+
+    /// A notification goes to the client only once a session exists.
+    fn is_open(&self) -> bool {
+        self.version.is_some()
+    }
 }
 
 /// A request whose response is not sent yet: where the response goes and how it is shaped.
@@ -205,20 +243,13 @@ impl Server {
     /// A server with no session and no tasks yet.
     pub fn new(config: Config, ids: IdGenerator) -> Self {
         Self {
-            framer: LineFramer::new(config.max_message_bytes),
+            session: Session::new(&config),
             tasks: Tasks::new(ids, config.output_budget_total_bytes),
             config,
-            frames: VecDeque::new(),
-            version: None,
-            log_level: LogLevel::Debug,
             waiters: Waiters::default(),
             subscriptions: Subscriptions::default(),
-            batches: BTreeMap::new(),
-            next_batch: 0,
             outputs: VecDeque::new(),
             shutdown: Shutdown::Serving,
-            unacked: 0,
-            owed: Owed::default(),
         }
     }
 
@@ -228,7 +259,7 @@ impl Server {
     /// stops reading stdin, which pushes back on the client; task output, exits, timers and
     /// signals are handled as usual.
     pub fn wants_client_bytes(&self) -> bool {
-        self.frames.is_empty() && !self.congested() && self.shutdown == Shutdown::Serving
+        self.session.frames.is_empty() && !self.congested() && self.shutdown == Shutdown::Serving
     }
 
     /// Memory held by the output of every task, in bytes: their buffers' blocks and partial
@@ -243,24 +274,24 @@ impl Server {
         match input {
             Input::ClientBytes(bytes) => {
                 let mut frames = Vec::new();
-                self.framer.push(bytes, &mut frames);
-                self.frames.extend(frames);
+                self.session.framer.push(bytes, &mut frames);
+                self.session.frames.extend(frames);
                 self.handle_frames(now);
             }
             Input::ClientEof => {
                 let mut frames = Vec::new();
-                self.framer.finish(&mut frames);
-                self.frames.extend(frames);
+                self.session.framer.finish(&mut frames);
+                self.session.frames.extend(frames);
                 self.handle_frames(now);
                 // What the client sent but we could not handle while it did not read is dropped:
                 // it closed its side, and answering could take unbounded memory.
-                self.frames.clear();
+                self.session.frames.clear();
                 self.begin_shutdown(now);
             }
             Input::Terminate => self.terminate(now),
             Input::Transmitted { bytes } => {
                 let was_congested = self.congested();
-                self.unacked = self.unacked.saturating_sub(bytes);
+                self.session.unacked = self.session.unacked.saturating_sub(bytes);
                 if was_congested && !self.congested() {
                     self.pay_owed(now);
                     self.handle_frames(now);
@@ -354,7 +385,7 @@ impl Server {
     /// Handles the framed lines, as long as the client keeps up with reading our answers.
     fn handle_frames(&mut self, now: Now) {
         while !self.congested() && self.shutdown != Shutdown::Done {
-            let Some(frame) = self.frames.pop_front() else {
+            let Some(frame) = self.session.frames.pop_front() else {
                 return;
             };
             self.handle_frame(now, frame);
@@ -401,7 +432,7 @@ impl Server {
     }
 
     fn handle_batch(&mut self, now: Now, items: Vec<Value>, line: &[u8]) {
-        let refusal = match self.version {
+        let refusal = match self.session.version {
             _ if items.is_empty() => Some("Invalid Request: an empty batch".to_owned()),
             Some(v) if v.accepts_batches() => None,
             Some(v) => Some(format!(
@@ -432,10 +463,10 @@ impl Server {
             .iter()
             .filter(|m| !matches!(m, Ok(Message::Notification { .. } | Message::Response)))
             .count();
-        let batch = self.next_batch;
-        self.next_batch += 1;
+        let batch = self.session.next_batch;
+        self.session.next_batch += 1;
         if remaining > 0 {
-            self.batches.insert(
+            self.session.batches.insert(
                 batch,
                 Batch {
                     remaining,
@@ -449,6 +480,7 @@ impl Server {
             // without being carried out: no work is done for a reply that could not be sent.
             if let Ok(Message::Request { id, .. }) = &message
                 && self
+                    .session
                     .batches
                     .get(&batch)
                     .is_some_and(|b| b.full || b.body.len() >= self.batch_reply_limit())
@@ -516,6 +548,7 @@ impl Server {
                     progress_token,
                     structured: modern
                         || self
+                            .session
                             .version
                             .is_none_or(ProtocolVersion::has_structured_content),
                     modern,
@@ -560,7 +593,7 @@ impl Server {
         method: &str,
         params: Map<String, Value>,
     ) -> Result<Reply, Error> {
-        if self.version.is_none() {
+        if self.session.version.is_none() {
             return match method {
                 "initialize" => self.initialize(params).map(Reply::Now),
                 "ping" => Ok(Reply::Now(json!({}))),
@@ -590,7 +623,7 @@ impl Server {
                         LogLevel::ALL.map(|(_, n)| n).join(", ")
                     )));
                 };
-                self.log_level = level;
+                self.session.log_level = level;
                 Ok(Reply::Now(json!({})))
             }
             "resources/list" => self.list_resources(&params).map(Reply::Now),
@@ -612,7 +645,7 @@ impl Server {
             ));
         };
         let version = ProtocolVersion::parse(requested).unwrap_or(ProtocolVersion::LATEST);
-        self.version = Some(version);
+        self.session.version = Some(version);
         Ok(json!({
             "protocolVersion": version.as_str(),
             "capabilities": capabilities(),
@@ -700,7 +733,7 @@ impl Server {
         };
         let limit = self.batch_reply_limit();
         let too_large = self.batch_too_large(true);
-        let Some(batch) = self.batches.get_mut(&key) else {
+        let Some(batch) = self.session.batches.get_mut(&key) else {
             return;
         };
         if let Some((mut response, id)) = response {
@@ -715,7 +748,7 @@ impl Server {
         }
         batch.remaining = batch.remaining.saturating_sub(1);
         if batch.remaining == 0
-            && let Some(batch) = self.batches.remove(&key)
+            && let Some(batch) = self.session.batches.remove(&key)
             && !batch.body.is_empty()
         {
             let mut line = Vec::with_capacity(batch.body.len() + 2);
@@ -729,14 +762,14 @@ impl Server {
     /// Sends one compact JSON text as a line.
     fn transmit(&mut self, text: Vec<u8>) {
         let line = jsonrpc::to_line(text);
-        self.unacked += line.len();
+        self.session.unacked += line.len();
         self.outputs.push_back(Output::Transmit(line));
     }
 
     /// Whether the client is behind on reading: more than
     /// [`Config::max_client_backlog_bytes`] sent and not yet written.
     fn congested(&self) -> bool {
-        self.unacked >= self.config.max_client_backlog_bytes
+        self.session.congested()
     }
 
     fn notify(&mut self, method: &str, params: &Value) {
@@ -747,7 +780,7 @@ impl Server {
 
     /// `notifications/message` at `level`, if the client's `logging/setLevel` lets it through.
     fn log(&mut self, level: LogLevel, data: Value) {
-        if level >= self.log_level {
+        if level >= self.session.log_level {
             self.notify(
                 "notifications/message",
                 &json!({"level": level.as_str(), "logger": "proc-mcp", "data": data}),
@@ -757,12 +790,12 @@ impl Server {
 
     /// A notification goes to the client only once a session exists.
     fn in_session(&self) -> bool {
-        self.version.is_some()
+        self.session.is_open()
     }
 
     /// Sends what was held back while the client did not read.
     fn pay_owed(&mut self, now: Now) {
-        let owed = core::mem::take(&mut self.owed);
+        let owed = core::mem::take(&mut self.session.owed);
         if owed.list_changed {
             self.send_list_changed();
         }

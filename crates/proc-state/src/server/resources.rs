@@ -212,7 +212,7 @@ impl Server {
         if congested {
             subscription.due = None;
             subscriptions.timers.set(Due::Update(key), None);
-            self.owed.updated.insert(key);
+            self.session.owed.updated.insert(key);
             return;
         }
         let allowed = subscription
@@ -285,8 +285,8 @@ impl Server {
             .map(|(k, _)| *k)
             .collect();
         if self.congested() {
-            self.owed.list_changed |= self.in_session();
-            self.owed.listeners_list_changed.extend(listeners);
+            self.session.owed.list_changed |= self.in_session();
+            self.session.owed.listeners_list_changed.extend(listeners);
             return;
         }
         if self.in_session() {
@@ -331,7 +331,7 @@ impl Server {
             "timestamp": time::rfc3339(t.ended().unwrap_or(now).unix_ms),
         });
         if self.congested() {
-            self.owed.exits.insert(key, (level, data, exit));
+            self.session.owed.exits.insert(key, (level, data, exit));
         } else {
             self.send_exit_notifications(level, data, &exit);
         }
