@@ -5,12 +5,12 @@
 //! care each task would inherit them, keep pipes of the client's open, and hold files the user
 //! thinks are closed. [`crate::process::spawn`] has glibc's posix_spawn(3) close them in the
 //! child (`posix_spawn_file_actions_addclosefrom_np`); where a task starts in a cgroup, the
-//! child it forks for that runs [`mark_cloexec_from`] between `fork` and `exec`, which marks
-//! every descriptor from 3 up close-on-exec (close_range(2), fcntl(2)).
+//! child made for that runs [`mark_cloexec_from`] before `exec`, which marks every descriptor
+//! from 3 up close-on-exec (close_range(2), fcntl(2)).
 //!
-//! Everything here may run in a forked child, where a panic would run the unwinder on a copy
-//! of a multi-threaded process (whose allocator lock another thread may hold): no indexing, no
-//! `unwrap`, no panics (checked by the lints below).
+//! Everything here may run in such a child, which shares the server's memory
+//! (`CLONE_VM`) or is a fork of a multi-threaded process: system calls only, no cancellation
+//! points, no allocation, and no panics (no indexing, no `unwrap`: checked by the lints below).
 
 #![cfg_attr(
     not(test),
@@ -78,11 +78,19 @@ pub fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
     const NAME: usize = 19;
 
     // SAFETY: a NUL-terminated path; the flags ask for a directory, closed on exec anyway.
+    // openat(2) and close(2) through syscall(2), not glibc's open() and close(), which are
+    // cancellation points: they touch the calling thread's data, which in a `CLONE_VM` child
+    // is the suspended parent's.
     let dir = unsafe {
-        libc::open(
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
             c"/proc/self/fd".as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
+    };
+    let Ok(dir) = libc::c_int::try_from(dir) else {
+        return Ok(false);
     };
     if dir < 0 {
         return Ok(false);
@@ -122,7 +130,7 @@ pub fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
         }
     }
     // SAFETY: `dir` was opened above and is closed once.
-    unsafe { libc::close(dir) };
+    unsafe { libc::syscall(libc::SYS_close, dir) };
     result
 }
 

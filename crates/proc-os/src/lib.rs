@@ -5,8 +5,9 @@
 //!
 //! - [`process`]: spawning a task as the leader of its own session and process group
 //!   (setsid(2)), with default signal dispositions, only descriptors 0, 1 and 2, and the
-//!   original open-files limit, with glibc's posix_spawn(3) (a small fork-based child of our
-//!   own only to start a task inside a cgroup, which glibc before 2.41 cannot);
+//!   original open-files limit, with glibc's posix_spawn(3) (and a small child of our own,
+//!   confined to one module, only to start a task inside a cgroup, which glibc before 2.41
+//!   cannot);
 //!   signalling its group (killpg(3), `ESRCH` is not an error); seeing its exit without reaping
 //!   it (waitid(2) `WNOWAIT`), and reaping it (waitpid(2)).
 //! - [`fd`]: marking every inherited descriptor from 3 up close-on-exec in a forked child
