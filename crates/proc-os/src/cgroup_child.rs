@@ -203,9 +203,20 @@ fn create(exec: &Exec<'_>, born: bool, report: &OwnedFd) -> io::Result<Pid> {
     // a stack of its own; else, or where that is refused, it is a fork.
     #[cfg(vm_child)]
     if !vm::REFUSED.load(std::sync::atomic::Ordering::Relaxed) && !forced_fork() {
-        let created = vm::create(exec, born, report.as_raw_fd());
+        let refused = |created: &io::Result<Pid>| {
+            created
+                .as_ref()
+                .is_err_and(|err| !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)))
+        };
+        let mut created = vm::create(exec, born, report.as_raw_fd());
+        if born && refused(&created) {
+            // No CLONE_INTO_CGROUP here, or a cgroup that cannot take the child: move it
+            // there instead, which reports a real problem of the cgroup at that step.
+            created = vm::create(exec, false, report.as_raw_fd());
+        }
         match &created {
-            Err(err) if !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => {
+            Err(_) if refused(&created) => {
+                // clone3 or CLONE_VM refused (no clone3, a seccomp filter, an emulator).
                 vm::REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             _ => {
@@ -248,6 +259,13 @@ fn create(exec: &Exec<'_>, born: bool, report: &OwnedFd) -> io::Result<Pid> {
 #[cfg(test)]
 pub(crate) static FORCE_FORK: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the `CLONE_VM` child was given up for good (tests check that a bad cgroup does
+/// not do that).
+#[cfg(all(test, vm_child))]
+pub(crate) fn vm_refused() -> bool {
+    vm::REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Whether a test asked for the fork path (`FORCE_FORK`); never outside tests.
 #[cfg(vm_child)]

@@ -916,6 +916,8 @@ mod tests {
             let me = crate::tree::Instance::current().expect("our instance");
             // Not a server's name: nothing else here may take it for stale and remove it.
             let name = format!("{name}-{}", me.pid);
+            let mut users = TEST_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
+            *users += 1;
             let cgroup = cgroups
                 .create_server(&me)
                 .and_then(|server| server.create_child(&name))
@@ -948,10 +950,18 @@ mod tests {
         }
     }
 
+    /// How many [`TestCgroup`]s exist: the last one removes the server cgroup they share,
+    /// which no test may remove while another is creating its own in it.
+    static TEST_CGROUPS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
     impl Drop for TestCgroup {
         fn drop(&mut self) {
+            let mut users = TEST_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
+            *users -= 1;
             let _ = self.cgroup.remove();
-            if let Some(server) = self.cgroup.path().parent() {
+            if *users == 0
+                && let Some(server) = self.cgroup.path().parent()
+            {
                 let _ = crate::cgroup::Cgroup::at(server).remove();
             }
         }
@@ -1049,6 +1059,33 @@ mod tests {
     fn posix_spawn_keeps_the_promises() {
         let rest = keeps_the_promises(SpawnPlacement::default());
         assert!(rest.lines().any(|line| line.starts_with("0::")), "{rest}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_removed_cgroup_fails_the_spawn_at_the_cgroup_step_and_nothing_else() {
+        let Some(removed) = TestCgroup::new("spawn-removed") else {
+            return;
+        };
+        let Some(live) = TestCgroup::new("spawn-live") else {
+            return;
+        };
+        removed.cgroup.remove().expect("rmdir");
+        for placement in [removed.born(), removed.moved()] {
+            let err = spawn_placed(&spec("true", &[]), placement).expect_err("no cgroup");
+            assert!(
+                err.starts_with(
+                    "cannot start \"true\": moving into its cgroup (writing cgroup.procs): "
+                ),
+                "{err}"
+            );
+        }
+        // Not taken for a kernel that cannot clone3 CLONE_VM: spawns go on as before.
+        #[cfg(vm_child)]
+        assert!(!cgroup_child::vm_refused());
+        let (out, _, status) = run_placed(&sh("cat /proc/self/cgroup"), live.born());
+        assert_eq!(status, ExitStatus::Code(0));
+        assert!(live.holds(&out), "{out}");
     }
 
     #[cfg(target_os = "linux")]
