@@ -109,8 +109,8 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 ///
 /// Measured with `cargo bench --bench figures`, "tools/call start `true` round trip (median
 /// of 200)", median of 7 interleaved runs on the 2-core machine shared with other builds
-/// (load 5-7), the server started with `--cgroups off` so that every task goes through
-/// posix_spawn: 1.56 ms with the former hand-written `vfork` module, 1.53 ms with
+/// (load 5-7), the server started with `--cgroups off` (`PROC_MCP_BIN` set to a script that
+/// execs the binary with that flag) so that every task goes through posix_spawn: 1.56 ms with the former hand-written `vfork` module, 1.53 ms with
 /// posix_spawn. The difference is noise: glibc does what that module did, with no code of
 /// ours in the child.
 ///
