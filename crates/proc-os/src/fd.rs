@@ -3,9 +3,25 @@
 //! Rust opens everything close-on-exec, but a server does not only hold what it opened: whoever
 //! started it (an editor, a shell, a CI runner) may have leaked descriptors to it, and without
 //! care each task would inherit them, keep pipes of the client's open, and hold files the user
-//! thinks are closed. [`mark_cloexec_from`] runs in the child between `fork` (or the
-//! vfork-style clone(2) of [`crate::process::spawn`]) and `exec` and marks every descriptor from
-//! 3 up close-on-exec (close_range(2), fcntl(2)).
+//! thinks are closed. [`crate::process::spawn`] has glibc's posix_spawn(3) close them in the
+//! child (`posix_spawn_file_actions_addclosefrom_np`); where a task starts in a cgroup, the
+//! child made for that runs [`mark_cloexec_from`] before `exec`, which marks every descriptor
+//! from 3 up close-on-exec (close_range(2), fcntl(2)).
+//!
+//! Everything here may run in such a child, which shares the server's memory
+//! (`CLONE_VM`) or is a fork of a multi-threaded process: system calls only, no cancellation
+//! points, no allocation, and no panics (no indexing, no `unwrap`: checked by the lints below).
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::io;
 
@@ -62,11 +78,19 @@ pub fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
     const NAME: usize = 19;
 
     // SAFETY: a NUL-terminated path; the flags ask for a directory, closed on exec anyway.
+    // openat(2) and close(2) through syscall(2), not glibc's open() and close(), which are
+    // cancellation points: they touch the calling thread's data, which in a `CLONE_VM` child
+    // is the suspended parent's.
     let dir = unsafe {
-        libc::open(
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
             c"/proc/self/fd".as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
+    };
+    let Ok(dir) = libc::c_int::try_from(dir) else {
+        return Ok(false);
     };
     if dir < 0 {
         return Ok(false);
@@ -84,14 +108,17 @@ pub fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
         if len == 0 {
             break;
         }
-        let mut at = 0;
-        while at + NAME < len {
-            let reclen = usize::from(u16::from_ne_bytes([buf.0[at + 16], buf.0[at + 17]]));
-            if reclen <= NAME || at + reclen > len {
+        // The records read; never indexed directly: a malformed record ends the listing
+        // instead of panicking in a child.
+        let mut records = buf.0.get(..len).unwrap_or_default();
+        while let Some(&[low, high]) = records.get(16..18) {
+            let reclen = usize::from(u16::from_ne_bytes([low, high]));
+            let (Some(name), Some(rest)) = (records.get(NAME..reclen), records.get(reclen..))
+            else {
                 result = Ok(false);
                 break 'read;
-            }
-            if let Some(fd) = parse_fd(&buf.0[at + NAME..at + reclen])
+            };
+            if let Some(fd) = parse_fd(name)
                 && fd >= first
                 && fd != dir
                 && let Err(err) = set_cloexec(fd)
@@ -99,11 +126,11 @@ pub fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
                 result = Err(err);
                 break 'read;
             }
-            at += reclen;
+            records = rest;
         }
     }
     // SAFETY: `dir` was opened above and is closed once.
-    unsafe { libc::close(dir) };
+    unsafe { libc::syscall(libc::SYS_close, dir) };
     result
 }
 
@@ -111,7 +138,7 @@ pub fn mark_cloexec_listed(first: libc::c_int) -> io::Result<bool> {
 /// anything else that is not a number.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn parse_fd(name: &[u8]) -> Option<libc::c_int> {
-    let name = &name[..name.iter().position(|&b| b == 0)?];
+    let name = name.get(..name.iter().position(|&b| b == 0)?)?;
     if name.is_empty() {
         return None;
     }
@@ -122,7 +149,7 @@ fn parse_fd(name: &[u8]) -> Option<libc::c_int> {
         }
         fd = fd
             .checked_mul(10)?
-            .checked_add(libc::c_int::from(digit - b'0'))?;
+            .checked_add(libc::c_int::from(digit.checked_sub(b'0')?))?;
     }
     Some(fd)
 }

@@ -4,12 +4,13 @@
 //! async runtime runs them:
 //!
 //! - [`process`]: spawning a task as the leader of its own session and process group
-//!   (setsid(2)), with default signal dispositions, a parent-death signal (Linux
-//!   `PR_SET_PDEATHSIG`), only descriptors 0, 1 and 2, and the original open-files limit
-//!   (on Linux with `clone(CLONE_VM | CLONE_VFORK)` as posix_spawn(3) does, not `fork`);
+//!   (setsid(2)), with default signal dispositions, only descriptors 0, 1 and 2, and the
+//!   original open-files limit, with glibc's posix_spawn(3) (and a small child of our own,
+//!   confined to one module, only to start a task inside a cgroup, which glibc before 2.41
+//!   cannot);
 //!   signalling its group (killpg(3), `ESRCH` is not an error); seeing its exit without reaping
 //!   it (waitid(2) `WNOWAIT`), and reaping it (waitpid(2)).
-//! - [`fd`]: marking every inherited descriptor from 3 up close-on-exec in the child
+//! - [`fd`]: marking every inherited descriptor from 3 up close-on-exec in a forked child
 //!   (close_range(2) `CLOSE_RANGE_CLOEXEC`, with fallbacks).
 //! - [`rlimit`]: raising the server's soft `RLIMIT_NOFILE` to the hard limit at startup, and
 //!   giving each task the original soft limit back, as Go's os/exec does.
@@ -35,13 +36,14 @@
 //! an executor. Diagnostics go to stderr, prefixed `proc-mcp:`; nothing here writes to stdout
 //! except [`stdio::ClientWriter`].
 //!
-//! Unix only; the parent-death signal, `close_range` and the `/proc` fallback are Linux's
-//! (other systems fall back to a loop over every descriptor number).
+//! Linux with glibc 2.34 or later (posix_spawn's `POSIX_SPAWN_SETSID`, `addchdir_np` and
+//! `addclosefrom_np`).
 
 #![warn(missing_docs)]
 
 #[cfg(target_os = "linux")]
 pub mod cgroup;
+mod cgroup_child;
 #[cfg(target_os = "linux")]
 pub mod contain;
 pub mod driver;
@@ -57,7 +59,5 @@ pub mod stdio;
 pub mod testutil;
 #[cfg(target_os = "linux")]
 pub mod tree;
-#[cfg(vfork_spawn)]
-mod vfork;
 #[cfg(target_os = "linux")]
 pub mod watchdog;

@@ -2,23 +2,26 @@
 //! seeing its exit without reaping it, and reaping it at last.
 //!
 //! Everything here is synchronous and talks to the kernel directly; a driver's event loop
-//! decides when to call it. POSIX references: setsid(2), prctl(2) `PR_SET_PDEATHSIG`, close_range(2),
-//! setrlimit(2), killpg(3), waitid(2) with `WNOWAIT`, waitpid(2).
+//! decides when to call it. POSIX references: posix_spawn(3), setsid(2), setrlimit(2),
+//! killpg(3), waitid(2) with `WNOWAIT`, waitpid(2).
 
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, OsString, c_char};
 use std::io;
-use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
-use std::os::unix::process::CommandExt as _;
-use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::process::{ChildStderr, ChildStdin, ChildStdout};
+use std::ptr;
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::libc;
-use nix::sys::signal::Signal as NixSignal;
+use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
 use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode};
 
+use crate::cgroup_child;
 use crate::signal::{signal_from_number, signal_number};
-#[cfg(vfork_spawn)]
-use crate::vfork;
 use crate::{fd, rlimit};
 
 /// A freshly started process: the leader of its own session and process group
@@ -83,202 +86,401 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 ///
 /// The child gets stdin from `/dev/null` (or a pipe for [`StdinMode::Piped`]), stdout and
 /// stderr as pipes, the server's environment plus `spec.env`, default dispositions for all
-/// signals and an empty signal mask, and on Linux `SIGKILL` as its parent-death signal. It
-/// inherits no other file descriptor: every descriptor from 3 up is marked close-on-exec
-/// ([`fd::mark_cloexec_from`]), so descriptors that whoever started the server leaked to it
-/// never reach a task. If [`rlimit::raise_nofile_limit`] raised the server's `RLIMIT_NOFILE`,
-/// the child gets the original soft limit back. A program without `/` is looked up in the
-/// child's `PATH` as execvp(3) does (a file without `#!` runs with `/bin/sh`). Note that Linux
-/// delivers the parent-death signal when the *thread* that spawned exits (prctl(2)), so call
-/// this from a thread that lives as long as the server.
+/// signals (but glibc's own 32 and 33) and an empty signal mask. It inherits no other file
+/// descriptor: every descriptor from 3 up is closed in the child, so descriptors that whoever
+/// started the server leaked to it never reach a task. If [`rlimit::raise_nofile_limit`]
+/// raised the server's `RLIMIT_NOFILE`, the child gets the original soft limit back
+/// ([`rlimit`] lowers the server's own for the instant of the spawn). A program without `/` is
+/// looked up in the child's `PATH` as execvp(3) does (a file without `#!` runs with
+/// `/bin/sh`). There is no parent-death signal: the watchdog (`crate::watchdog`) kills every
+/// task when the server dies, whichever thread spawned it.
 ///
-/// On Linux (x86_64, aarch64, riscv64) the child is made with `clone(CLONE_VM | CLONE_VFORK)`
-/// like posix_spawn(3), which costs a fraction of a `fork` (see the `vfork` module); elsewhere,
-/// or where that clone(2) is refused, with std's `Command` (`fork`).
+/// # How
+/// With glibc's posix_spawn(3) (`POSIX_SPAWN_SETSID`, `POSIX_SPAWN_SETSIGDEF` with every
+/// signal, `POSIX_SPAWN_SETSIGMASK` with none, `dup2` onto 0, 1 and 2, `closefrom(3)` and
+/// `chdir` file actions; glibc 2.34 or later), which creates the child with
+/// `clone(CLONE_VM | CLONE_VFORK)`: no copy of the server's memory, and no child code of ours.
 ///
-/// With [`SpawnPlacement::cgroup_procs`] the child first moves itself into that cgroup (right
-/// after asking for its parent-death signal, before anything else).
+/// With a cgroup in `placement` (glibc before 2.41 cannot spawn into one), with the small
+/// child of `cgroup_child`, which is born in the cgroup (clone3(2) `CLONE_INTO_CGROUP`) or
+/// moves itself there before exec, and otherwise does the same steps in the same order, also
+/// on borrowed memory (`CLONE_VM | CLONE_VFORK`): a fork-based child measured a millisecond
+/// slower per start under load (the figures are in that module).
+///
+/// Measured with `cargo bench --bench figures`, "tools/call start `true` round trip (median
+/// of 200)", median of 7 interleaved runs on the 2-core machine shared with other builds
+/// (load 5-7), the server started with `--cgroups off` (`PROC_MCP_BIN` set to a script that
+/// execs the binary with that flag) so that every task goes through posix_spawn: 1.56 ms with the former hand-written `vfork` module, 1.53 ms with
+/// posix_spawn. The difference is noise: glibc does what that module did, with no code of
+/// ours in the child.
 ///
 /// # Errors
 /// A one-line message for people: the working directory does not exist or is not a
 /// directory, the command is not found, is not executable, the move into the cgroup failed
 /// (`EACCES`/`EPERM`: the cgroup is not ours to write, `ENODEV`/`ENOENT`: it was removed,
-/// `EBUSY`: it has controllers enabled for its children), or `fork`/`exec` failed otherwise
-/// (with the OS error). On the `fork` fallback a failed move is reported like a failed exec
-/// with the same error.
+/// `EBUSY`: it has controllers enabled for its children), or the spawn failed otherwise (with
+/// the OS error).
 pub fn spawn_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> Result<Spawned, String> {
     if let Some(cwd) = &spec.cwd {
         check_cwd(cwd)?;
     }
-    let parent = nix::unistd::getpid();
-    let last_signal = last_signal();
-    let nofile = rlimit::original();
-    let fd_limit = fd::fd_limit();
-    // Borrowed for the whole call: valid until the child has exec'd.
-    let cgroup_procs = placement.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd());
-    #[cfg(vfork_spawn)]
-    let cgroup_dir = placement.cgroup_dir.map_or(-1, |fd| fd.as_raw_fd());
-    #[cfg(vfork_spawn)]
-    {
-        use std::sync::atomic::{AtomicBool, Ordering};
-
-        /// Set once clone(2) refused `CLONE_VM | CLONE_VFORK`: fork from then on.
-        static CLONE_REFUSED: AtomicBool = AtomicBool::new(false);
-
-        if !CLONE_REFUSED.load(Ordering::Relaxed) {
-            let inherit = vfork::Inherit {
-                parent: parent.as_raw(),
-                last_signal,
-                nofile,
-                fd_limit,
-                cgroup_procs,
-                cgroup_dir,
-            };
-            match vfork::spawn(spec, inherit) {
-                Ok(child) => {
-                    return Ok(Spawned {
-                        pid: Pid::from_raw(child.pid),
-                        stdin: child.stdin.map(ChildStdin::from),
-                        stdout: ChildStdout::from(child.stdout),
-                        stderr: ChildStderr::from(child.stderr),
-                    });
-                }
-                // Refused by a sandbox or an emulator: fork from now on.
-                Err(vfork::Error::Unsupported(err)) => {
-                    if !CLONE_REFUSED.swap(true, Ordering::Relaxed) {
-                        eprintln!(
-                            "proc-mcp: clone(CLONE_VM | CLONE_VFORK) refused ({err}); spawning with fork"
-                        );
-                    }
-                }
-                Err(vfork::Error::Prepare(err) | vfork::Error::Child(vfork::Step::Exec, err)) => {
-                    return Err(describe_spawn_error(&spec.program, &err));
-                }
-                Err(vfork::Error::Child(vfork::Step::Chdir, err)) => {
-                    let cwd = spec.cwd.as_deref().unwrap_or(".");
-                    return Err(format!("cannot use working directory {cwd:?}: {err}"));
-                }
-                Err(vfork::Error::Child(step, err)) => {
-                    return Err(format!("cannot start {:?}: {step}: {err}", spec.program));
-                }
-                Err(vfork::Error::Vanished) => {
-                    return Err(format!(
-                        "cannot start {:?}: the new process ended before it could exec",
-                        spec.program
-                    ));
-                }
-            }
+    let describe = |err: &io::Error| describe_spawn_error(&spec.program, err);
+    let command = Command::new(spec).map_err(|err| describe(&err))?;
+    let (stdin_child, stdin_parent) = match spec.stdin {
+        StdinMode::Piped => {
+            let (read, write) = pipe().map_err(|err| describe(&err))?;
+            (read, Some(write))
         }
-    }
-    spawn_forked(spec, parent, last_signal, nofile, fd_limit, cgroup_procs)
-}
-
-/// [`spawn`] with std's `Command`, which forks because of the `pre_exec` hook.
-fn spawn_forked(
-    spec: &SpawnSpec,
-    parent: Pid,
-    last_signal: libc::c_int,
-    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
-    fd_limit: libc::c_int,
-    cgroup_procs: RawFd,
-) -> Result<Spawned, String> {
-    let mut command = Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(match spec.stdin {
-            StdinMode::Piped => Stdio::piped(),
-            _ => Stdio::null(),
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(cwd) = &spec.cwd {
-        command.current_dir(cwd);
-    }
-    // SAFETY: `setup_child` only makes async-signal-safe system calls (setsid, signal, prctl,
-    // getppid, write, close_range, open, getdents64, fcntl, close, setrlimit, _exit) and does
-    // not allocate, as required between fork and exec. `cgroup_procs` stays open until
-    // `spawn` returns, after the exec.
-    unsafe {
-        command.pre_exec(move || setup_child(parent, last_signal, nofile, fd_limit, cgroup_procs));
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|err| describe_spawn_error(&spec.program, &err))?;
-    // Dropping a `std::process::Child` neither kills nor reaps it: from here on the process is
-    // ours to wait for, by pid.
-    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| "pid out of range".to_owned())?);
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err("internal error: the child's output pipes are missing".to_owned());
+        _ => (dev_null().map_err(|err| describe(&err))?, None),
     };
+    let (stdout_parent, stdout_child) = pipe().map_err(|err| describe(&err))?;
+    let (stderr_parent, stderr_child) = pipe().map_err(|err| describe(&err))?;
+    let stdio = [
+        stdin_child.as_raw_fd(),
+        stdout_child.as_raw_fd(),
+        stderr_child.as_raw_fd(),
+    ];
+    let pid = command
+        .start(stdio, placement)
+        .map_err(|failure| failure.describe(spec))?;
     Ok(Spawned {
         pid,
-        stdin: child.stdin.take(),
-        stdout,
-        stderr,
+        stdin: stdin_parent.map(ChildStdin::from),
+        stdout: ChildStdout::from(stdout_parent),
+        stderr: ChildStderr::from(stderr_parent),
     })
 }
 
-/// Runs in the child between `fork` and `exec`; async-signal-safe calls only.
-fn setup_child(
-    parent: Pid,
-    last_signal: libc::c_int,
-    nofile: Option<(libc::rlim_t, libc::rlim_t)>,
-    fd_limit: libc::c_int,
-    cgroup_procs: RawFd,
-) -> io::Result<()> {
-    // New session, hence new process group: pgid == sid == pid (setsid(2)).
-    nix::unistd::setsid()?;
-    // Only 0, 1 and 2 cross exec. std has already put the pipes in place with dup2(2), and its
-    // own descriptors (the pipe that reports a failed exec) are close-on-exec already.
-    fd::mark_cloexec_from(3, fd_limit)?;
-    // The limit the server started with, not the raised one: a task that relies on select(2)
-    // and FD_SETSIZE, or that sizes tables by the limit, sees what it would see elsewhere.
-    if let Some(original) = nofile {
-        rlimit::restore_in_child(original)?;
+/// A program to start, prepared in the parent: C strings of everything the child needs.
+struct Command {
+    /// `argv`, the program as given first.
+    args: Vec<CString>,
+    /// `KEY=value` strings: the server's environment with the spec's on top.
+    env: Vec<CString>,
+    /// The paths to try, in execvp(3)'s order: the program itself if it has a `/`, else each
+    /// `PATH` entry joined with it.
+    candidates: Vec<CString>,
+    /// Whether `candidates` come from a `PATH` search (`ENOENT` and the like then move on).
+    search: bool,
+    /// The working directory, if not the server's.
+    cwd: Option<CString>,
+}
+
+/// Why a spawn failed.
+enum Failure {
+    /// execve(2) (or, on posix_spawn's path, an earlier step: posix_spawn(3) reports any step's
+    /// errno) failed with this errno.
+    Exec(Errno),
+    /// A step of the cgroup child before exec failed.
+    Step(cgroup_child::Step, Errno),
+    /// The parent could not create the child.
+    Os(io::Error),
+    /// The child ended before it could exec or report.
+    Vanished,
+}
+
+impl Command {
+    fn new(spec: &SpawnSpec) -> io::Result<Self> {
+        let program = c_string(spec.program.as_bytes().to_vec())?;
+        let search = !spec.program.contains('/');
+        let (env, path) = environment(&spec.env)?;
+        let candidates = if search {
+            search_path(path.as_deref(), spec.program.as_bytes())?
+        } else {
+            vec![program.clone()]
+        };
+        let mut args = Vec::with_capacity(spec.args.len() + 1);
+        args.push(program);
+        for arg in &spec.args {
+            args.push(c_string(arg.as_bytes().to_vec())?);
+        }
+        let cwd = spec
+            .cwd
+            .as_ref()
+            .map(|cwd| c_string(cwd.as_bytes().to_vec()))
+            .transpose()?;
+        Ok(Self {
+            args,
+            env,
+            candidates,
+            search,
+            cwd,
+        })
     }
-    // Signals the server ignores would stay ignored across exec (signal(7)); give the task the
-    // defaults so that SIGINT, SIGHUP, SIGTERM stop it as the tools promise. Handled signals
-    // are reset by exec anyway. libuv does the same for its children. (glibc refuses 32 and 33,
-    // which it reserves for itself: harmless.)
-    for signo in 1..=last_signal {
-        if signo != libc::SIGKILL && signo != libc::SIGSTOP {
-            // SAFETY: signal(2) is async-signal-safe; SIG_DFL is a valid disposition.
-            unsafe { libc::signal(signo, libc::SIG_DFL) };
+
+    /// execvp(3)'s loop over the candidates: runs a file without a `#!` line with `/bin/sh`;
+    /// in a `PATH` search moves on after `ENOENT`, `ENOTDIR`, `EACCES` (remembered) and a few
+    /// more, and stops at any other error. Candidates that do not exist are passed over
+    /// without spawning (access(2)), so a search costs one spawn, not one per `PATH` entry.
+    fn start(&self, stdio: [RawFd; 3], placement: SpawnPlacement<'_>) -> Result<Pid, Failure> {
+        if self.args.first().is_none_or(|program| program.is_empty()) {
+            // execvp(3) says so without looking: "" names no file.
+            return Err(Failure::Exec(Errno::ENOENT));
+        }
+        let argv = null_terminated(self.args.iter().map(CString::as_c_str));
+        let envp = null_terminated(self.env.iter().map(CString::as_c_str));
+        let mut denied = false;
+        for path in &self.candidates {
+            if self.search {
+                match self.executable(path) {
+                    Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+                    Err(Errno::EACCES) => {
+                        denied = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let errno = match self.create(path, &argv, &envp, stdio, placement) {
+                Ok(pid) => return Ok(pid),
+                Err(Failure::Exec(Errno::ENOEXEC)) => {
+                    let script = null_terminated(
+                        [c"/bin/sh", path.as_c_str()]
+                            .into_iter()
+                            .chain(self.args.iter().skip(1).map(CString::as_c_str)),
+                    );
+                    match self.create(c"/bin/sh", &script, &envp, stdio, placement) {
+                        Ok(pid) => return Ok(pid),
+                        Err(Failure::Exec(errno)) => errno,
+                        Err(other) => return Err(other),
+                    }
+                }
+                Err(Failure::Exec(errno)) => errno,
+                Err(other) => return Err(other),
+            };
+            if !self.search {
+                return Err(Failure::Exec(errno));
+            }
+            match errno {
+                Errno::EACCES => denied = true,
+                Errno::ENOENT
+                | Errno::ESTALE
+                | Errno::ENOTDIR
+                | Errno::ENODEV
+                | Errno::ETIMEDOUT => {}
+                _ => return Err(Failure::Exec(errno)),
+            }
+        }
+        Err(Failure::Exec(if denied {
+            Errno::EACCES
+        } else {
+            Errno::ENOENT
+        }))
+    }
+
+    /// access(2) `X_OK` on a candidate, relative to the child's working directory.
+    fn executable(&self, path: &CStr) -> nix::Result<()> {
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+        match &self.cwd {
+            Some(cwd) if path.is_relative() => {
+                let cwd = std::path::Path::new(std::ffi::OsStr::from_bytes(cwd.to_bytes()));
+                nix::unistd::access(&cwd.join(path), nix::unistd::AccessFlags::X_OK)
+            }
+            _ => nix::unistd::access(path, nix::unistd::AccessFlags::X_OK),
         }
     }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        nix::sys::prctl::set_pdeathsig(NixSignal::SIGKILL)?;
-        // The server may have died between fork and prctl: then nobody would kill us later.
-        if nix::unistd::getppid() != parent {
-            // SAFETY: _exit(2) is async-signal-safe and ends the child at once.
-            unsafe { libc::_exit(1) };
+
+    /// Creates the child running `path` with `argv` and `envp`: posix_spawn(3), or the cgroup
+    /// child for a placement in a cgroup.
+    fn create(
+        &self,
+        path: &CStr,
+        argv: &[*const c_char],
+        envp: &[*const c_char],
+        stdio: [RawFd; 3],
+        placement: SpawnPlacement<'_>,
+    ) -> Result<Pid, Failure> {
+        if placement.cgroup_procs.is_none() && placement.cgroup_dir.is_none() {
+            return rlimit::with_original_limit(|| {
+                posix_spawn(path, argv, envp, stdio, self.cwd.as_deref())
+            })
+            .map_err(|err| match err.raw_os_error() {
+                Some(errno) => Failure::Exec(Errno::from_raw(errno)),
+                None => Failure::Os(err),
+            });
+        }
+        let exec = cgroup_child::Exec {
+            path,
+            argv,
+            envp,
+            stdio,
+            cwd: self.cwd.as_deref(),
+            cgroup_dir: placement.cgroup_dir.map_or(-1, |fd| fd.as_raw_fd()),
+            cgroup_procs: placement.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
+            last_signal: last_signal(),
+            fd_limit: child_fd_limit(),
+        };
+        cgroup_child::spawn(&exec).map_err(|err| match err {
+            cgroup_child::Error::Child(cgroup_child::Step::Exec, errno) => Failure::Exec(errno),
+            cgroup_child::Error::Child(step, errno) => Failure::Step(step, errno),
+            cgroup_child::Error::Create(err) => Failure::Os(err),
+            cgroup_child::Error::Vanished => Failure::Vanished,
+        })
+    }
+}
+
+impl Failure {
+    fn describe(self, spec: &SpawnSpec) -> String {
+        let program = &spec.program;
+        let cwd = spec.cwd.as_deref().unwrap_or(".");
+        match self {
+            // The working directory may have gone since it was checked: posix_spawn(3) reports
+            // its chdir's ENOENT like an exec's.
+            Self::Exec(errno) => match spec.cwd.as_deref().map(check_cwd) {
+                Some(Err(message)) => message,
+                _ => describe_spawn_error(program, &errno.into()),
+            },
+            Self::Step(cgroup_child::Step::Chdir, errno) => match check_cwd(cwd) {
+                Err(message) => message,
+                Ok(()) => format!(
+                    "cannot use working directory {cwd:?}: {}",
+                    io::Error::from(errno)
+                ),
+            },
+            Self::Step(step, errno) => {
+                format!(
+                    "cannot start {program:?}: {step}: {}",
+                    io::Error::from(errno)
+                )
+            }
+            Self::Os(err) => describe_spawn_error(program, &err),
+            Self::Vanished => {
+                format!("cannot start {program:?}: the new process ended before it could exec")
+            }
         }
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = parent;
-    // Into the task's cgroup: writing "0" to cgroup.procs moves the writing process
-    // (cgroups(7)).
-    if cgroup_procs >= 0 {
-        // SAFETY: write(2) of one byte from a static string to a descriptor of ours.
-        if unsafe { libc::write(cgroup_procs, b"0".as_ptr().cast(), 1) } < 0 {
-            return Err(io::Error::last_os_error());
+}
+
+/// posix_spawn(3) of `path` as the leader of a new session, with default dispositions for
+/// every signal, an empty signal mask, `stdio` on 0, 1 and 2, every other descriptor closed,
+/// in `cwd`. The error is the errno of whichever step failed in the child (glibc reports
+/// them all, the exec's included, and reaps the failed child).
+fn posix_spawn(
+    path: &CStr,
+    argv: &[*const c_char],
+    envp: &[*const c_char],
+    stdio: [RawFd; 3],
+    cwd: Option<&CStr>,
+) -> io::Result<Pid> {
+    let mut attr = SpawnAttr::new()?;
+    let mut actions = FileActions::new()?;
+    let flags = libc::POSIX_SPAWN_SETSID
+        | libc::c_short::try_from(libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK)
+            .map_err(|_| io::Error::from(Errno::EINVAL))?;
+    // SAFETY (this block): each call gets an initialised object of its type and pointers to
+    // valid, NUL-terminated strings; the arrays are NULL-terminated. glibc copies what it
+    // keeps (the chdir path). posix_spawn(3) returns once the child has exec'd or failed.
+    unsafe {
+        check(libc::posix_spawnattr_setflags(attr.as_ptr(), flags))?;
+        check(libc::posix_spawnattr_setsigdefault(
+            attr.as_ptr(),
+            SigSet::all().as_ref(),
+        ))?;
+        check(libc::posix_spawnattr_setsigmask(
+            attr.as_ptr(),
+            SigSet::empty().as_ref(),
+        ))?;
+        for (target, source) in (0..).zip(stdio) {
+            check(libc::posix_spawn_file_actions_adddup2(
+                actions.as_ptr(),
+                source,
+                target,
+            ))?;
         }
+        check(libc::posix_spawn_file_actions_addclosefrom_np(
+            actions.as_ptr(),
+            3,
+        ))?;
+        if let Some(cwd) = cwd {
+            check(libc::posix_spawn_file_actions_addchdir_np(
+                actions.as_ptr(),
+                cwd.as_ptr(),
+            ))?;
+        }
+        let mut pid = 0;
+        check(libc::posix_spawn(
+            &raw mut pid,
+            path.as_ptr(),
+            actions.as_ptr(),
+            attr.as_ptr(),
+            argv.as_ptr().cast(),
+            envp.as_ptr().cast(),
+        ))?;
+        Ok(Pid::from_raw(pid))
     }
-    Ok(())
+}
+
+/// A posix_spawn(3) function's result: 0, or the errno it returns.
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// An initialised `posix_spawnattr_t`, destroyed on drop; boxed so that it never moves.
+struct SpawnAttr(Box<libc::posix_spawnattr_t>);
+
+impl SpawnAttr {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain data, initialised by posix_spawnattr_init(3) before any other use.
+        let mut attr: Box<libc::posix_spawnattr_t> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: a valid pointer to an uninitialised attribute object.
+        check(unsafe { libc::posix_spawnattr_init(&raw mut *attr) })?;
+        Ok(Self(attr))
+    }
+
+    fn as_ptr(&mut self) -> *mut libc::posix_spawnattr_t {
+        &raw mut *self.0
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`, destroyed once.
+        unsafe { libc::posix_spawnattr_destroy(self.as_ptr()) };
+    }
+}
+
+/// An initialised `posix_spawn_file_actions_t`, destroyed on drop; boxed so that it never
+/// moves.
+struct FileActions(Box<libc::posix_spawn_file_actions_t>);
+
+impl FileActions {
+    fn new() -> io::Result<Self> {
+        // SAFETY: plain data, initialised by posix_spawn_file_actions_init(3) before any use.
+        let mut actions: Box<libc::posix_spawn_file_actions_t> =
+            Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: a valid pointer to an uninitialised file actions object.
+        check(unsafe { libc::posix_spawn_file_actions_init(&raw mut *actions) })?;
+        Ok(Self(actions))
+    }
+
+    fn as_ptr(&mut self) -> *mut libc::posix_spawn_file_actions_t {
+        &raw mut *self.0
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new`.
+        unsafe { libc::posix_spawn_file_actions_destroy(self.as_ptr()) };
+    }
+}
+
+/// Bounds the last-resort descriptor loop in the cgroup child: the raised soft limit (the hard
+/// one) when the server raised it, since the child runs with the original one lowered back
+/// while the server may hold descriptors above it.
+fn child_fd_limit() -> libc::c_int {
+    rlimit::original().map_or_else(fd::fd_limit, |(_, hard)| {
+        libc::c_int::try_from(hard).unwrap_or(libc::c_int::MAX)
+    })
 }
 
 /// The highest signal number: `SIGRTMAX` where there are real-time signals.
 fn last_signal() -> libc::c_int {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        libc::SIGRTMAX()
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        31
-    }
+    libc::SIGRTMAX()
 }
 
 /// Tells "the working directory is wrong" apart from "the command is wrong" before spawning:
@@ -311,6 +513,87 @@ fn describe_spawn_error(program: &str, err: &io::Error) -> String {
             format!("cannot start {program:?}: permission denied (not an executable file)")
         }
         _ => format!("cannot start {program:?}: {err}"),
+    }
+}
+
+/// `bytes` as a C string; a NUL byte in it is an error, worded as std's.
+fn c_string(bytes: Vec<u8>) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        )
+    })
+}
+
+/// A NULL-terminated array of pointers to `strings`, which must outlive it.
+fn null_terminated<'a>(strings: impl Iterator<Item = &'a CStr>) -> Vec<*const c_char> {
+    strings.map(CStr::as_ptr).chain([ptr::null()]).collect()
+}
+
+/// The child's environment as `KEY=value` strings, and its `PATH` (for the search): the
+/// server's environment as it is, or, with `overrides`, merged and sorted as std's `Command`
+/// does.
+fn environment(overrides: &[(String, String)]) -> io::Result<(Vec<CString>, Option<Vec<u8>>)> {
+    let vars: Vec<(OsString, OsString)> = if overrides.is_empty() {
+        std::env::vars_os().collect()
+    } else {
+        let mut merged: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        for (key, value) in overrides {
+            merged.insert(key.into(), value.into());
+        }
+        merged.into_iter().collect()
+    };
+    let mut path = None;
+    let mut env = Vec::with_capacity(vars.len());
+    for (key, value) in vars {
+        if key == "PATH" {
+            path = Some(value.as_bytes().to_vec());
+        }
+        let mut entry = key.into_vec();
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        env.push(c_string(entry)?);
+    }
+    Ok((env, path))
+}
+
+/// The paths execvp(3) tries for `program`, in order: each `PATH` entry joined with it (an
+/// empty entry means the working directory); glibc's `/bin:/usr/bin` without a `PATH`.
+fn search_path(path: Option<&[u8]>, program: &[u8]) -> io::Result<Vec<CString>> {
+    path.unwrap_or(b"/bin:/usr/bin")
+        .split(|&byte| byte == b':')
+        .map(|dir| {
+            let mut full = Vec::with_capacity(dir.len() + program.len() + 2);
+            full.extend_from_slice(dir);
+            if !dir.is_empty() {
+                full.push(b'/');
+            }
+            full.extend_from_slice(program);
+            c_string(full)
+        })
+        .collect()
+}
+
+/// A pipe, both ends close-on-exec and 3 or above: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// `/dev/null` for reading, close-on-exec, 3 or above.
+fn dev_null() -> io::Result<OwnedFd> {
+    above_stdio(std::fs::File::open("/dev/null")?.into())
+}
+
+/// `fd` itself if it is 3 or above, else a close-on-exec copy that is (`try_clone` uses
+/// `F_DUPFD_CLOEXEC` from 3). Only if the server's own 0, 1 or 2 is closed can a new
+/// descriptor be below 3; then the child's dup2 onto 0, 1 and 2 could overwrite it.
+pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        Ok(fd)
+    } else {
+        fd.try_clone()
     }
 }
 
@@ -417,7 +700,8 @@ fn wait_pid(pid: Pid, flags: libc::c_int) -> io::Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead as _, BufReader};
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::os::fd::{AsFd as _, FromRawFd as _};
     use std::time::Duration;
 
     use proc_state::{ExitStatus, Signal, StdinMode};
@@ -611,23 +895,115 @@ mod tests {
         assert_eq!(mask & !glibc_internal, 0, "ignored: {mask:#x}");
     }
 
-    #[test]
-    fn the_fork_fallback_keeps_the_same_promises() {
-        let forked = |spec: &SpawnSpec| {
-            spawn_forked(
-                spec,
-                nix::unistd::getpid(),
-                last_signal(),
-                rlimit::original(),
-                fd::fd_limit(),
-                -1,
-            )
-        };
+    /// A cgroup of this test process's own to start tasks in, removed on drop; `None` (with a
+    /// note on stdout) where cgroup v2 cannot be managed here.
+    struct TestCgroup {
+        cgroup: crate::cgroup::Cgroup,
+        dir: OwnedFd,
+        procs: OwnedFd,
+        suffix: String,
+    }
+
+    impl TestCgroup {
+        fn new(name: &str) -> Option<Self> {
+            let cgroups = match crate::cgroup::detect() {
+                Ok(cgroups) => cgroups,
+                Err(reason) => {
+                    println!("skipped: {reason}");
+                    return None;
+                }
+            };
+            let me = crate::tree::Instance::current().expect("our instance");
+            // Not a server's name: nothing else here may take it for stale and remove it.
+            let name = format!("{name}-{}", me.pid);
+            let mut users = TEST_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
+            *users += 1;
+            let cgroup = cgroups
+                .create_server(&me)
+                .and_then(|server| server.create_child(&name))
+                .expect("cgroup");
+            let dir = cgroup.open_dir().expect("directory");
+            let procs = cgroup.open_procs().expect("cgroup.procs");
+            Some(Self {
+                cgroup,
+                dir,
+                procs,
+                suffix: format!("/{name}"),
+            })
+        }
+
+        /// Born there (clone3 `CLONE_INTO_CGROUP`).
+        fn born(&self) -> SpawnPlacement<'_> {
+            SpawnPlacement::in_cgroup_dir(self.dir.as_fd(), self.procs.as_fd())
+        }
+
+        /// Moved there by the child before exec.
+        fn moved(&self) -> SpawnPlacement<'_> {
+            SpawnPlacement::in_cgroup(self.procs.as_fd())
+        }
+
+        /// Whether `/proc/<pid>/cgroup` output names this cgroup.
+        fn holds(&self, proc_cgroup: &str) -> bool {
+            proc_cgroup
+                .lines()
+                .any(|line| line.starts_with("0::") && line.ends_with(&self.suffix))
+        }
+    }
+
+    /// How many [`TestCgroup`]s exist: the last one removes the server cgroup they share,
+    /// which no test may remove while another is creating its own in it.
+    static TEST_CGROUPS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let mut users = TEST_CGROUPS.lock().unwrap_or_else(|e| e.into_inner());
+            *users -= 1;
+            let _ = self.cgroup.remove();
+            if *users == 0
+                && let Some(server) = self.cgroup.path().parent()
+            {
+                let _ = crate::cgroup::Cgroup::at(server).remove();
+            }
+        }
+    }
+
+    /// [`run`] placed as `placement` says.
+    fn run_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> (String, String, ExitStatus) {
+        let child = spawn_placed(spec, placement).expect("spawn");
+        let stderr = child.stderr;
+        let reader = std::thread::spawn(move || read_all(stderr));
+        let stdout = read_all(child.stdout);
+        let stderr = reader.join().expect("stderr reader");
+        let status = wait_exited(child.pid);
+        reap(child.pid).expect("reap");
+        (stdout, stderr, status)
+    }
+
+    /// The promises of `spawn_placed`, checked for one placement: session, environment,
+    /// working directory, descriptors, signals, `#!`-less scripts and the errors.
+    fn keeps_the_promises(placement: SpawnPlacement<'_>) -> String {
         let leaked = Leaked::new();
-        let mut script = sh("echo \"$GREETING\"; pwd; ls /proc/self/fd; ps -o sid= -p $$; exit 4");
-        script.env = vec![("GREETING".to_owned(), "forked".to_owned())];
+        // SAFETY: SIG_IGN is a valid disposition; nothing in the tests relies on SIGHUP.
+        unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+        let mut script = sh(
+            "echo \"$GREETING\"; pwd; ls /proc/self/fd; ps -o sid= -p $$; \
+             grep -E '^Sig(Blk|Ign)' /proc/self/status; cat /proc/self/cgroup; exit 4",
+        );
+        script.env = vec![("GREETING".to_owned(), "placed".to_owned())];
         script.cwd = Some("/tmp".to_owned());
-        let child = forked(&script).expect("spawn");
+        let child = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // Whatever the spawning thread blocks, the task gets nothing blocked.
+                    let mut blocked = nix::sys::signal::SigSet::empty();
+                    blocked.add(nix::sys::signal::Signal::SIGTERM);
+                    blocked.thread_block().expect("block");
+                    spawn_placed(&script, placement)
+                })
+                .join()
+                .expect("thread")
+        })
+        .expect("spawn");
         let out = read_all(child.stdout);
         assert_eq!(wait_exited(child.pid), ExitStatus::Code(4));
         reap(child.pid).expect("reap");
@@ -635,62 +1011,137 @@ mod tests {
         // `ls` lists 0, 1, 2 and its own directory descriptor, never `leaked`.
         let sid = child.pid.to_string();
         assert_eq!(
-            lines,
-            ["forked", "/tmp", "0", "1", "2", "3", sid.as_str()],
-            "fd {}",
+            lines.get(..7),
+            Some(&["placed", "/tmp", "0", "1", "2", "3", sid.as_str()][..]),
+            "fd {}: {out}",
             leaked.0
         );
-        let err = forked(&spec("no-such-command-7f3a", &[])).expect_err("missing program");
+        let glibc_internal = (1 << 31) | (1 << 32);
+        for line in lines.iter().filter(|line| line.starts_with("Sig")) {
+            let (name, hex) = line.split_once(":\t").expect("status line");
+            let mask = u64::from_str_radix(hex, 16).expect("hex mask");
+            assert_eq!(mask & !glibc_internal, 0, "{name}: {mask:#x}\n{out}");
+        }
+
+        let err = spawn_placed(&spec("no-such-command-7f3a", &[]), placement).expect_err("missing");
         assert_eq!(
             err,
             "command not found: \"no-such-command-7f3a\" is not in PATH"
         );
+        let err = spawn_placed(&spec("/etc/passwd", &[]), placement).expect_err("not executable");
+        assert!(err.contains("permission denied"), "{err}");
+        let err = spawn_placed(&spec("/nonexistent/prog", &[]), placement).expect_err("missing");
+        assert!(
+            err.starts_with("cannot start \"/nonexistent/prog\": no such file"),
+            "{err}"
+        );
+
+        // A file without `#!` runs with /bin/sh, arguments and all.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("proc-os-noexec-{}-{call}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let tool = dir.join("tool");
+        std::fs::write(&tool, "echo \"script $1\"\n").expect("write");
+        let perms = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&tool, perms).expect("chmod");
+        let (out, _, status) = run_placed(&spec(&tool.display().to_string(), &["ran"]), placement);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        assert_eq!(
+            (out.as_str(), status),
+            ("script ran\n", ExitStatus::Code(0))
+        );
+        lines.iter().skip(7).copied().collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn posix_spawn_keeps_the_promises() {
+        let rest = keeps_the_promises(SpawnPlacement::default());
+        assert!(rest.lines().any(|line| line.starts_with("0::")), "{rest}");
     }
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn both_spawn_paths_start_the_task_in_the_given_cgroup() {
-        let cgroups = match crate::cgroup::detect() {
-            Ok(cgroups) => cgroups,
-            Err(reason) => {
-                println!("skipped: {reason}");
-                return;
-            }
+    fn a_removed_cgroup_fails_the_spawn_at_the_cgroup_step_and_nothing_else() {
+        let Some(removed) = TestCgroup::new("spawn-removed") else {
+            return;
         };
-        let me = crate::tree::Instance::current().expect("our instance");
-        // Not a server's name: nothing else here may take it for stale and remove it.
-        let parent = cgroups
-            .create_server(&me)
-            .and_then(|server| server.create_child(&format!("spawn-test-{}", me.pid)))
-            .expect("cgroup");
-        let procs = parent.open_procs().expect("cgroup.procs");
-        let placement = SpawnPlacement::in_cgroup(std::os::fd::AsFd::as_fd(&procs));
-        let forked = |spec: &SpawnSpec| {
-            spawn_forked(
-                spec,
-                nix::unistd::getpid(),
-                last_signal(),
-                rlimit::original(),
-                fd::fd_limit(),
-                procs.as_raw_fd(),
-            )
+        let Some(live) = TestCgroup::new("spawn-live") else {
+            return;
         };
-        let script = sh("cat /proc/self/cgroup");
-        let mut outputs = Vec::new();
-        for child in [spawn_placed(&script, placement), forked(&script)] {
-            let child = child.expect("spawn");
-            outputs.push(read_all(child.stdout));
-            assert_eq!(wait_exited(child.pid), ExitStatus::Code(0));
-            reap(child.pid).expect("reap");
-        }
-        let _ = parent.remove();
-        let _ = crate::cgroup::Cgroup::at(parent.path().parent().expect("parent")).remove();
-        let suffix = format!("/spawn-test-{}", me.pid);
-        for out in outputs {
+        removed.cgroup.remove().expect("rmdir");
+        for placement in [removed.born(), removed.moved()] {
+            let err = spawn_placed(&spec("true", &[]), placement).expect_err("no cgroup");
             assert!(
-                out.lines()
-                    .any(|line| line.starts_with("0::") && line.ends_with(&suffix)),
-                "{out}"
+                err.starts_with(
+                    "cannot start \"true\": moving into its cgroup (writing cgroup.procs): "
+                ),
+                "{err}"
+            );
+        }
+        // Not taken for a kernel that cannot clone3 CLONE_VM: spawns go on as before.
+        #[cfg(vm_child)]
+        assert!(!cgroup_child::vm_refused());
+        let (out, _, status) = run_placed(&sh("cat /proc/self/cgroup"), live.born());
+        assert_eq!(status, ExitStatus::Code(0));
+        assert!(live.holds(&out), "{out}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_forked_cgroup_child_keeps_the_same_promises_born_or_moved() {
+        let Some(cgroup) = TestCgroup::new("spawn-forked") else {
+            return;
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        cgroup_child::FORCE_FORK.store(true, Relaxed);
+        let outputs = [cgroup.born(), cgroup.moved()].map(keeps_the_promises);
+        cgroup_child::FORCE_FORK.store(false, Relaxed);
+        for rest in outputs {
+            assert!(cgroup.holds(&rest), "{rest}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_cgroup_child_keeps_the_same_promises_born_or_moved() {
+        let Some(cgroup) = TestCgroup::new("spawn-promises") else {
+            return;
+        };
+        for placement in [cgroup.born(), cgroup.moved()] {
+            let rest = keeps_the_promises(placement);
+            assert!(cgroup.holds(&rest), "{rest}");
+        }
+    }
+
+    #[test]
+    fn a_working_directory_removed_after_the_check_is_reported_as_such() {
+        let cgroup = TestCgroup::new("spawn-chdir");
+        // Checked before spawning, so only a directory that goes away meanwhile reaches the
+        // child's chdir, on either path.
+        let dir = std::env::temp_dir().join(format!("proc-os-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut in_dir = spec("true", &[]);
+        in_dir.cwd = Some(dir.display().to_string());
+        let exec = Command::new(&in_dir).expect("prepared");
+        std::fs::remove_dir(&dir).expect("rmdir");
+        let null = dev_null().expect("/dev/null");
+        let stdio = [null.as_raw_fd(); 3];
+        let placements = [
+            Some(SpawnPlacement::default()),
+            cgroup.as_ref().map(TestCgroup::born),
+        ];
+        for placement in placements.into_iter().flatten() {
+            let failure = exec
+                .start(stdio, placement)
+                .expect_err("no working directory");
+            assert_eq!(
+                failure.describe(&in_dir),
+                format!(
+                    "working directory {:?} does not exist",
+                    dir.display().to_string()
+                )
             );
         }
     }
@@ -700,8 +1151,8 @@ mod tests {
         // Whatever this thread blocks, the task gets nothing blocked (nor ignored).
         let run_blocked = || {
             let mut blocked = nix::sys::signal::SigSet::empty();
-            blocked.add(NixSignal::SIGTERM);
-            blocked.add(NixSignal::SIGUSR1);
+            blocked.add(nix::sys::signal::Signal::SIGTERM);
+            blocked.add(nix::sys::signal::Signal::SIGUSR1);
             blocked.thread_block().expect("block");
             run(&sh("grep -E '^Sig(Blk|Ign)' /proc/self/status"))
         };
@@ -812,16 +1263,44 @@ mod tests {
         assert!(CAUGHT.load(Ordering::Relaxed) > 0);
     }
 
-    #[cfg(target_os = "linux")]
+    /// No parent-death signal: a task lives on when the thread that spawned it ends (the
+    /// watchdog, not the spawning thread, ends tasks when the server dies).
     #[test]
-    fn child_is_killed_when_the_spawning_thread_dies() {
-        let pid = std::thread::spawn(|| {
+    fn a_task_outlives_the_thread_that_spawned_it() {
+        let (pid, tid) = std::thread::spawn(|| {
             let child = spawn(&spec("sleep", &["1000"])).expect("spawn");
-            child.pid
+            (child.pid, nix::unistd::gettid())
         })
         .join()
         .expect("spawning thread");
-        assert_eq!(wait_exited(pid), ExitStatus::Signaled(Signal::Kill));
+        // Until the thread's exit is complete: a parent-death signal would have been sent by
+        // then (exit_notify sends it before it notifies a thread's pidfd). PIDFD_THREAD
+        // (O_EXCL, Linux 6.9) makes a pidfd of a thread; ESRCH: gone already.
+        // SAFETY: pidfd_open takes a tid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid.as_raw(), libc::O_EXCL) };
+        if let Ok(fd) = i32::try_from(fd)
+            && fd >= 0
+        {
+            // SAFETY: a descriptor pidfd_open just returned, owned here.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut pollfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&raw mut pollfd, 1, 10_000) };
+            assert_eq!(ready, 1, "the spawning thread did not finish exiting");
+        } else {
+            assert_eq!(
+                Errno::last(),
+                Errno::ESRCH,
+                "pidfd_open of the spawning thread"
+            );
+        }
+        // A pending SIGKILL would win over this SIGTERM.
+        signal_group(pid, Signal::Term).expect("killpg");
+        assert_eq!(wait_exited(pid), ExitStatus::Signaled(Signal::Term));
         reap(pid).expect("reap");
     }
 
@@ -847,5 +1326,115 @@ mod tests {
         signal_group(child.pid, Signal::Kill).expect("killpg");
         wait_exited(child.pid);
         reap(child.pid).expect("reap");
+    }
+
+    /// Set for the copy of this test binary that runs [`low_descriptors_in_a_fresh_process`].
+    const LOW_FDS: &str = "PROC_OS_SPAWN_LOW_FDS";
+
+    /// With the server's stdin closed, a new pipe can be descriptor 0, which the child's dup2
+    /// onto 0 would clobber: checked in a copy of this test binary, where closing 0 disturbs
+    /// no other test.
+    #[test]
+    fn pipes_that_land_on_0_1_or_2_are_moved_up() {
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "process::tests::low_descriptors_in_a_fresh_process",
+                "--nocapture",
+            ])
+            .env(LOW_FDS, "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("moved up and delivered"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Does the work of [`pipes_that_land_on_0_1_or_2_are_moved_up`] in its copy only.
+    #[test]
+    fn low_descriptors_in_a_fresh_process() {
+        if std::env::var_os(LOW_FDS).is_none() {
+            return;
+        }
+        // SAFETY: this copy runs this test only, and nothing in it reads stdin.
+        assert_eq!(unsafe { libc::close(0) }, 0);
+        let mut piped = sh("cat; echo out; echo err >&2");
+        piped.stdin = StdinMode::Piped;
+        let child = spawn(&piped).expect("spawn");
+        let mut stdin = child.stdin.expect("piped");
+        stdin.write_all(b"in\n").expect("write");
+        drop(stdin);
+        let (mut out, mut err) = (String::new(), String::new());
+        let mut stdout = child.stdout;
+        stdout.read_to_string(&mut out).expect("read");
+        let mut stderr = child.stderr;
+        stderr.read_to_string(&mut err).expect("read");
+        assert_eq!(wait_exited(child.pid), ExitStatus::Code(0));
+        reap(child.pid).expect("reap");
+        assert_eq!((out.as_str(), err.as_str()), ("in\nout\n", "err\n"));
+        println!("moved up and delivered");
+    }
+
+    #[test]
+    fn path_search_lists_every_entry_in_order() {
+        let paths = search_path(Some(b"/usr/bin::bin:/x/"), b"true").expect("search");
+        let paths: Vec<&[u8]> = paths.iter().map(|p| p.as_bytes()).collect();
+        assert_eq!(
+            paths,
+            [&b"/usr/bin/true"[..], b"true", b"bin/true", b"/x//true"]
+        );
+        let paths = search_path(None, b"ls").expect("search");
+        assert_eq!(paths, [c"/bin/ls".to_owned(), c"/usr/bin/ls".to_owned()]);
+    }
+
+    #[test]
+    fn overrides_replace_and_add_variables_in_sorted_order() {
+        let overrides = [
+            ("PROC_OS_SPAWN_B".to_owned(), "2".to_owned()),
+            ("PATH".to_owned(), "/nowhere".to_owned()),
+            ("PROC_OS_SPAWN_A".to_owned(), "1".to_owned()),
+            ("PROC_OS_SPAWN_A".to_owned(), "3".to_owned()),
+        ];
+        let (env, path) = environment(&overrides).expect("environment");
+        assert_eq!(path.as_deref(), Some(&b"/nowhere"[..]));
+        let ours: Vec<&[u8]> = env
+            .iter()
+            .map(|e| e.as_bytes())
+            .filter(|e| e.starts_with(b"PROC_OS_SPAWN_") || e.starts_with(b"PATH="))
+            .collect();
+        assert_eq!(
+            ours,
+            [
+                &b"PATH=/nowhere"[..],
+                b"PROC_OS_SPAWN_A=3",
+                b"PROC_OS_SPAWN_B=2"
+            ]
+        );
+        let mut sorted = env.clone();
+        sorted.sort_by(|a, b| {
+            let key = |e: &CString| {
+                e.as_bytes()
+                    .split(|&b| b == b'=')
+                    .next()
+                    .map(<[u8]>::to_vec)
+            };
+            key(a).cmp(&key(b))
+        });
+        assert_eq!(env, sorted);
+
+        let err = environment(&[("A".to_owned(), "nul\0".to_owned())]).expect_err("nul");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn an_empty_program_or_a_directory_is_not_started() {
+        let err = spawn(&spec("", &[])).expect_err("empty");
+        assert_eq!(err, "command not found: \"\" is not in PATH");
+        let err = spawn(&spec("/", &[])).expect_err("a directory");
+        assert!(err.contains("permission denied"), "{err}");
     }
 }

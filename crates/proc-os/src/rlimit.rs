@@ -4,16 +4,16 @@
 //! Each task costs the server two or three descriptors (its stdout and stderr pipes, and its
 //! stdin pipe when asked for), so a thousand tasks do not fit in the common soft limit of 1024.
 //! [`raise_nofile_limit`] raises the soft limit to the hard one at startup; [`spawn`] then gives
-//! every child the original soft limit back, as Go's os/exec does since Go 1.19: a task that
+//! every child the original soft limit back (lowering the server's own for the instant of the
+//! spawn, `with_original_limit`), as Go's os/exec does since Go 1.19: a task that
 //! uses select(2), whose `FD_SETSIZE` is 1024, or that sizes a table by the limit, sees what it
 //! would see when started from a shell.
 //!
 //! [`spawn`]: crate::process::spawn
 
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use nix::errno::Errno;
 use nix::libc;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
@@ -66,16 +66,38 @@ pub(crate) fn original() -> Option<(libc::rlim_t, libc::rlim_t)> {
     ORIGINAL.get().copied()
 }
 
-/// Sets `RLIMIT_NOFILE` to `(soft, hard)`; in the child between `fork` and `exec`
-/// (setrlimit(2) is a plain system call: async-signal-safe, no allocation).
-pub(crate) fn restore_in_child((soft, hard): (libc::rlim_t, libc::rlim_t)) -> io::Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
+/// Serialises [`with_original_limit`]: one spawn's restoring must not raise the limit while
+/// another spawn is creating its child.
+static LOWERED: Mutex<()> = Mutex::new(());
+
+/// Runs `create` (which creates a child process) with this process's soft `RLIMIT_NOFILE`
+/// set back to the original one, if [`raise_nofile_limit`] raised it, and raises it again
+/// afterwards: the child inherits the original limit at its creation (setrlimit(2), fork(2)),
+/// without a line of code in the child and without a window in which it runs with the raised
+/// limit.
+///
+/// posix_spawn(3) cannot set resource limits, and prlimit(2) on the child after the spawn
+/// would race with the task, which is already running then (a `sh -c 'ulimit -n'` could see
+/// the raised limit whenever the spawning thread is preempted after posix_spawn returns).
+/// Lowering instead costs two setrlimit(2) calls (about 1 µs) and is process-wide: for the
+/// duration of `create` (a posix_spawn(3), some 100 µs), another thread of this process that
+/// opens a descriptor while more than the original soft limit are open gets `EMFILE`. In the
+/// server only the thread that spawns opens descriptors, so nothing can hit that window; a
+/// library user that opens descriptors on other threads while spawning should know it.
+/// Calls are serialised by a lock; `create` must not call this again (it would deadlock).
+pub(crate) fn with_original_limit<R>(create: impl FnOnce() -> R) -> R {
+    let Some((original, hard)) = original() else {
+        return create();
     };
-    // SAFETY: `limit` is a valid rlimit for the duration of the call.
-    Errno::result(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
-    Ok(())
+    let _one_at_a_time = LOWERED.lock().unwrap_or_else(PoisonError::into_inner);
+    // Failing to lower (it cannot: lowering the soft limit is always allowed) leaves the
+    // child with the raised limit, nothing worse.
+    let lowered = setrlimit(Resource::RLIMIT_NOFILE, original, hard).is_ok();
+    let result = create();
+    if lowered && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        eprintln!("proc-mcp: cannot raise the open-files limit again after a spawn: {err}");
+    }
+    result
 }
 
 #[cfg(test)]
