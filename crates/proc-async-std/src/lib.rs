@@ -11,7 +11,7 @@
 //!
 //! What async-std supplies:
 //! - the loop runs in [`async_std::task::block_on`] on the calling thread (where tasks are
-//!   spawned, which ties their parent-death signal to it);
+//!   spawned);
 //! - the tasks that read pipes and forward signals run on async-std's global executor
 //!   ([`async_std::task::spawn`]); as its `JoinHandle` detaches when dropped, each is wrapped
 //!   with [`proc_os::driver::abort_on_drop`] so that releasing a run stops its readers;

@@ -1,6 +1,6 @@
 //! What a task inherits from the server, checked on the real binary: only descriptors 0, 1 and
 //! 2 (never ones leaked to the server), the soft `RLIMIT_NOFILE` the server was started with
-//! (although the server raises its own), and a parent-death signal.
+//! (although the server raises its own); and it dies with the server.
 
 mod support;
 
@@ -109,7 +109,7 @@ fn tasks_die_with_the_server() {
         let task = server.call("start", json!({"command": "sleep", "args": ["1000"]}));
         let pid = pid_of(&task);
         assert!(is_alive(pid));
-        // SIGKILL: the server cannot stop anything itself; the parent-death signal does.
+        // SIGKILL: the server cannot stop anything itself; its watchdog does.
         server.kill();
         assert!(
             wait_terminated(pid, Duration::from_secs(10)),

@@ -16,8 +16,7 @@
 //! ([`crate::stdio`]), pipes are non-blocking, and a stdin write takes only what the pipe holds
 //! now.
 //!
-//! The loop runs on the thread that awaits [`Session::serve`] (spawning happens there, which
-//! matters for the parent-death signal). The event channel is bounded, and output bytes travel
+//! The loop runs on the thread that awaits [`Session::serve`] (spawning happens there). The event channel is bounded, and output bytes travel
 //! in pooled buffers ([`crate::pipes`]), so the memory in flight is fixed however fast the tasks
 //! print; the lines waiting for the client are bounded by the core
 //! ([`proc_state::Config::max_client_backlog_bytes`]).
@@ -93,7 +92,7 @@ pub trait Runtime {
 ///
 /// While it runs it handles SIGCHLD, SIGTERM and SIGINT (registered through `async-signal`,
 /// removed on return), runs the loop on the calling thread with [`Runtime::block_on`] (the
-/// thread must live until it returns: on Linux the tasks' parent-death signal is tied to it),
+/// thread must live until it returns),
 /// and reads stdin on one extra thread, which ends at its next read after this returns. Task
 /// ids come from `nanoid` (6 characters). A `config.cwd` of `"."` (the default) is replaced by
 /// the real working directory ([`startup`]).
@@ -247,8 +246,7 @@ impl Session {
     /// kills and reaps whatever is left, so that no task outlives it. Task ids come from
     /// `nanoid` (6 characters).
     ///
-    /// Await it on a thread that lives as long as the server: on Linux, the tasks'
-    /// parent-death signal is tied to the thread that spawned them.
+    /// Await it on a thread that lives as long as the server.
     ///
     /// # Errors
     /// The writer thread could not be started.

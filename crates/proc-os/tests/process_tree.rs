@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 use proc_os::process::{self, Spawned};
 use proc_os::testutil::{
-    Lines, is_alive, pipe, recv_within, sh, spec, stat, wait_exited, wait_terminated, within,
+    Lines, cmdline, is_alive, pipe, recv_within, sh, spec, stat, wait_exited, wait_terminated,
+    wait_until, within,
 };
 use proc_os::tree::{Instance, PidFd, TAG_VAR};
 use proc_state::{ExitStatus, Signal, SpawnSpec};
@@ -180,6 +181,15 @@ mod tree {
         let daemon_pid = task.pid_line();
         assert_eq!(task.line(), "started");
         let leader = task.pid.as_raw();
+        // While a process is inside execve(2) its environment cannot be read; scan once the
+        // daemon runs `sleep`.
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                cmdline(daemon_pid).starts_with("sleep")
+            }),
+            "the daemon never ran sleep: {}",
+            cmdline(daemon_pid)
+        );
 
         let mut scanner = Scanner::new().expect("scanner");
         let found = scanner.scan_instance(&server.instance);

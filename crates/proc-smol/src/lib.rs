@@ -13,9 +13,9 @@
 //! pipes, and [`smol::Timer`] for the core's timer.
 //!
 //! ## How the OS is used
-//! - **Spawning** (setsid(2), prctl(2)): each task is the leader of a new session and process
-//!   group (pid == pgid), with stdin `/dev/null` (or a pipe), stdout and stderr pipes, default
-//!   signal dispositions, and on Linux `SIGKILL` as its parent-death signal.
+//! - **Spawning** (posix_spawn(3) with `POSIX_SPAWN_SETSID`): each task is the leader of a new
+//!   session and process group (pid == pgid), with stdin `/dev/null` (or a pipe), stdout and
+//!   stderr pipes, and default signal dispositions; the watchdog ends it if the server dies.
 //! - **Descriptors and limits** (close_range(2), setrlimit(2)): a task inherits fds 0, 1 and 2
 //!   only; every other descriptor is marked close-on-exec in the child before exec, including
 //!   any that were leaked to the server by whoever started it. The server raises its soft

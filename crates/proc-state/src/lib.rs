@@ -121,7 +121,7 @@
 //! **Outputs, and what the driver does** (the [`Output`] variants):
 //! - `Transmit`: hand the line to the client's writer (never write it from the loop).
 //! - `Spawn`: start the process as [`SpawnSpec`] says (new session, piped stdout and stderr,
-//!   stdin as asked, parent-death signal, never the server's own stdout), start reading its
+//!   stdin as asked, never outliving the server, never the server's own stdout), start reading its
 //!   pipes and watching for its exit, and queue `Spawned` or `SpawnFailed`.
 //! - `Signal`: unless its exit was reported, check the leader (`waitid` with
 //!   `WNOHANG | WNOWAIT`): if it has exited, queue that `Exited` (not `signalled` by this

@@ -48,9 +48,9 @@ pub enum StdinMode {
 /// Everything a driver needs to start one process.
 ///
 /// The driver must put the process in a new session and process group (`setsid(2)`), connect
-/// stdout and stderr to pipes it reads, set stdin as [`StdinMode`] says, and on Linux ask for
-/// `SIGKILL` when the server dies (`prctl(PR_SET_PDEATHSIG)`). It must never let the child
-/// inherit the server's own stdout.
+/// stdout and stderr to pipes it reads, set stdin as [`StdinMode`] says, and make sure the
+/// process does not outlive the server (proc-os: a watchdog process kills every task's group
+/// when the server dies). It must never let the child inherit the server's own stdout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpawnSpec {
     /// Program to execute, looked up in `PATH` when it has no `/`.
