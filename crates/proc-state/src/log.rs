@@ -528,37 +528,41 @@ impl LogBuffer {
             let Some(mut newline) = scan.next(bytes) else {
                 break None;
             };
-            // A run of short lines, each copied as 16 bytes: no line in it can need a split, an
-            // eviction, a new block or more index slots, so those are checked once for the run.
-            let run = (slots.len())
-                .min((text.len() - written) / 16)
-                .min(allowance / (16 + INDEX_ENTRY_BYTES));
-            for _ in 0..run {
-                let len = newline - pos - usize::from(ends_in_cr(bytes, newline));
-                let (Some(dst), Some(src)) = (
-                    text.get_mut(written..).and_then(<[u8]>::first_chunk_mut),
-                    bytes.get(pos..).and_then(<[u8]>::first_chunk),
-                ) else {
-                    break;
-                };
-                if len > short_max {
-                    break;
+            let mut len = newline - pos - usize::from(ends_in_cr(bytes, newline));
+            if len <= short_max {
+                // A run of short lines, each copied as 16 bytes: no line in it can need a split,
+                // an eviction, a new block or more index slots, so those are checked once.
+                let run = (slots.len())
+                    .min((text.len() - written) / 16)
+                    .min(allowance / (16 + INDEX_ENTRY_BYTES));
+                let (written_before, slots_before) = (written, slots.len());
+                for _ in 0..run {
+                    let (Some(dst), Some(src)) = (
+                        text.get_mut(written..).and_then(<[u8]>::first_chunk_mut),
+                        bytes.get(pos..).and_then(<[u8]>::first_chunk),
+                    ) else {
+                        break;
+                    };
+                    let Some(slot) = slots.next() else {
+                        break;
+                    };
+                    copy_16(dst, src);
+                    written += len;
+                    *slot = entry.moved_by(written);
+                    pos = newline + 1;
+                    let Some(next) = scan.next(bytes) else {
+                        break 'lines None;
+                    };
+                    newline = next;
+                    len = newline - pos - usize::from(ends_in_cr(bytes, newline));
+                    if len > short_max {
+                        break;
+                    }
                 }
-                let Some(slot) = slots.next() else {
-                    break;
-                };
-                copy_16(dst, src);
-                written += len;
-                *slot = entry.moved_by(written);
-                allowance -= len + INDEX_ENTRY_BYTES;
-                pos = newline + 1;
-                let Some(next) = scan.next(bytes) else {
-                    break 'lines None;
-                };
-                newline = next;
+                allowance -=
+                    written - written_before + INDEX_ENTRY_BYTES * (slots_before - slots.len());
             }
             // One line of any length.
-            let len = newline - pos - usize::from(ends_in_cr(bytes, newline));
             let cost = len + INDEX_ENTRY_BYTES;
             if len > max_len || cost > allowance || len > text.len() - written {
                 break Some(newline);
@@ -1015,7 +1019,8 @@ fn utf8_width(b: u8) -> usize {
 /// line is empty, that byte is the `\n` of the line before, or there is none.)
 #[inline(always)]
 fn ends_in_cr(bytes: &[u8], newline: usize) -> bool {
-    newline.checked_sub(1).and_then(|i| bytes.get(i)) == Some(&b'\r')
+    // At 0, the position wraps around to one that `get` refuses.
+    bytes.get(newline.wrapping_sub(1)) == Some(&b'\r')
 }
 
 /// The line without one trailing `\r` (CRLF).
