@@ -2452,6 +2452,42 @@ mod tests {
             .quickcheck(prop as fn(SmallLimits, Vec<Op>, u8) -> TestResult);
     }
 
+    /// Pushes of hundreds of lines of 0 to 100 bytes, some CRLF, at budgets of 4 to 68 KiB
+    /// (blocks of 512 bytes to 8 KiB): runs of short lines, longer lines, forced splits, block
+    /// boundaries and eviction batches all fall inside one push.
+    #[test]
+    fn bulk_pushes_agree_with_model() {
+        fn prop(budget: u16, max_line: u8, lines: Vec<(u8, u8, bool)>, pushes: u8) -> TestResult {
+            let limits = LogLimits {
+                budget_bytes: 4096 + usize::from(budget),
+                max_line_bytes: usize::from(max_line),
+            };
+            let mut bytes = Vec::new();
+            for _ in 0..8 {
+                for &(len, fill, crlf) in &lines {
+                    bytes.extend(core::iter::repeat_n(
+                        b'a' + fill % 26,
+                        usize::from(len % 101),
+                    ));
+                    bytes.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                }
+            }
+            let size = bytes.len() / usize::from(pushes % 4 + 1) + 1;
+            let mut ops: Vec<Op> = bytes
+                .chunks(size)
+                .map(|c| Op::Push(Stdout, c.to_vec()))
+                .collect();
+            ops.push(Op::Close(Stdout));
+            match check_against_model(limits, &ops, 50) {
+                Ok(()) => TestResult::passed(),
+                Err(why) => TestResult::error(why),
+            }
+        }
+        QuickCheck::new()
+            .tests(200)
+            .quickcheck(prop as fn(u16, u8, Vec<(u8, u8, bool)>, u8) -> TestResult);
+    }
+
     #[test]
     fn lines_do_not_depend_on_chunking() {
         fn prop(limits: SmallLimits, bytes: Vec<u8>, cuts: Vec<usize>) -> bool {
