@@ -975,20 +975,17 @@ fn newline_mask(word: [u8; 8]) -> u64 {
 /// be free slots (later written over), not data.
 #[inline(always)]
 fn copy_line(dst: &mut [u8], src: &[u8], len: usize) {
-    if len <= 16 {
-        if let (Some(dst), Some(src)) = (dst.first_chunk_mut(), src.first_chunk()) {
+    if len <= 16
+        && let (Some(dst), Some(src)) = (dst.first_chunk_mut(), src.first_chunk())
+    {
+        copy_16(dst, src);
+    } else if len <= 64
+        && let (Some(dst), Some(src)) = (dst.first_chunk_mut::<64>(), src.first_chunk::<64>())
+    {
+        for (dst, src) in dst.as_chunks_mut().0.iter_mut().zip(src.as_chunks().0) {
             copy_16(dst, src);
-            return;
         }
-    } else if len <= 64 {
-        if let (Some(dst), Some(src)) = (dst.first_chunk_mut::<64>(), src.first_chunk::<64>()) {
-            for (dst, src) in dst.as_chunks_mut().0.iter_mut().zip(src.as_chunks().0) {
-                copy_16(dst, src);
-            }
-            return;
-        }
-    }
-    if let (Some(dst), Some(src)) = (dst.get_mut(..len), src.get(..len)) {
+    } else if let (Some(dst), Some(src)) = (dst.get_mut(..len), src.get(..len)) {
         dst.copy_from_slice(src);
     }
 }
