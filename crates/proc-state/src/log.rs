@@ -970,21 +970,15 @@ fn newline_mask(word: [u8; 8]) -> u64 {
 }
 
 /// Copies `src[..len]` to the start of `dst` (`len` at most the length of both). A line of at
-/// most 16 or 64 bytes is copied as that many bytes in 16-byte registers when both have them,
-/// which is cheaper than a copy of variable length (a call): the bytes past `len` in `dst` must
-/// be free slots (later written over), not data.
+/// most 16 bytes is copied as 16 bytes in one register when both have them, which is cheaper
+/// than a copy of variable length (a call): the bytes past `len` in `dst` must be free slots
+/// (later written over), not data. Longer lines are copied by length.
 #[inline(always)]
 fn copy_line(dst: &mut [u8], src: &[u8], len: usize) {
     if len <= 16
         && let (Some(dst), Some(src)) = (dst.first_chunk_mut(), src.first_chunk())
     {
         copy_16(dst, src);
-    } else if len <= 64
-        && let (Some(dst), Some(src)) = (dst.first_chunk_mut::<64>(), src.first_chunk::<64>())
-    {
-        for (dst, src) in dst.as_chunks_mut().0.iter_mut().zip(src.as_chunks().0) {
-            copy_16(dst, src);
-        }
     } else if let (Some(dst), Some(src)) = (dst.get_mut(..len), src.get(..len)) {
         dst.copy_from_slice(src);
     }
