@@ -3,6 +3,8 @@
 //! - `ingest/*`: raw output pushed in 64 KiB chunks (a pipe read's size) into a buffer that is
 //!   already full, so every push also evicts (the steady state of a chatty task). Throughput is
 //!   in bytes of output. `yes_2B_lines` is `yes`: one-byte lines, the most index per byte.
+//! - `ingest_baseline/*`: `memchr`'s newline count over the same chunks, the least any
+//!   line-splitting ingest must do: compare each `ingest/*` case to its baseline.
 //! - `read/*`: the `logs` tool's typical reads of a full 4 MiB buffer of ~80-byte lines.
 //!
 //! Run with `cargo bench --bench log_buffer` (about 30 s).
@@ -93,6 +95,25 @@ fn ingest(c: &mut Criterion) {
                 let chunk = chunks[next % chunks.len()];
                 next += 1;
                 black_box(log.push(Stream::Stdout, black_box(chunk)))
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("ingest_baseline");
+    group.throughput(Throughput::Bytes(CHUNK as u64));
+    for (name, output) in [
+        ("typical_80B_lines", &typical),
+        ("short_8B_lines", &short),
+        ("yes_2B_lines", &yes),
+    ] {
+        let chunks = chunks(output);
+        let mut next = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let chunk = chunks[next % chunks.len()];
+                next += 1;
+                black_box(memchr::memchr_iter(b'\n', black_box(chunk)).count())
             })
         });
     }
