@@ -262,23 +262,28 @@ fn serves_an_http_server_task_and_stops_its_group() {
 
 #[test]
 fn writes_more_than_a_pipe_holds_then_closes_stdin() {
+    let dir = temp_dir("write");
     let mut server = StdDriver::initialized();
-    // Reads one line, then counts every byte up to end-of-file.
+    // Reads nothing until the file `go` exists, then one line, then counts every byte up to
+    // end-of-file: the write is answered while the pipe is full.
     let task = server.call(
         "start",
-        json!({"command": "read -r first; wc -c", "stdin": true}),
+        json!({"command": "while [ ! -e go ]; do sleep 0.01; done; read -r first; wc -c",
+               "stdin": true, "cwd": dir}),
     );
     let id = task["id"].clone();
     let data = format!("go\n{}", "x".repeat(299_997));
     let written = server.call("write", json!({"id": id, "data": data, "eof": true}));
     // A pipe holds less: the rest goes as the task reads (after the driver's "room again").
     assert!(written["bytes_queued"].as_u64() > Some(0), "{written}");
+    std::fs::write(dir.join("go"), "").unwrap();
     let ended = server.call("wait", json!({"id": id, "timeout_ms": 10_000}));
     assert_eq!(ended["reason"], "exited", "{ended}");
     assert_eq!(ended["exit_code"], 0, "{ended}");
     let logs = server.call("logs", json!({"id": id}));
     let text = logs["lines"][0]["text"].as_str().unwrap_or_default();
     assert_eq!(text.trim(), "299997", "{logs}");
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
