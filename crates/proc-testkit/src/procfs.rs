@@ -269,6 +269,7 @@ pub fn vm_kib(pid: u32, field: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use std::process::{Command, Stdio};
+    use std::time::Duration;
 
     use super::*;
 
@@ -323,6 +324,12 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let pid = i32::try_from(child.id()).expect("pid fits");
+        // Until execve(2) has set up the new program's stack, its environment and command line
+        // read empty (spawn returns once exec is past the point of no return).
+        let seen = crate::wait::wait_until(Duration::from_secs(10), || {
+            tag(pid).is_some() && !cmdline(pid).is_empty()
+        });
+        assert!(seen, "the child's environment never became readable");
         assert_eq!(tag(pid).as_deref(), Some("1.2.3"));
         assert_eq!(environ_var(pid, "NO_SUCH_VARIABLE_HERE"), None);
         assert_eq!(cmdline(pid), "sleep 1000");

@@ -335,7 +335,7 @@ fn parse<T: DeserializeOwned>(tool: Tool, arguments: Value) -> Result<T, ToolErr
     })
 }
 
-/// A tool error about one field: "invalid arguments for `tool`: `field` <why>".
+/// A tool error about one field: "invalid arguments for `tool`: `field` why".
 fn bad_argument(tool: Tool, field: &str, why: impl core::fmt::Display) -> ToolError {
     ToolError(format!(
         "invalid arguments for `{}`: `{field}` {why}",
