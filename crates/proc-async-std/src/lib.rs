@@ -58,8 +58,10 @@ impl Runtime for AsyncStd {
         abort
     }
 
-    async fn sleep_until(&self, deadline: Instant) {
-        async_std::task::sleep(deadline.saturating_duration_since(Instant::now())).await;
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + use<> {
+        async move {
+            async_std::task::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        }
     }
 
     fn block_on<T>(&self, future: impl Future<Output = T>) -> T {

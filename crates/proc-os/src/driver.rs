@@ -77,8 +77,9 @@ pub trait Runtime {
         F: Future<Output = ()> + Send + 'static;
 
     /// A future that completes at `deadline` (on std's monotonic clock), or at once if it has
-    /// passed.
-    fn sleep_until(&self, deadline: std::time::Instant) -> impl Future<Output = ()>;
+    /// passed. It does not borrow the runtime: the loop keeps one across its turns for as
+    /// long as the deadline stays the same, since arming a timer costs the reactor a wake-up.
+    fn sleep_until(&self, deadline: std::time::Instant) -> impl Future<Output = ()> + use<Self>;
 
     /// Runs `future` to its end on the calling thread, with the executor that
     /// [`Runtime::spawn`] uses running, and returns its output. [`run`] calls it (with the
@@ -379,6 +380,8 @@ impl<Rt: Runtime> Driver<Rt> {
     /// Runs the loop until the core says [`Output::Exit`].
     async fn run(&mut self, events: &Receiver<Event>, client: &Receiver<ClientInput>) {
         let mut deadline: Option<std::time::Instant> = None;
+        // The armed timer and its deadline, kept while the deadline does not change.
+        let mut timer = None;
         loop {
             // 1. One event: our own results first, then a deadline that has passed, then
             //    whatever comes first.
@@ -388,8 +391,20 @@ impl<Rt: Runtime> Driver<Rt> {
                 Wake::Timer
             } else {
                 let read_client = !self.client_eof && self.server.wants_client_bytes();
-                self.wait(events, client, read_client, deadline).await
+                if let Some(at) = deadline
+                    && timer.as_ref().is_none_or(|(armed, _)| *armed != at)
+                {
+                    timer = Some((at, Box::pin(self.runtime.sleep_until(at))));
+                }
+                let sleep = match deadline {
+                    Some(_) => timer.as_mut().map(|(_, sleep)| sleep.as_mut()),
+                    None => None,
+                };
+                self.wait(events, client, read_client, sleep).await
             };
+            if matches!(wake, Wake::Timer) {
+                timer = None;
+            }
             // 2. Feed it.
             let now = self.clock.now();
             match wake {
@@ -411,15 +426,15 @@ impl<Rt: Runtime> Driver<Rt> {
     }
 
     /// Waits for the first of: an event, the client's next input (if `read_client`), the
-    /// timer. The sources are polled in random order, so a busy one cannot starve the others.
+    /// timer (`sleep`, if a deadline is armed). The sources are polled in random order, so a
+    /// busy one cannot starve the others.
     async fn wait(
         &self,
         events: &Receiver<Event>,
         client: &Receiver<ClientInput>,
         read_client: bool,
-        deadline: Option<std::time::Instant>,
+        sleep: Option<std::pin::Pin<&mut impl Future<Output = ()>>>,
     ) -> Wake {
-        let runtime = &self.runtime;
         let event = async {
             match events.recv().await {
                 Ok(event) => Wake::Event(event),
@@ -434,8 +449,8 @@ impl<Rt: Runtime> Driver<Rt> {
             Wake::Client(client.recv().await.unwrap_or(ClientInput::Eof))
         };
         let timer = async {
-            match deadline {
-                Some(deadline) => runtime.sleep_until(deadline).await,
+            match sleep {
+                Some(sleep) => sleep.await,
                 None => futures_lite::future::pending().await,
             }
             Wake::Timer
@@ -708,8 +723,10 @@ mod tests {
             self.0.spawn(future)
         }
 
-        async fn sleep_until(&self, deadline: std::time::Instant) {
-            async_io::Timer::at(deadline).await;
+        fn sleep_until(&self, deadline: std::time::Instant) -> impl Future<Output = ()> + use<> {
+            async move {
+                async_io::Timer::at(deadline).await;
+            }
         }
 
         fn block_on<T>(&self, future: impl Future<Output = T>) -> T {

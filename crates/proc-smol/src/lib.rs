@@ -72,8 +72,10 @@ impl Runtime for Smol {
         self.0.spawn(future)
     }
 
-    async fn sleep_until(&self, deadline: std::time::Instant) {
-        Timer::at(deadline).await;
+    fn sleep_until(&self, deadline: std::time::Instant) -> impl Future<Output = ()> + use<> {
+        async move {
+            Timer::at(deadline).await;
+        }
     }
 
     fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
