@@ -3,11 +3,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Annotations, Spec, no_config_defaults};
+use super::{Annotations, Spec, TaskSummary, no_config_defaults};
 use crate::server::render;
-use crate::server::{Pending, Reply, Server, ToolError, millis};
-use crate::task::{State, Task};
-use crate::time::{self, Now};
+use crate::server::{Pending, Reply, Server, ToolError};
+use crate::task::Task;
+use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "List tasks",
@@ -45,42 +45,7 @@ enum Filter {
 /// The `list` result: `{tasks: [...]}`, oldest first.
 #[derive(Serialize, JsonSchema)]
 pub(super) struct Structured<'a> {
-    tasks: Vec<Entry<'a>>,
-}
-
-/// One task in `list`: fields that do not apply (no name, not started, not ended) are left out.
-#[derive(Serialize, JsonSchema)]
-struct Entry<'a> {
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<u32>,
-    state: State,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    signal: Option<String>,
-    command: &'a str,
-    #[schemars(extend("format" = "date-time"))]
-    started_at: String,
-    runtime_ms: u64,
-}
-
-impl<'a> Entry<'a> {
-    fn of(t: &'a Task, now: Now) -> Self {
-        Self {
-            id: &t.id,
-            name: t.name.as_deref(),
-            pid: t.pid(),
-            state: t.state(),
-            exit_code: t.exit_code(),
-            signal: t.exit_signal().map(crate::Signal::name),
-            command: &t.command.command,
-            started_at: time::rfc3339(t.started().unix_ms),
-            runtime_ms: millis(t.runtime(now)),
-        }
-    }
+    tasks: Vec<TaskSummary<'a>>,
 }
 
 pub(super) fn call(
@@ -101,7 +66,7 @@ pub(super) fn call(
         .collect();
     let text = list_text(&tasks, now);
     let structured = Structured {
-        tasks: tasks.iter().map(|t| Entry::of(t, now)).collect(),
+        tasks: tasks.iter().map(|t| TaskSummary::of(t, now)).collect(),
     };
     Ok(Reply::Tool(Server::tool_result(request, &structured, text)))
 }

@@ -448,16 +448,13 @@ impl<'a> From<&'a Line> for LineOut<'a> {
     }
 }
 
-/// Everything about one task: the body of `status` and `stop`.
+/// What `list` shows of a task, and the first fields of `status` and `stop`: fields that do
+/// not apply (no name, not started, not ended) are left out.
 #[derive(Serialize, JsonSchema)]
-struct TaskFields<'a> {
+struct TaskSummary<'a> {
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
-    command: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    args: Option<&'a [String]>,
-    cwd: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<u32>,
     state: State,
@@ -465,17 +462,44 @@ struct TaskFields<'a> {
     exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     signal: Option<String>,
+    command: &'a str,
+    #[schemars(extend("format" = "date-time"))]
+    started_at: String,
+    runtime_ms: u64,
+}
+
+impl<'a> TaskSummary<'a> {
+    fn of(t: &'a Task, now: Now) -> Self {
+        Self {
+            id: &t.id,
+            name: t.name.as_deref(),
+            pid: t.pid(),
+            state: t.state(),
+            exit_code: t.exit_code(),
+            signal: t.exit_signal().map(crate::Signal::name),
+            command: &t.command.command,
+            started_at: time::rfc3339(t.started().unix_ms),
+            runtime_ms: super::millis(t.runtime(now)),
+        }
+    }
+}
+
+/// Everything about one task: the body of `status` and `stop`.
+#[derive(Serialize, JsonSchema)]
+struct TaskFields<'a> {
+    #[serde(flatten)]
+    summary: TaskSummary<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<&'a [String]>,
+    cwd: &'a str,
     /// A stop (or server shutdown) ended it.
     stopped: bool,
     /// Processes it started that left its process group (daemons); stopped with it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     escaped: Vec<EscapedOut<'a>>,
-    #[schemars(extend("format" = "date-time"))]
-    started_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     ended_at: Option<String>,
-    runtime_ms: u64,
     restarts: u32,
     output: OutputCounters,
 }
@@ -483,15 +507,9 @@ struct TaskFields<'a> {
 impl<'a> TaskFields<'a> {
     fn of(t: &'a Task, now: Now) -> Self {
         Self {
-            id: &t.id,
-            name: t.name.as_deref(),
-            command: &t.command.command,
+            summary: TaskSummary::of(t, now),
             args: t.command.args.as_deref(),
             cwd: &t.command.cwd,
-            pid: t.pid(),
-            state: t.state(),
-            exit_code: t.exit_code(),
-            signal: t.exit_signal().map(crate::Signal::name),
             stopped: t.stopped(),
             escaped: t
                 .escaped
@@ -502,9 +520,7 @@ impl<'a> TaskFields<'a> {
                     state: e.fate,
                 })
                 .collect(),
-            started_at: time::rfc3339(t.started().unix_ms),
             ended_at: t.ended().map(|e| time::rfc3339(e.unix_ms)),
-            runtime_ms: super::millis(t.runtime(now)),
             restarts: t.restarts(),
             output: OutputCounters {
                 lines: t.log.total_lines(),
