@@ -2,7 +2,9 @@
 //! evictions on demand and reads, and checks its invariants after every step: the budget holds,
 //! the heap stays within the bound of the module docs, cursors only move forward and stay
 //! consistent, `evict_to` evicts down to its cost and counts what it evicted, and reads never
-//! panic and return strictly increasing lines within `max_bytes`.
+//! panic and return strictly increasing lines within `max_bytes`. A twin buffer is fed the same
+//! output one byte at a time, which takes the per-line path where the first takes the bulk one:
+//! the two must agree on every line, cursor and cost (lines do not depend on chunking).
 
 #![no_main]
 
@@ -85,6 +87,7 @@ fuzz_target!(|input: Input| {
     };
     let patterns = &*PATTERNS;
     let mut log = LogBuffer::new(limits);
+    let mut twin = LogBuffer::new(limits);
     let mut pushed = 0u64;
     for op in &input.ops {
         let before = (log.next_cursor(), log.first_retained());
@@ -93,14 +96,19 @@ fuzz_target!(|input: Input| {
                 pushed += bytes.len() as u64;
                 let done = log.push(which.stream(), bytes);
                 assert_eq!(done, before.0..log.next_cursor());
+                for byte in bytes.chunks(1) {
+                    twin.push(which.stream(), byte);
+                }
             }
             Op::Close(which) => {
+                twin.close(which.stream());
                 let done = log.close(which.stream());
                 assert_eq!(done, before.0..log.next_cursor());
                 assert!(done.end - done.start <= 1);
             }
             Op::EvictTo(max_cost) => {
                 let max_cost = usize::from(*max_cost);
+                twin.evict_to(max_cost);
                 let evicted = log.evict_to(max_cost);
                 assert!(log.retained_cost() <= max_cost, "evict_to left too much");
                 assert_eq!(log.first_retained(), before.1 + evicted, "evicted count");
@@ -166,6 +174,26 @@ fuzz_target!(|input: Input| {
             allocated <= log.retained_cost() + documented_overhead(limits),
             "{allocated} bytes held for a cost of {}",
             log.retained_cost()
+        );
+        assert_eq!(
+            (
+                twin.next_cursor(),
+                twin.first_retained(),
+                twin.retained_cost()
+            ),
+            (next, first, log.retained_cost()),
+            "chunking changed the lines"
+        );
+        let everything = Query {
+            since: Some(0),
+            max_bytes: usize::MAX,
+            raw: true,
+            ..Query::default()
+        };
+        assert_eq!(
+            twin.read(&everything),
+            log.read(&everything),
+            "chunking changed a line"
         );
         assert_eq!(log.dropped_lines(), first);
         assert_eq!(log.total_lines(), next);

@@ -22,24 +22,31 @@
 //!   [`LogBuffer::read`] shows it flagged `partial`, numbered as if it completed next.
 //!
 //! # Memory
-//! The retained complete lines cost their text bytes plus [`INDEX_ENTRY_BYTES`] each (the line
-//! index); that cost never exceeds [`LogLimits::budget_bytes`]: the oldest lines are evicted to
-//! make room and counted in [`LogBuffer::dropped_lines`]. A line whose cost alone exceeds the
-//! budget is dropped as soon as it completes (with every older line, so that retained lines stay
-//! contiguous). [`LogBuffer::evict_to`] evicts the same way, on demand, to a lower cost. The two
-//! pending partial lines are *not* part of the budget; each holds at most `max_line_bytes + 1`
-//! bytes between calls (`+ 2` while a push is split), its capacity is at most
+//! The retained complete lines cost the output bytes they took (their text, and the `\n` and
+//! `\r` that ended them) plus [`INDEX_ENTRY_BYTES`] each (the line index); that cost never
+//! exceeds [`LogLimits::budget_bytes`]: the oldest lines are evicted to make room and counted
+//! in [`LogBuffer::dropped_lines`]. A line whose cost alone exceeds the budget is dropped as
+//! soon as it completes (with every older line, so that retained lines stay contiguous).
+//! [`LogBuffer::evict_to`] evicts the same way, on demand, to a lower cost. The two pending
+//! partial lines are *not* part of the budget; each holds at most `max_line_bytes + 1` bytes
+//! between calls (`+ 2` while a push is split), its capacity is at most
 //! `max(max_line_bytes, 1) + 2` bytes, and its allocation is freed by [`LogBuffer::close`].
 //!
-//! The text and the index are each stored in a ring of fixed-size blocks of `B` bytes (an
+//! Lines are stored as they arrived, endings included, back to back, and each index entry
+//! records where its line ends, how (so that a read can drop the ending) and on which stream.
+//! So the complete lines of a chunk are stored by copying the chunk, in one pass that also
+//! finds the `\n`s 16 bytes at a time and writes an entry for each: a line costs no call, no
+//! allocation and no check of its own (see `LogBuffer::store_run`).
+//!
+//! The bytes and the index are each stored in a ring of fixed-size blocks of `B` bytes (an
 //! index block holds `B / INDEX_ENTRY_BYTES` entries), where `B` is `budget_bytes / 8` rounded
 //! down to a power of two, but at least 64 bytes and at most 16 KiB (so 16 KiB for every budget
 //! from 128 KiB on, the default's included). A block is allocated when the first byte (or entry)
 //! is written into it and freed as soon as eviction passes its last one; each ring keeps at
 //! most one freed block as a spare for its next allocation. A ring's first block starts at 256
 //! bytes and doubles as it fills, and each later block starts as long as the one before, so a
-//! task that prints a few lines holds about a kilobyte while a flood gets whole blocks. Nothing is allocated until output
-//! arrives. Hence the heap a buffer holds, [`LogBuffer::allocated_bytes`], is always at most
+//! task that prints a few lines holds about a kilobyte while a flood gets whole blocks. Nothing
+//! is allocated until output arrives. Hence the heap a buffer holds, [`LogBuffer::allocated_bytes`], is always at most
 //!
 //! ```text
 //! retained_cost() + C_stdout + C_stderr + 2 × (3 × B + P × (⌈budget_bytes / B⌉ + 2))
@@ -56,6 +63,8 @@
 use core::ops::Range;
 use std::borrow::Cow;
 use std::collections::VecDeque;
+
+use wide::u8x16;
 
 use crate::process::Stream;
 
@@ -76,8 +85,8 @@ pub const INDEX_ENTRY_BYTES: usize = size_of::<IndexEntry>();
 /// The two bounds of one buffer. Both in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogLimits {
-    /// Most bytes the retained complete lines may cost: their text plus
-    /// [`INDEX_ENTRY_BYTES`] per line. Older lines are evicted to stay within it.
+    /// Most bytes the retained complete lines may cost: the output bytes they took (line
+    /// endings included) plus [`INDEX_ENTRY_BYTES`] per line. Older lines are evicted to stay within it.
     /// Should be well above `max_line_bytes`; a line that cannot fit is dropped at once.
     pub budget_bytes: usize,
     /// Longest line stored as one line (not counting the `\n` and a CRLF's `\r`); longer
@@ -100,9 +109,10 @@ impl Default for LogLimits {
 #[derive(Clone, Debug)]
 pub struct LogBuffer {
     limits: LogLimits,
-    /// The texts of the retained complete lines, oldest first, back to back (no separators).
-    /// Positions are offsets in the stream of all text ever stored (evicted included).
-    text: Ring<u8>,
+    /// The bytes of the retained complete lines as they arrived (endings included), oldest
+    /// first, back to back. Positions are offsets in the stream of all bytes ever stored
+    /// (evicted included).
+    bytes: Ring<u8>,
     /// One entry per retained complete line, oldest first; the entry at position
     /// `index.start() + i` is line `first_retained() + i`.
     index: Ring<IndexEntry>,
@@ -114,30 +124,34 @@ pub struct LogBuffer {
     pending: [Vec<u8>; 2],
 }
 
-/// A line-index entry: the offset one past the line's last byte in the stream of all stored
-/// text (the line starts where the previous one ends), with the stream in the low bit.
-/// Packed into 8 bytes because short lines (`seq`) would otherwise cost more in index than text.
+/// A line-index entry: the offset one past the line's last stored byte in the stream of all
+/// stored bytes (the line starts where the previous one ends), whether the line was *ended*
+/// (by a `\n` or by the end of its stream, rather than cut by a split) in bit 1, and the stream
+/// in bit 0. Packed into 8 bytes because short lines (`seq`) would otherwise cost more in index
+/// than in text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct IndexEntry(u64);
 
 impl IndexEntry {
-    fn new(end: u64, stream: Stream) -> Self {
-        let bit = match stream {
+    const ENDED: u64 = 0b10;
+
+    fn new(end: u64, stream: Stream, ended: bool) -> Self {
+        let stream = match stream {
             Stream::Stdout => 0,
             Stream::Stderr => 1,
         };
-        // Offsets stay below 2^63: that is 8 exabytes of output.
-        Self((end << 1) | bit)
+        // Offsets stay below 2^62: that is 4 exabytes of output.
+        Self((end << 2) | if ended { Self::ENDED } else { 0 } | stream)
     }
 
-    /// The entry of a line of the same stream that ends `bytes` further.
-    #[inline]
+    /// The entry of a line of the same stream and kind that ends `bytes` further.
+    #[inline(always)]
     fn moved_by(self, bytes: usize) -> Self {
-        Self(self.0 + ((bytes as u64) << 1))
+        Self(self.0 + ((bytes as u64) << 2))
     }
 
     fn end(self) -> u64 {
-        self.0 >> 1
+        self.0 >> 2
     }
 
     fn stream(self) -> Stream {
@@ -146,6 +160,18 @@ impl IndexEntry {
         } else {
             Stream::Stderr
         }
+    }
+
+    /// How many of a line's stored bytes are text: an ended line loses its `\n` and one `\r`
+    /// before it (CRLF); a line cut by a split is all text.
+    #[inline]
+    fn text_len(self, stored: &[u8]) -> usize {
+        let mut len = stored.len();
+        if self.0 & Self::ENDED != 0 {
+            len -= usize::from(stored.last() == Some(&b'\n'));
+            len -= usize::from(len > 0 && stored.get(len - 1) == Some(&b'\r'));
+        }
+        len
     }
 }
 
@@ -242,7 +268,7 @@ impl LogBuffer {
         let max_blocks = max_blocks(limits.budget_bytes);
         Self {
             limits,
-            text: Ring::new(block.trailing_zeros(), max_blocks),
+            bytes: Ring::new(block.trailing_zeros(), max_blocks),
             index: Ring::new((block / INDEX_ENTRY_BYTES).trailing_zeros(), max_blocks),
             next_cursor: 0,
             total_bytes: 0,
@@ -269,18 +295,16 @@ impl LogBuffer {
                 return first..self.next_cursor;
             };
             let (line, after) = rest.split_at(i);
-            self.finish_line(stream, line);
+            self.finish_pending(stream, line);
             rest = after.get(1..).unwrap_or_default();
         }
-        // The other lines lie whole in `rest`: store them straight from it.
-        let mut newlines = Newlines::new(rest);
-        let mut start = 0;
-        while let Some(newline) = self.store_fast(stream, rest, &mut start, &mut newlines) {
-            let line = rest.get(start..newline).unwrap_or_default();
-            self.emit_split(stream, strip_cr(line));
-            start = newline + 1;
+        // The other complete lines lie whole in `rest`: store them straight from it.
+        if let Some(last) = memchr::memrchr(b'\n', rest) {
+            let (lines, after) = rest.split_at(last + 1);
+            self.store_lines(stream, lines);
+            rest = after;
         }
-        self.extend_pending(stream, rest.get(start..).unwrap_or_default());
+        self.extend_pending(stream, rest);
         self.enforce_budget();
         first..self.next_cursor
     }
@@ -292,7 +316,7 @@ impl LogBuffer {
         let first = self.next_cursor;
         let pending = core::mem::take(&mut self.pending[slot(stream)]);
         if !pending.is_empty() {
-            self.emit_split(stream, strip_cr(&pending));
+            self.emit_split(stream, &pending, false);
         }
         self.enforce_budget();
         first..self.next_cursor
@@ -325,32 +349,32 @@ impl LogBuffer {
         self.first_retained()
     }
 
-    /// Bytes counted against the budget now: retained text plus [`INDEX_ENTRY_BYTES`] per
-    /// retained line. Never above [`LogLimits::budget_bytes`].
+    /// Bytes counted against the budget now: the retained lines' output bytes (line endings
+    /// included) plus [`INDEX_ENTRY_BYTES`] per retained line. Never above
+    /// [`LogLimits::budget_bytes`].
     pub fn retained_cost(&self) -> usize {
-        self.text.len() + INDEX_ENTRY_BYTES * self.index.len()
+        self.bytes.len() + INDEX_ENTRY_BYTES * self.index.len()
     }
 
-    /// Heap bytes this buffer holds now: its text and index blocks (spares included), their
+    /// Heap bytes this buffer holds now: its byte and index blocks (spares included), their
     /// block tables, and the capacities of the pending partial lines. Not the `LogBuffer` value
     /// itself. At most `retained_cost()` plus the pending capacities plus a constant set by the
     /// limits (see the [module docs](self#memory)).
     pub fn allocated_bytes(&self) -> usize {
-        self.text.allocated_bytes()
+        self.bytes.allocated_bytes()
             + self.index.allocated_bytes()
             + self.pending.iter().map(Vec::capacity).sum::<usize>()
     }
 
     /// Evicts the oldest complete lines until [`retained_cost`](Self::retained_cost) is at most
-    /// `max_cost` bytes (same units: text plus [`INDEX_ENTRY_BYTES`] per line), as the budget
-    /// does: they count in [`dropped_lines`](Self::dropped_lines), and the retained lines stay
+    /// `max_cost` bytes (same units as the budget), as the budget does: they count in [`dropped_lines`](Self::dropped_lines), and the retained lines stay
     /// the newest ones. Returns how many lines it evicted (0 when the cost was already within
     /// `max_cost`). Also frees what is kept for reuse: spare blocks, and the capacity of the
     /// pending partial lines beyond their length (their bytes stay). The budget is unchanged:
     /// later output may fill the buffer up to it again.
     pub fn evict_to(&mut self, max_cost: usize) -> u64 {
         let evicted = self.evict(self.retained_cost().saturating_sub(max_cost));
-        self.text.trim();
+        self.bytes.trim();
         self.index.trim();
         for pending in &mut self.pending {
             pending.shrink_to_fit();
@@ -429,18 +453,14 @@ impl LogBuffer {
 
     // ---- ingest ----
 
-    /// Ends the current line of `stream` with `tail` (the bytes before a `\n`).
-    fn finish_line(&mut self, stream: Stream, tail: &[u8]) {
-        if self.pending[slot(stream)].is_empty() {
-            // Fast path: the whole line is in this chunk; store it straight from there.
-            self.emit_split(stream, strip_cr(tail));
-        } else {
-            self.extend_pending(stream, tail);
-            let pending = core::mem::take(&mut self.pending[slot(stream)]);
-            self.emit_split(stream, strip_cr(&pending));
-            // Keep the allocation for the next partial line.
-            self.pending[slot(stream)] = reuse(pending);
-        }
+    /// Ends the pending partial line of `stream` (not empty) with `tail`, the bytes before a
+    /// `\n`.
+    fn finish_pending(&mut self, stream: Stream, tail: &[u8]) {
+        self.extend_pending(stream, tail);
+        let pending = core::mem::take(&mut self.pending[slot(stream)]);
+        self.emit_split(stream, &pending, true);
+        // Keep the allocation for the next partial line.
+        self.pending[slot(stream)] = reuse(pending);
     }
 
     /// Appends bytes without `\n` to the pending partial line of `stream`, completing every
@@ -453,7 +473,7 @@ impl LogBuffer {
             if pending.is_empty() {
                 while must_split(data, max) {
                     let (line, rest) = data.split_at(split_point(data, max));
-                    self.emit(stream, line);
+                    self.emit(stream, line, Ending::Split);
                     data = rest;
                 }
                 reserve_vec_capped(&mut pending, data.len(), cap);
@@ -471,142 +491,148 @@ impl LogBuffer {
                 break;
             }
             let at = split_point(&pending, max);
-            self.emit(stream, pending.get(..at).unwrap_or_default());
+            self.emit(stream, pending.get(..at).unwrap_or_default(), Ending::Split);
             pending.drain(..at);
         }
         self.pending[slot(stream)] = pending;
     }
 
-    /// Stores one complete line, split if it is longer than `max_line_bytes`.
-    fn emit_split(&mut self, stream: Stream, mut line: &[u8]) {
+    /// Stores one complete line: `line` is its bytes before the `\n` (`newline`) or before the
+    /// end of the stream; split into pieces of at most `max_line_bytes` of text if longer.
+    fn emit_split(&mut self, stream: Stream, mut line: &[u8], newline: bool) {
         let max = self.max_line();
-        while line.len() > max {
-            let (head, rest) = line.split_at(split_point(line, max));
-            self.emit(stream, head);
-            line = rest;
+        let mut text = strip_cr(line).len();
+        while text > max {
+            let at = split_point(line.get(..text).unwrap_or_default(), max);
+            let (head, rest) = line.split_at(at);
+            self.emit(stream, head, Ending::Split);
+            (line, text) = (rest, text - at);
         }
-        self.emit(stream, line);
-    }
-
-    /// Stores the complete lines of `bytes` from `*start` on, whose ends `newlines` yields
-    /// (`stream` has no pending partial line, and `bytes[*start - 1]` is a `\n` unless `*start`
-    /// is 0), as [`emit_split`](Self::emit_split) would, for as long as each needs no split, no
-    /// eviction and no new block: their text is copied into the room left in the newest text
-    /// block and their entries written into the newest index block, with no per-line call.
-    /// Returns the end (the `\n`) of the first line it leaves to `emit_split`, with `*start` at
-    /// that line's first byte; `None` when no `\n` is left, with `*start` after the last one.
-    #[inline]
-    fn store_fast(
-        &mut self,
-        stream: Stream,
-        bytes: &[u8],
-        start: &mut usize,
-        newlines: &mut Newlines,
-    ) -> Option<usize> {
-        // A copy in locals, so that it stays in registers.
-        let mut scan = *newlines;
-        let budget = self.limits.budget_bytes;
-        if budget < INDEX_ENTRY_BYTES {
-            // Every line is dropped at once; `emit` does that.
-            let left = scan.next(bytes);
-            *newlines = scan;
-            return left;
-        }
-        let max_len = self.max_line().min(budget - INDEX_ENTRY_BYTES);
-        // `emit` evicts once the cost would pass the budget by more than a block.
-        let mut allowance = budget
-            .saturating_add(self.text.block_len())
-            .saturating_sub(self.retained_cost());
-        let entry = IndexEntry::new(self.text.end(), stream);
-        let text = self.text.newest_room().unwrap_or_default();
-        let index = self.index.newest_room().unwrap_or_default();
-        let slots_len = index.len();
-        let mut slots = index.iter_mut();
-        let short_max = max_len.min(16);
-        let (mut written, mut pos) = (0, *start);
-        let left = 'lines: loop {
-            let Some(mut newline) = scan.next(bytes) else {
-                break None;
-            };
-            let mut len = newline - pos - usize::from(ends_in_cr(bytes, newline));
-            if len <= short_max {
-                // A run of short lines, each copied as 16 bytes: no line in it can need a split,
-                // an eviction, a new block or more index slots, so those are checked once.
-                let run = (slots.len())
-                    .min((text.len() - written) / 16)
-                    .min(allowance / (16 + INDEX_ENTRY_BYTES));
-                let (written_before, slots_before) = (written, slots.len());
-                for _ in 0..run {
-                    let (Some(dst), Some(src)) = (
-                        text.get_mut(written..).and_then(<[u8]>::first_chunk_mut),
-                        bytes.get(pos..).and_then(<[u8]>::first_chunk),
-                    ) else {
-                        break;
-                    };
-                    let Some(slot) = slots.next() else {
-                        break;
-                    };
-                    copy_16(dst, src);
-                    written += len;
-                    *slot = entry.moved_by(written);
-                    pos = newline + 1;
-                    let Some(next) = scan.next(bytes) else {
-                        break 'lines None;
-                    };
-                    newline = next;
-                    len = newline - pos - usize::from(ends_in_cr(bytes, newline));
-                    if len > short_max {
-                        break;
-                    }
-                }
-                allowance -=
-                    written - written_before + INDEX_ENTRY_BYTES * (slots_before - slots.len());
-            }
-            // One line of any length.
-            let cost = len + INDEX_ENTRY_BYTES;
-            if len > max_len || cost > allowance || len > text.len() - written {
-                break Some(newline);
-            }
-            let Some(slot) = slots.next() else {
-                break Some(newline);
-            };
-            copy_line(&mut text[written..], &bytes[pos..], len);
-            written += len;
-            *slot = entry.moved_by(written);
-            allowance -= cost;
-            pos = newline + 1;
+        let ending = if newline {
+            Ending::Newline
+        } else {
+            Ending::Eof
         };
-        let entries = slots_len - slots.len();
-        self.text.commit(written);
-        self.index.commit(entries);
-        self.next_cursor += entries as u64;
-        *start = pos;
-        *newlines = scan;
-        left
+        self.emit(stream, line, ending);
     }
 
-    /// Numbers and stores one complete line of at most `max_line_bytes`.
+    /// Stores `lines` (each ended by a `\n`, the last byte included; `stream` has no pending
+    /// partial line), as [`emit_split`](Self::emit_split) would one by one: in runs of
+    /// [`store_run`](Self::store_run), and one line through `emit_split` where a run cannot
+    /// take it.
+    fn store_lines(&mut self, stream: Stream, lines: &[u8]) {
+        let mut rest = lines;
+        while !rest.is_empty() {
+            let stored = self.store_run(stream, rest);
+            let next = match stored {
+                0 => {
+                    let newline = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+                    let (line, _) = rest.split_at(newline);
+                    self.emit_split(stream, line, true);
+                    newline + 1
+                }
+                stored => stored,
+            };
+            rest = rest.get(next..).unwrap_or_default();
+        }
+    }
+
+    /// Stores the longest run of whole lines from the start of `lines` (as in
+    /// [`store_lines`](Self::store_lines)) that needs no split, no eviction within it and no
+    /// new block: one pass copies the bytes into the room left in the newest byte block while
+    /// it finds the `\n`s, and an index entry is written per `\n`, with no per-line call or
+    /// check. Returns the bytes stored; 0 when the first line cannot be stored this way.
+    ///
+    /// A line of the run is at most `len` bytes long, with `len` within the line limit, the
+    /// budget less one entry, and what the budget allows now: so no line in it needs a split,
+    /// every line fits the budget, and the first line fits what is allowed. The run is then
+    /// cut to the most lines whose cost is allowed (see [`emit`](Self::emit)).
+    fn store_run(&mut self, stream: Stream, lines: &[u8]) -> usize {
+        let budget = self.limits.budget_bytes;
+        let room = self.bytes.writable().len();
+        // The run stores at most `room` bytes of `lines`, and those will be stored whatever
+        // happens next: the lines still over the budget with them (their entries not counted)
+        // are evicted by the end of the call in any case, so evict them now, once for the run.
+        // That frees at most about the block the run fills, which the next run reuses.
+        let incoming = lines.len().min(room);
+        let excess = (self.retained_cost().saturating_add(incoming)).saturating_sub(budget);
+        if excess > 0 {
+            self.evict(excess);
+        }
+        let allowed = budget
+            .saturating_add(self.bytes.block_len())
+            .saturating_sub(self.retained_cost());
+        let len = incoming
+            .min(self.max_line())
+            .min(allowed.min(budget).saturating_sub(INDEX_ENTRY_BYTES));
+        if len == 0 {
+            return 0;
+        }
+        let start = self.bytes.end();
+        let text = self.bytes.writable();
+        let index = self.index.writable();
+        let (src, dst) = (lines.get(..len).unwrap_or_default(), text);
+        let found = copy_and_index(src, dst, index, IndexEntry::new(start, stream, true));
+        let found = index.get(..found).unwrap_or_default();
+        // The cost of the first `j` lines grows with `j`: keep the most that are allowed.
+        let cost = |j: usize, entry: &IndexEntry| {
+            (entry.end() - start) as usize + INDEX_ENTRY_BYTES * (j + 1)
+        };
+        let (mut lo, mut hi) = (0, found.len());
+        if found
+            .last()
+            .is_some_and(|last| cost(found.len() - 1, last) <= allowed)
+        {
+            lo = found.len();
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match found.get(mid) {
+                Some(entry) if cost(mid, entry) <= allowed => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        let lines = lo;
+        let Some(last) = lines.checked_sub(1).and_then(|j| found.get(j)) else {
+            return 0;
+        };
+        let stored = (last.end() - start) as usize;
+        self.bytes.commit(stored);
+        self.index.commit(lines);
+        self.next_cursor += lines as u64;
+        stored
+    }
+
+    /// Numbers and stores one complete line, `bytes` of text (at most `max_line_bytes`, plus a
+    /// `\r` before an ending) followed by its ending.
     ///
     /// Evicts in batches: while a call runs, the retained cost may exceed the budget by up to
     /// one block, and [`enforce_budget`](Self::enforce_budget) evicts the excess before the
     /// call returns. Since the retained lines are always the longest run of newest lines that
     /// fits, this retains the same lines as evicting for every line, for less work per line.
-    fn emit(&mut self, stream: Stream, line: &[u8]) {
+    fn emit(&mut self, stream: Stream, bytes: &[u8], ending: Ending) {
         self.next_cursor += 1;
         let budget = self.limits.budget_bytes;
-        let cost = line.len().saturating_add(INDEX_ENTRY_BYTES);
+        let newline = matches!(ending, Ending::Newline);
+        let stored = bytes.len() + usize::from(newline);
+        let cost = stored.saturating_add(INDEX_ENTRY_BYTES);
         if cost > budget {
             // It can never fit: drop it, and everything older so retained lines stay contiguous.
-            self.text.clear();
+            self.bytes.clear();
             self.index.clear();
             return;
         }
         let after = self.retained_cost().saturating_add(cost);
-        if after > budget.saturating_add(self.text.block_len()) {
+        if after > budget.saturating_add(self.bytes.block_len()) {
             self.evict(after - budget);
         }
-        self.text.extend_from_slice(line);
-        self.index.push(IndexEntry::new(self.text.end(), stream));
+        self.bytes.extend_from_slice(bytes);
+        if newline {
+            self.bytes.push(b'\n');
+        }
+        let ended = !matches!(ending, Ending::Split);
+        self.index
+            .push(IndexEntry::new(self.bytes.end(), stream, ended));
     }
 
     /// Evicts the lines over the budget (see [`emit`](Self::emit)).
@@ -623,7 +649,7 @@ impl LogBuffer {
     /// they cost less); returns how many.
     fn evict(&mut self, mut excess: usize) -> u64 {
         let mut pos = self.index.start();
-        let mut end = self.text.start();
+        let mut end = self.bytes.start();
         while excess > 0 {
             let run = self.index.run_from(pos);
             let Some(last) = run.last() else {
@@ -656,7 +682,7 @@ impl LogBuffer {
         }
         let lines = pos - self.index.start();
         self.index.advance_to(pos);
-        self.text.advance_to(end);
+        self.bytes.advance_to(end);
         lines
     }
 
@@ -666,17 +692,24 @@ impl LogBuffer {
 
     // ---- read ----
 
-    /// Stream and raw bytes of retained complete line `n`; borrowed unless it spans blocks.
+    /// Stream and text bytes of retained complete line `n`; borrowed unless it spans blocks.
     fn complete(&self, n: u64) -> Option<(Stream, Cow<'_, [u8]>)> {
         let i = n.checked_sub(self.first_retained())?;
         let pos = self.index.start().checked_add(i)?;
         // The line starts where the previous one ends, usually in the same index block.
         let (start, entry) = match i.checked_sub(1).map(|_| self.index.run_from(pos - 1)) {
-            None => (self.text.start(), self.index.get(pos)?),
+            None => (self.bytes.start(), self.index.get(pos)?),
             Some([previous, entry, ..]) => (previous.end(), *entry),
             Some(_) => (self.index.get(pos - 1)?.end(), self.index.get(pos)?),
         };
-        Some((entry.stream(), self.text.slice(start..entry.end())?))
+        let text = match self.bytes.slice(start..entry.end())? {
+            Cow::Borrowed(stored) => Cow::Borrowed(stored.get(..entry.text_len(stored))?),
+            Cow::Owned(mut stored) => {
+                stored.truncate(entry.text_len(&stored));
+                Cow::Owned(stored)
+            }
+        };
+        Some((entry.stream(), text))
     }
 
     /// The pending partial lines as read candidates: stdout's first, numbered from
@@ -838,12 +871,13 @@ fn render_cow(bytes: &[u8], raw: bool) -> Cow<'_, str> {
         return String::from_utf8_lossy(bytes);
     }
     let bytes = after_last_cr(bytes);
-    if bytes
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    // Printable ASCII (the common case) has nothing to decode or strip. The check visits every
+    // byte without stopping early, which lets the compiler compare many bytes at once.
+    let printable = |ok, &b: &u8| ok & (b == b'\t' || (0x20..0x7f).contains(&b));
+    if bytes.iter().fold(true, printable)
+        && let Ok(text) = core::str::from_utf8(bytes)
     {
-        // Printable ASCII: nothing to decode or strip.
-        return String::from_utf8_lossy(bytes);
+        return Cow::Borrowed(text);
     }
     let decoded = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(decoded.len());
@@ -889,106 +923,81 @@ fn must_split(buf: &[u8], max: usize) -> bool {
     buf.len() > max && !(buf.len() == max + 1 && buf.last() == Some(&b'\r'))
 }
 
-/// Where a search for the `\n`s of a byte string is: the ones among the 8 bytes at `base` not
-/// returned yet. [`Newlines::next`] returns their positions in increasing order.
+/// How a stored line ends, which says what of its stored bytes is text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// A `\n`, stored after the text (with the `\r` of a CRLF before it).
+    Newline,
+    /// The end of the stream (a `\r` of a CRLF cut short is stored, not text).
+    Eof,
+    /// A split of a longer line: every stored byte is text.
+    Split,
+}
+
+/// Copies `src` to the start of `dst` (which must be at least as long) and, for each `\n` in
+/// it, writes to the next slot of `ends` the entry `first` moved to just past that `\n`, until
+/// `ends` is full. Returns how many entries it wrote. The bytes of `dst` past the last of them
+/// may hold copied bytes too; they are free slots, written over later.
 ///
-/// Looks at 8 bytes at a time in a register and returns every `\n` among them from there, so
-/// that short lines (`seq`, `yes`) cost a few instructions each; when 8 bytes hold none, hands
-/// the rest of the line to `memchr`, whose per-call setup costs more than a short line but which
-/// is faster on a long one. It holds no reference (pass the same bytes to every call), so that
-/// a copy of it can live in registers.
-#[derive(Clone, Copy, Debug)]
-struct Newlines {
-    /// Position of the first of the 8 bytes.
-    base: usize,
-    /// Bit `8 × i + 7` set for each `\n` at `base + i` not returned yet.
-    mask: u64,
-}
-
-impl Newlines {
-    fn new(bytes: &[u8]) -> Self {
-        Self {
-            base: 0,
-            mask: mask_at(bytes, 0),
-        }
-    }
-
-    /// Position of the next `\n` in `bytes`; `None` when none is left.
-    #[inline(always)]
-    fn next(&mut self, bytes: &[u8]) -> Option<usize> {
-        if self.mask == 0 {
-            self.refill(bytes)?;
-        }
-        let i = self.base + (self.mask.trailing_zeros() / 8) as usize;
-        self.mask &= self.mask - 1;
-        Some(i)
-    }
-
-    /// Moves to the next 8 bytes that hold a `\n`; `None` when none is left.
-    #[inline]
-    fn refill(&mut self, bytes: &[u8]) -> Option<()> {
-        let mut from = self.base + 8;
-        if let Some(word) = bytes.get(from..).and_then(<[u8]>::first_chunk) {
-            let mask = newline_mask(*word);
-            if mask != 0 {
-                (self.base, self.mask) = (from, mask);
-                return Some(());
-            }
-            from += 8;
-        }
-        let newline = from + memchr::memchr(b'\n', bytes.get(from..)?)?;
-        (self.base, self.mask) = (newline, mask_at(bytes, newline));
-        Some(())
-    }
-}
-
-/// [`newline_mask`] of the 8 bytes of `bytes` at `at`, those past its end counting as no `\n`.
-fn mask_at(bytes: &[u8], at: usize) -> u64 {
-    let rest = bytes.get(at..).unwrap_or_default();
-    match rest.first_chunk() {
-        Some(word) => newline_mask(*word),
-        None => {
-            let mut word = [0; 8];
-            if let Some(head) = word.get_mut(..rest.len()) {
-                head.copy_from_slice(rest);
-            }
-            newline_mask(word)
-        }
-    }
-}
-
-/// Bit `8 × i + 7` set where `word[i]` is a `\n`, and no other bit. Exact: the additions stay
-/// within each byte, so there are no false positives from borrows.
+/// One pass, 64 bytes at a time: a group is copied in registers and its `\n`s found by
+/// comparing 16 bytes at once ([`newline_bits`]), so a short line costs an entry and a few
+/// instructions, and a long one the copy of its bytes.
 #[inline]
-fn newline_mask(word: [u8; 8]) -> u64 {
-    const LOWS: u64 = u64::from_ne_bytes([0x7f; 8]);
-    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    // A byte of `x` is 0 exactly where `word` has a `\n`.
-    let x = u64::from_le_bytes(word) ^ NEWLINES;
-    // Bit 7 of a byte of `(x & LOWS) + LOWS` is set iff its low 7 bits are not all 0.
-    !(((x & LOWS) + LOWS) | x | LOWS)
-}
-
-/// Copies `src[..len]` to the start of `dst` (`len` at most the length of both). A line of at
-/// most 16 bytes is copied as 16 bytes in one register when both have them, which is cheaper
-/// than a copy of variable length (a call): the bytes past `len` in `dst` must be free slots
-/// (later written over), not data. Longer lines are copied by length.
-#[inline(always)]
-fn copy_line(dst: &mut [u8], src: &[u8], len: usize) {
-    if len <= 16
-        && let (Some(dst), Some(src)) = (dst.first_chunk_mut(), src.first_chunk())
-    {
-        copy_16(dst, src);
-    } else if let (Some(dst), Some(src)) = (dst.get_mut(..len), src.get(..len)) {
-        dst.copy_from_slice(src);
+fn copy_and_index(src: &[u8], dst: &mut [u8], ends: &mut [IndexEntry], first: IndexEntry) -> usize {
+    let Some(dst) = dst.get_mut(..src.len()) else {
+        return 0;
+    };
+    let (groups, src_tail) = src.as_chunks::<64>();
+    let (dst_groups, dst_tail) = dst.as_chunks_mut::<64>();
+    let mut found = 0;
+    let mut at = first.moved_by(1);
+    for (to, from) in dst_groups.iter_mut().zip(groups) {
+        *to = *from;
+        found = index_newlines(newline_bits(from), at, ends, found);
+        if found == ends.len() {
+            return found;
+        }
+        at = at.moved_by(64);
     }
+    dst_tail.copy_from_slice(src_tail);
+    let mut last = [0; 64];
+    if let Some(head) = last.get_mut(..src_tail.len()) {
+        head.copy_from_slice(src_tail);
+    }
+    index_newlines(newline_bits(&last), at, ends, found)
 }
 
-/// Copies 16 bytes through a register (as one `u128`, so that the compiler does not merge it
-/// with the copy of variable length into one call).
+/// Writes `at` moved by the position of each set bit of `bits`, lowest first, to `ends` from
+/// slot `found` on, while there are slots; returns the next free slot.
 #[inline(always)]
-fn copy_16(dst: &mut [u8; 16], src: &[u8; 16]) {
-    *dst = u128::from_ne_bytes(*src).to_ne_bytes();
+fn index_newlines(
+    mut bits: u64,
+    at: IndexEntry,
+    ends: &mut [IndexEntry],
+    mut found: usize,
+) -> usize {
+    while bits != 0 {
+        let Some(slot) = ends.get_mut(found) else {
+            break;
+        };
+        *slot = at.moved_by(bits.trailing_zeros() as usize);
+        found += 1;
+        bits &= bits - 1;
+    }
+    found
+}
+
+/// Bit `i` set where `group[i]` is a `\n`, and no other bit. Compares 16 bytes at a time with
+/// `wide`'s portable vectors (SSE2 on x86-64, NEON on AArch64, simd128 on WebAssembly when it is
+/// enabled, plain code elsewhere).
+#[inline(always)]
+fn newline_bits(group: &[u8; 64]) -> u64 {
+    let newline = u8x16::splat(b'\n');
+    let (quarters, _) = group.as_chunks::<16>();
+    quarters.iter().enumerate().fold(0, |bits, (i, quarter)| {
+        let mask = u8x16::new(*quarter).simd_eq(newline).to_bitmask();
+        bits | u64::from(mask) << (16 * i)
+    })
 }
 
 fn is_continuation(b: u8) -> bool {
@@ -1004,14 +1013,6 @@ fn utf8_width(b: u8) -> usize {
         0xf0..=0xf4 => 4,
         _ => 0,
     }
-}
-
-/// Whether the `\n` at `newline` ends a CRLF line: the byte before it is a `\r`. (When the
-/// line is empty, that byte is the `\n` of the line before, or there is none.)
-#[inline(always)]
-fn ends_in_cr(bytes: &[u8], newline: usize) -> bool {
-    // At 0, the position wraps around to one that `get` refuses.
-    bytes.get(newline.wrapping_sub(1)) == Some(&b'\r')
 }
 
 /// The line without one trailing `\r` (CRLF).
@@ -1460,7 +1461,7 @@ mod tests {
     #[test]
     fn new_buffer_allocates_nothing() {
         let log = LogBuffer::new(LogLimits::default());
-        assert_eq!(log.text.capacity(), 0);
+        assert_eq!(log.bytes.capacity(), 0);
         assert_eq!(log.index.capacity(), 0);
         assert!(log.pending.iter().all(|p| p.capacity() == 0));
         assert_eq!(log.retained_cost(), 0);
@@ -1628,7 +1629,8 @@ mod tests {
     #[test]
     fn counters_count_everything_pushed() {
         let mut log = LogBuffer::new(LogLimits {
-            budget_bytes: 2 * (INDEX_ENTRY_BYTES + 5),
+            // Two lines: a line costs the bytes it took, its CRLF included.
+            budget_bytes: 2 * (INDEX_ENTRY_BYTES + "line\r\n".len()),
             max_line_bytes: 5,
         });
         for _ in 0..10 {
@@ -1645,7 +1647,7 @@ mod tests {
 
     #[test]
     fn oldest_lines_are_evicted_to_stay_within_budget() {
-        let line_cost = 3 + INDEX_ENTRY_BYTES;
+        let line_cost = "100\n".len() + INDEX_ENTRY_BYTES;
         let mut log = LogBuffer::new(LogLimits {
             budget_bytes: 3 * line_cost + 1,
             max_line_bytes: 8,
@@ -1688,7 +1690,7 @@ mod tests {
             log.push(Stdout, format!("line {i}\n").as_bytes());
             assert!(log.retained_cost() <= budget);
         }
-        assert!(log.text.capacity() <= budget, "{}", log.text.capacity());
+        assert!(log.bytes.capacity() <= budget, "{}", log.bytes.capacity());
         assert!(log.index.capacity() * INDEX_ENTRY_BYTES <= budget);
     }
 
@@ -1862,7 +1864,7 @@ mod tests {
     #[test]
     fn skipped_counts_evicted_lines() {
         let mut log = LogBuffer::new(LogLimits {
-            budget_bytes: 3 * (1 + INDEX_ENTRY_BYTES),
+            budget_bytes: 3 * ("a\n".len() + INDEX_ENTRY_BYTES),
             max_line_bytes: 1,
         });
         log.push(Stdout, b"a\nb\nc\nd\ne\n");
@@ -1949,7 +1951,7 @@ mod tests {
     #[test]
     fn line_that_wraps_the_ring_reads_whole() {
         let mut log = LogBuffer::new(LogLimits {
-            budget_bytes: 2 * (10 + INDEX_ENTRY_BYTES),
+            budget_bytes: 2 * ("line 00000\n".len() + INDEX_ENTRY_BYTES),
             max_line_bytes: 10,
         });
         for i in 0..50 {
@@ -2012,7 +2014,7 @@ mod tests {
         assert_eq!(log.allocated_bytes(), pending_capacity(&log));
         log.push(Stdout, b"\n");
         let tables =
-            (log.text.blocks.capacity() + log.index.blocks.capacity()) * size_of::<Box<[u8]>>();
+            (log.bytes.blocks.capacity() + log.index.blocks.capacity()) * size_of::<Box<[u8]>>();
         assert_eq!(log.allocated_bytes(), 64 + 2 * FIRST_BLOCK_BYTES + tables);
     }
 
@@ -2021,11 +2023,11 @@ mod tests {
         let mut log = LogBuffer::new(LogLimits::default());
         let line = [b"x".repeat(99).as_slice(), b"\n"].concat();
         log.push(Stdout, &line);
-        assert_eq!(log.text.capacity(), FIRST_BLOCK_BYTES);
+        assert_eq!(log.bytes.capacity(), FIRST_BLOCK_BYTES);
         log.push(Stdout, &line.repeat(3));
-        assert_eq!(log.text.capacity(), 2 * FIRST_BLOCK_BYTES, "doubled");
+        assert_eq!(log.bytes.capacity(), 2 * FIRST_BLOCK_BYTES, "doubled");
         log.push(Stdout, &line.repeat(200));
-        let lengths: Vec<usize> = log.text.blocks.iter().map(|b| b.len()).collect();
+        let lengths: Vec<usize> = log.bytes.blocks.iter().map(|b| b.len()).collect();
         assert_eq!(
             lengths,
             [16 << 10, 16 << 10],
@@ -2052,7 +2054,7 @@ mod tests {
             "{allocated} for a cost of {}",
             log.retained_cost()
         );
-        assert!(idle_blocks(&log.text) <= 1 && idle_blocks(&log.index) <= 1);
+        assert!(idle_blocks(&log.bytes) <= 1 && idle_blocks(&log.index) <= 1);
     }
 
     #[test]
@@ -2086,16 +2088,16 @@ mod tests {
         let page = log.read(&everything());
         let lengths: Vec<usize> = page.lines.iter().map(|l| l.text.len()).collect();
         assert_eq!(lengths, [40_000, "short".len()], "the lines stay");
-        assert!(log.text.spare.is_none() && log.index.spare.is_none());
-        let tables = (log.text.blocks.len() + log.index.blocks.len()) * size_of::<Box<[u8]>>();
-        let blocks = log.text.capacity() + log.index.capacity() * INDEX_ENTRY_BYTES;
+        assert!(log.bytes.spare.is_none() && log.index.spare.is_none());
+        let tables = (log.bytes.blocks.len() + log.index.blocks.len()) * size_of::<Box<[u8]>>();
+        let blocks = log.bytes.capacity() + log.index.capacity() * INDEX_ENTRY_BYTES;
         assert_eq!(log.allocated_bytes(), blocks + tables + "short".len());
     }
 
     #[test]
     fn evict_to_counts_evicted_lines_as_dropped() {
         let mut log = numbered(10);
-        let line_cost = 1 + INDEX_ENTRY_BYTES;
+        let line_cost = "0\n".len() + INDEX_ENTRY_BYTES;
         assert_eq!(log.evict_to(3 * line_cost + 1), 7);
         assert_eq!((log.dropped_lines(), log.first_retained()), (7, 7));
         assert_eq!(log.retained_cost(), 3 * line_cost);
@@ -2262,10 +2264,11 @@ mod tests {
     }
 
     /// The obvious implementation: every line ever completed, kept forever, built byte by byte.
+    /// A line is its stream, its text and the output bytes it took (its cost less the entry).
     #[derive(Default)]
     struct Model {
         max: usize,
-        lines: Vec<(Stream, Vec<u8>)>,
+        lines: Vec<(Stream, Vec<u8>, usize)>,
         pending: [Vec<u8>; 2],
         total_bytes: u64,
     }
@@ -2284,35 +2287,38 @@ mod tests {
                     self.total_bytes += bytes.len() as u64;
                     for &b in bytes {
                         if b == b'\n' {
-                            self.finish(*stream);
+                            self.finish(*stream, 1);
                             continue;
                         }
                         let pending = &mut self.pending[slot(*stream)];
                         pending.push(b);
                         while must_split(pending, self.max) {
                             let at = split_point(pending, self.max);
-                            let head = pending.drain(..at).collect();
-                            self.lines.push((*stream, head));
+                            let head: Vec<u8> = pending.drain(..at).collect();
+                            self.lines.push((*stream, head.clone(), head.len()));
                         }
                     }
                 }
                 Op::Close(stream) => {
                     if !self.pending[slot(*stream)].is_empty() {
-                        self.finish(*stream);
+                        self.finish(*stream, 0);
                     }
                 }
             }
         }
 
-        fn finish(&mut self, stream: Stream) {
+        /// Ends the pending line of `stream` with `newline` (0 or 1) bytes of line ending.
+        fn finish(&mut self, stream: Stream, newline: usize) {
             let pending = core::mem::take(&mut self.pending[slot(stream)]);
-            self.lines.push((stream, strip_cr(&pending).to_vec()));
+            let stored = pending.len() + newline;
+            self.lines
+                .push((stream, strip_cr(&pending).to_vec(), stored));
         }
 
         fn cost(&self, from: u64) -> usize {
             self.lines[from as usize..]
                 .iter()
-                .map(|(_, l)| l.len() + INDEX_ENTRY_BYTES)
+                .map(|(_, _, stored)| stored + INDEX_ENTRY_BYTES)
                 .sum()
         }
 
@@ -2320,7 +2326,7 @@ mod tests {
         fn visible(&self, first: u64) -> Vec<Line> {
             let complete = self.lines.iter().enumerate().skip(first as usize);
             let mut out: Vec<Line> = complete
-                .map(|(n, (stream, bytes))| Line {
+                .map(|(n, (stream, bytes, _))| Line {
                     n: n as u64,
                     stream: *stream,
                     text: render(bytes, true),
@@ -2510,25 +2516,33 @@ mod tests {
     }
 
     #[test]
-    fn newlines_agree_with_memchr() {
-        fn prop(pieces: Vec<(u8, u8)>) -> bool {
-            // Arbitrary bytes and many newlines, often several in one word, and long runs.
-            let bytes: Vec<u8> = pieces
+    fn copy_and_index_finds_what_memchr_finds() {
+        fn prop(pieces: Vec<(u8, u8)>, slots: u8, start: u16, stream: bool) -> bool {
+            // Arbitrary bytes and many newlines, often several in one group, and long runs.
+            let src: Vec<u8> = pieces
                 .iter()
                 .flat_map(|&(b, run)| {
                     let b = if b % 3 == 0 { b'\n' } else { b ^ b'\n' };
-                    core::iter::repeat_n(b, usize::from(run % 20) + 1)
+                    core::iter::repeat_n(b, usize::from(run % 40) + 1)
                 })
                 .collect();
-            (0..=bytes.len().min(64)).all(|from| {
-                let rest = &bytes[from..];
-                let mut newlines = Newlines::new(rest);
-                core::iter::from_fn(|| newlines.next(rest)).eq(memchr::memchr_iter(b'\n', rest))
-            })
+            let stream = if stream { Stderr } else { Stdout };
+            let first = IndexEntry::new(u64::from(start), stream, true);
+            let mut dst = vec![0; src.len() + usize::from(start % 7)];
+            let mut ends = vec![IndexEntry::default(); usize::from(slots)];
+            let found = copy_and_index(&src, &mut dst, &mut ends, first);
+            let expected: Vec<IndexEntry> = memchr::memchr_iter(b'\n', &src)
+                .take(ends.len())
+                .map(|i| IndexEntry::new(u64::from(start) + i as u64 + 1, stream, true))
+                .collect();
+            let copied = expected
+                .last()
+                .map_or(0, |e| (e.end() - u64::from(start)) as usize);
+            ends[..found] == expected[..] && dst[..copied] == src[..copied]
         }
         QuickCheck::new()
             .tests(2_000)
-            .quickcheck(prop as fn(Vec<(u8, u8)>) -> bool);
+            .quickcheck(prop as fn(Vec<(u8, u8)>, u8, u16, bool) -> bool);
     }
 
     #[test]
@@ -2772,7 +2786,7 @@ mod tests {
         if log.pending.iter().any(|p| p.capacity() > max_pending) {
             return Err(format!("pending capacity over {max_pending}"));
         }
-        if idle_blocks(&log.text) > 1 || idle_blocks(&log.index) > 1 {
+        if idle_blocks(&log.bytes) > 1 || idle_blocks(&log.index) > 1 {
             return Err("a block eviction passed is still held".into());
         }
         Ok(())
@@ -2795,7 +2809,7 @@ mod tests {
                     MemOp::EvictTo(permille) => {
                         let max_cost = limits.0.budget_bytes / 1000 * usize::from(*permille);
                         log.evict_to(max_cost);
-                        let spares = log.text.spare.is_some()
+                        let spares = log.bytes.spare.is_some()
                             || log.index.spare.is_some()
                             || log.pending.iter().any(|p| p.capacity() > p.len());
                         if log.retained_cost() > max_cost || spares {
