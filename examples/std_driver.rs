@@ -44,7 +44,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpid, getppid, pipe, setsid};
 use proc_state::{
     Config, ExitStatus, IdGenerator, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, RunId,
-    Server, Signal, SpawnSpec, StdinMode, Stream,
+    Server, Signal, SpawnSpec, StdinMode, Stdio as SpawnStdio, Stream,
 };
 
 /// Events in flight to the loop at most; a thread that finds the channel full waits (so a
@@ -338,6 +338,8 @@ impl Driver {
                         let _ = events.send(Event::Probed { probe, open });
                     });
                 }
+                // It starts no terminal task (see `spawn`), so there is no terminal to resize.
+                Output::Resize { .. } => {}
                 Output::Release { run } => self.release(run),
                 Output::Exit => return None,
                 Output::Timeout(deadline) => return Some(deadline),
@@ -353,9 +355,14 @@ impl Driver {
         command
             .args(&spec.args)
             .envs(spec.env.iter().map(|(key, value)| (key, value)))
-            .stdin(match spec.stdin {
-                StdinMode::Piped => Stdio::piped(),
-                _ => Stdio::null(),
+            .stdin(match spec.stdio {
+                SpawnStdio::Pipes {
+                    stdin: StdinMode::Piped,
+                } => Stdio::piped(),
+                SpawnStdio::Pipes { .. } => Stdio::null(),
+                SpawnStdio::Terminal(_) => {
+                    return Err(io::Error::other("this driver has no terminals"));
+                }
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -576,6 +576,8 @@ impl<Rt: Runtime> Driver<Rt> {
                     }
                 }
                 Output::CloseStdin { run } => self.runs.close_stdin(run),
+                // No terminal run is ever started by this driver yet.
+                Output::Resize { .. } => {}
                 Output::ProbePort { probe, port } => {
                     let events = self.events.clone();
                     let task = self.runtime.spawn(async move {

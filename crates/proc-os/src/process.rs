@@ -18,7 +18,7 @@ use nix::fcntl::OFlag;
 use nix::libc;
 use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
-use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode};
+use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode, Stdio};
 
 use crate::cgroup_child;
 use crate::signal::{signal_from_number, signal_number};
@@ -126,12 +126,15 @@ pub fn spawn_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> Result<S
     }
     let describe = |err: &io::Error| describe_spawn_error(&spec.program, err);
     let command = Command::new(spec).map_err(|err| describe(&err))?;
-    let (stdin_child, stdin_parent) = match spec.stdin {
-        StdinMode::Piped => {
+    let (stdin_child, stdin_parent) = match spec.stdio {
+        Stdio::Pipes {
+            stdin: StdinMode::Piped,
+        } => {
             let (read, write) = pipe().map_err(|err| describe(&err))?;
             (read, Some(write))
         }
-        _ => (dev_null().map_err(|err| describe(&err))?, None),
+        Stdio::Pipes { .. } => (dev_null().map_err(|err| describe(&err))?, None),
+        Stdio::Terminal(_) => return Err("this driver cannot start terminal tasks yet".into()),
     };
     let (stdout_parent, stdout_child) = pipe().map_err(|err| describe(&err))?;
     let (stderr_parent, stderr_child) = pipe().map_err(|err| describe(&err))?;
@@ -748,7 +751,9 @@ mod tests {
         assert_eq!((out.as_str(), status), ("/dev/null\n", ExitStatus::Code(0)));
 
         let mut piped = spec("readlink", &["/proc/self/fd/0"]);
-        piped.stdin = StdinMode::Piped;
+        piped.stdio = Stdio::Pipes {
+            stdin: StdinMode::Piped,
+        };
         let child = spawn(&piped).expect("spawn");
         assert!(child.stdin.is_some());
         let out = read_all(child.stdout);
@@ -1310,7 +1315,9 @@ mod tests {
         // Looked at once it has printed: while a program starts, the dynamic loader briefly
         // holds descriptors of its own. (`exit` keeps the shell from exec'ing `sleep`.)
         let mut piped = sh("echo ready; sleep 1000; exit");
-        piped.stdin = StdinMode::Piped;
+        piped.stdio = Stdio::Pipes {
+            stdin: StdinMode::Piped,
+        };
         let child = spawn(&piped).expect("spawn");
         let mut line = String::new();
         BufReader::new(child.stdout)
@@ -1363,7 +1370,9 @@ mod tests {
         // SAFETY: this copy runs this test only, and nothing in it reads stdin.
         assert_eq!(unsafe { libc::close(0) }, 0);
         let mut piped = sh("cat; echo out; echo err >&2");
-        piped.stdin = StdinMode::Piped;
+        piped.stdio = Stdio::Pipes {
+            stdin: StdinMode::Piped,
+        };
         let child = spawn(&piped).expect("spawn");
         let mut stdin = child.stdin.expect("piped");
         stdin.write_all(b"in\n").expect("write");

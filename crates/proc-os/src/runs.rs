@@ -532,6 +532,7 @@ mod tests {
                     match stream {
                         Stream::Stdout => seen.stdout.extend_from_slice(chunk.bytes()),
                         Stream::Stderr => seen.stderr.extend_from_slice(chunk.bytes()),
+                        Stream::Tty => panic!("{run} has no terminal"),
                     }
                 }
                 Woke::Event(Event::StreamClosed { run, stream }) => {
@@ -724,7 +725,9 @@ mod tests {
 
     /// `spec` with stdin piped.
     fn piped(mut spec: SpawnSpec) -> SpawnSpec {
-        spec.stdin = proc_state::StdinMode::Piped;
+        spec.stdio = proc_state::Stdio::Pipes {
+            stdin: proc_state::StdinMode::Piped,
+        };
         spec
     }
 

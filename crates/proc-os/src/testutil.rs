@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::libc;
 use nix::unistd::Pid;
-use proc_state::{ExitStatus, SpawnSpec, StdinMode};
+use proc_state::{ExitStatus, SpawnSpec, StdinMode, Stdio};
 
 use crate::process;
 
@@ -27,7 +27,9 @@ pub fn spec(program: &str, args: &[&str]) -> SpawnSpec {
         args: args.iter().map(|&arg| arg.to_owned()).collect(),
         cwd: None,
         env: Vec::new(),
-        stdin: StdinMode::Null,
+        stdio: Stdio::Pipes {
+            stdin: StdinMode::Null,
+        },
     }
 }
 

@@ -30,7 +30,9 @@ mod linux {
             args: vec!["-c".to_owned(), script.to_owned()],
             cwd: None,
             env,
-            stdin: StdinMode::Null,
+            stdio: proc_state::Stdio::Pipes {
+                stdin: StdinMode::Null,
+            },
         }
     }
 

@@ -218,7 +218,9 @@ pub mod limits {
 }
 
 pub use mcp::protocol::ProtocolVersion;
-pub use process::{EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
+pub use process::{
+    EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stdio, Stream, WindowSize,
+};
 pub use server::Server;
 pub use server::tools;
 pub use shared::{BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, PROBE_TIMEOUT, ProbeId};

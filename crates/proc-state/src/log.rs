@@ -27,8 +27,8 @@
 //! exceeds [`LogLimits::budget_bytes`]: the oldest lines are evicted to make room and counted
 //! in [`LogBuffer::dropped_lines`]. A line whose cost alone exceeds the budget is dropped as
 //! soon as it completes (with every older line, so that retained lines stay contiguous).
-//! [`LogBuffer::evict_to`] evicts the same way, on demand, to a lower cost. The two pending
-//! partial lines are *not* part of the budget; each holds at most `max_line_bytes + 1` bytes
+//! [`LogBuffer::evict_to`] evicts the same way, on demand, to a lower cost. The pending
+//! partial lines (one per stream) are *not* part of the budget; each holds at most `max_line_bytes + 1` bytes
 //! between calls (`+ 2` while a push is split), its capacity is at most
 //! `max(max_line_bytes, 1) + 2` bytes, and its allocation is freed by [`LogBuffer::close`].
 //!
@@ -49,7 +49,7 @@
 //! is allocated until output arrives. Hence the heap a buffer holds, [`LogBuffer::allocated_bytes`], is always at most
 //!
 //! ```text
-//! retained_cost() + C_stdout + C_stderr + 2 × (3 × B + P × (⌈budget_bytes / B⌉ + 2))
+//! retained_cost() + C_stdout + C_stderr + C_tty + 2 × (3 × B + P × (⌈budget_bytes / B⌉ + 2))
 //! ```
 //!
 //! where `C_*` are the capacities of the pending partial lines and `P` is the size of a block
@@ -120,46 +120,44 @@ pub struct LogBuffer {
     next_cursor: u64,
     /// Raw bytes ever pushed, newlines included.
     total_bytes: u64,
-    /// Bytes after the last `\n` of stdout (`[0]`) and stderr (`[1]`).
-    pending: [Vec<u8>; 2],
+    /// Bytes after the last `\n` of each stream, at its [`slot`].
+    pending: [Vec<u8>; 3],
 }
 
 /// A line-index entry: the offset one past the line's last stored byte in the stream of all
-/// stored bytes (the line starts where the previous one ends), whether the line was *ended*
-/// (by a `\n` or by the end of its stream, rather than cut by a split) in bit 1, and the stream
-/// in bit 0. Packed into 8 bytes because short lines (`seq`) would otherwise cost more in index
-/// than in text.
+/// stored bytes (the line starts where the previous one ends) in bits 3 and up, whether the
+/// line was *ended* (by a `\n` or by the end of its stream, rather than cut by a split) in bit
+/// 2, and the stream's [`slot`] in bits 0 and 1. Packed into 8 bytes because short lines
+/// (`seq`) would otherwise cost more in index than in text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct IndexEntry(u64);
 
 impl IndexEntry {
-    const ENDED: u64 = 0b10;
+    const SHIFT: u32 = 3;
+    const ENDED: u64 = 0b100;
+    const SLOT: u64 = 0b11;
 
     fn new(end: u64, stream: Stream, ended: bool) -> Self {
-        let stream = match stream {
-            Stream::Stdout => 0,
-            Stream::Stderr => 1,
-        };
-        // Offsets stay below 2^62: that is 4 exabytes of output.
-        Self((end << 2) | if ended { Self::ENDED } else { 0 } | stream)
+        let ended = if ended { Self::ENDED } else { 0 };
+        // Offsets stay below 2^61: that is 2 exabytes of output.
+        Self((end << Self::SHIFT) | ended | slot(stream) as u64)
     }
 
     /// The entry of a line of the same stream and kind that ends `bytes` further.
     #[inline(always)]
     fn moved_by(self, bytes: usize) -> Self {
-        Self(self.0 + ((bytes as u64) << 2))
+        Self(self.0 + ((bytes as u64) << Self::SHIFT))
     }
 
     fn end(self) -> u64 {
-        self.0 >> 2
+        self.0 >> Self::SHIFT
     }
 
     fn stream(self) -> Stream {
-        if self.0 & 1 == 0 {
-            Stream::Stdout
-        } else {
-            Stream::Stderr
-        }
+        STREAMS
+            .get((self.0 & Self::SLOT) as usize)
+            .copied()
+            .unwrap_or(Stream::Stdout)
     }
 
     /// How many of a line's stored bytes are text: an ended line loses its `\n` and one `\r`
@@ -179,7 +177,7 @@ impl IndexEntry {
 ///
 /// Selection, in order:
 /// 1. Candidates: the retained complete lines numbered `≥ since` (all when `since` is `None`),
-///    then the pending partial lines (stdout's, then stderr's) whose number is `≥ since`.
+///    then the pending partial lines (stdout's, stderr's, then the terminal's) whose number is `≥ since`.
 /// 2. Filters: `stream`, then `grep`, matched against the line's text as returned (so after
 ///    ANSI stripping unless `raw`).
 /// 3. Count: `tail` keeps the last N matching lines, `head` the first N. With both, `tail`
@@ -272,7 +270,7 @@ impl LogBuffer {
             index: Ring::new((block / INDEX_ENTRY_BYTES).trailing_zeros(), max_blocks),
             next_cursor: 0,
             total_bytes: 0,
-            pending: [Vec::new(), Vec::new()],
+            pending: [Vec::new(), Vec::new(), Vec::new()],
         }
     }
 
@@ -712,11 +710,11 @@ impl LogBuffer {
         Some((entry.stream(), text))
     }
 
-    /// The pending partial lines as read candidates: stdout's first, numbered from
+    /// The pending partial lines as read candidates: stdout's, stderr's, then the terminal's, numbered from
     /// `next_cursor` on.
     fn partials(&self) -> impl DoubleEndedIterator<Item = Candidate<'_>> + '_ {
         let mut n = self.next_cursor;
-        let mut partial = |stream: Stream| {
+        let partial = |stream: Stream| {
             let pending = &self.pending[slot(stream)];
             (!pending.is_empty()).then(|| {
                 n += 1;
@@ -727,9 +725,7 @@ impl LogBuffer {
                 }
             })
         };
-        [partial(Stream::Stdout), partial(Stream::Stderr)]
-            .into_iter()
-            .flatten()
+        STREAMS.map(partial).into_iter().flatten()
     }
 
     /// The rendered line if it passes the query's filters.
@@ -1044,10 +1040,15 @@ fn cut_at_char_boundary(text: &mut String, max: usize) {
     }
 }
 
+/// Every stream, in [`slot`] order (the order pending partial lines are read in).
+const STREAMS: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::Tty];
+
+/// Where a stream's pending partial line is kept, and its number in an index entry.
 fn slot(stream: Stream) -> usize {
     match stream {
         Stream::Stdout => 0,
         Stream::Stderr => 1,
+        Stream::Tty => 2,
     }
 }
 
@@ -2269,7 +2270,7 @@ mod tests {
     struct Model {
         max: usize,
         lines: Vec<(Stream, Vec<u8>, usize)>,
-        pending: [Vec<u8>; 2],
+        pending: [Vec<u8>; 3],
         total_bytes: u64,
     }
 

@@ -16,23 +16,54 @@ impl fmt::Display for RunId {
     }
 }
 
-/// One of a process's two output pipes.
+/// Where a line of output came from: one of a process's two output pipes, or its terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stream {
-    /// File descriptor 1.
+    /// File descriptor 1, a pipe.
     Stdout,
-    /// File descriptor 2.
+    /// File descriptor 2, a pipe.
     Stderr,
+    /// The master side of the task's pseudo-terminal ([`Stdio::Terminal`]): everything the
+    /// task wrote to its terminal, stdout and stderr alike, and the terminal's echo of what
+    /// was written to it.
+    Tty,
 }
 
 impl Stream {
-    /// `"stdout"` or `"stderr"`, as the tools spell it.
+    /// `"stdout"`, `"stderr"` or `"tty"`, as the tools spell it.
     pub const fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::Tty => "tty",
         }
     }
+}
+
+/// The size of a terminal window in character cells: `ws_row` and `ws_col` of
+/// `struct winsize` (tty_ioctl(4)); the pixel fields are 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WindowSize {
+    /// Rows (lines), at least 1.
+    pub rows: u16,
+    /// Columns, at least 1.
+    pub cols: u16,
+}
+
+/// How the child's standard streams are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stdio {
+    /// stdout and stderr to pipes the driver reads ([`Stream::Stdout`], [`Stream::Stderr`]);
+    /// stdin as [`StdinMode`] says.
+    Pipes { stdin: StdinMode },
+    /// stdin, stdout and stderr all on the slave side of a new pseudo-terminal (pty(7)) of this
+    /// size, which becomes the controlling terminal of the child's new session (opened by the
+    /// session leader without `O_NOCTTY`, as in credentials(7)). The driver reads the master
+    /// side as [`Stream::Tty`] (`EIO` there, once no process holds the slave open, is its
+    /// end-of-file), writes to it for [`Output::WriteStdin`](crate::Output::WriteStdin), and
+    /// sets its size for [`Output::Resize`](crate::Output::Resize). The terminal starts in the
+    /// kernel's default mode (canonical input, echo, `ONLCR`).
+    Terminal(WindowSize),
 }
 
 /// What to do with the child's standard input.
@@ -48,7 +79,7 @@ pub enum StdinMode {
 /// Everything a driver needs to start one process.
 ///
 /// The driver must put the process in a new session and process group (`setsid(2)`), connect
-/// stdout and stderr to pipes it reads, set stdin as [`StdinMode`] says, and make sure the
+/// its standard streams as [`Stdio`] says, and make sure the
 /// process does not outlive the server (proc-os: a watchdog process kills every task's group
 /// when the server dies). It must never let the child inherit the server's own stdout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,8 +92,8 @@ pub struct SpawnSpec {
     pub cwd: Option<String>,
     /// Variables set on top of the server's environment, in order.
     pub env: Vec<(String, String)>,
-    /// The child's stdin.
-    pub stdin: StdinMode,
+    /// The child's standard streams.
+    pub stdio: Stdio,
 }
 
 /// A POSIX signal, named as in signal(7).

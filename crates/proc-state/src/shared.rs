@@ -179,10 +179,19 @@ pub enum Output {
     /// Write as much of `data` to the run's stdin pipe as it takes *without waiting*
     /// (`O_NONBLOCK`) and report at once with [`Input::StdinWritten`]; after a short write,
     /// report [`Input::StdinReady`] once the pipe is writable again. One at a time per run.
-    /// Only for runs spawned with [`StdinMode::Piped`](crate::StdinMode::Piped).
+    /// Only for runs spawned with [`StdinMode::Piped`](crate::StdinMode::Piped) or on a
+    /// terminal (then to its master side).
     WriteStdin { run: RunId, data: Vec<u8> },
-    /// Close the run's stdin pipe: the process reads end-of-file.
+    /// Close the run's stdin pipe: the process reads end-of-file. Never for a terminal run
+    /// (the core writes the terminal's end-of-file character instead).
     CloseStdin { run: RunId },
+    /// Set the window size of the run's terminal ([`Stdio::Terminal`](crate::Stdio::Terminal))
+    /// with `TIOCSWINSZ` on its master side (tty_ioctl(4)); the kernel sends `SIGWINCH` to the
+    /// terminal's foreground process group. Ignored once the run is released.
+    Resize {
+        run: RunId,
+        size: crate::process::WindowSize,
+    },
     /// Find the processes `run` started that left its process group `pgid` (they carry the
     /// run's tag, or are in its cgroup, and are in another process group), keep a handle on
     /// each that stays valid if its pid is reused (a pidfd), and report those not reported

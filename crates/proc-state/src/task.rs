@@ -30,7 +30,9 @@ use core::time::Duration;
 
 use crate::escaped::{self, Escaped};
 use crate::log::{LogBuffer, LogLimits};
-use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stream};
+use crate::process::{
+    EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stdio, Stream,
+};
 use crate::stdin::{Stdin, StdinAction};
 use crate::time::{Instant, Now};
 
@@ -94,8 +96,8 @@ pub struct Stop {
 pub struct Spawned {
     /// Process id, process group id and session id.
     pub pid: u32,
-    /// stdout, stderr: not at end-of-file yet.
-    pub open: [bool; 2],
+    /// stdout, stderr, the terminal: not at end-of-file yet.
+    pub open: [bool; 3],
 }
 
 /// How a run ended.
@@ -247,13 +249,19 @@ impl Task {
         stdin_limit: usize,
         now: Now,
     ) -> Self {
-        let piped = command.spec.stdin == StdinMode::Piped;
+        // A terminal is always writable; pipes only when asked for.
+        let writable = !matches!(
+            command.spec.stdio,
+            Stdio::Pipes {
+                stdin: StdinMode::Null
+            }
+        );
         Self {
             id,
             name,
             command,
             log: LogBuffer::new(limits),
-            stdin: Stdin::new(piped, stdin_limit),
+            stdin: Stdin::new(writable, stdin_limit),
             escaped: Escaped::default(),
             run,
             phase: Phase::Starting { stop: None },
@@ -405,10 +413,11 @@ impl Task {
         let Phase::Starting { stop } = self.phase else {
             return Progress::Unchanged;
         };
-        let process = Spawned {
-            pid,
-            open: [true, true],
+        let open = match self.command.spec.stdio {
+            Stdio::Pipes { .. } => [true, true, false],
+            Stdio::Terminal(_) => [false, false, true],
         };
+        let process = Spawned { pid, open };
         self.stdin.spawned();
         self.phase = match stop {
             Some(stop) => self.send_stop(process, stop, now, out),
@@ -611,7 +620,7 @@ impl Task {
             && self.escaped.any_alive()
             && process.open.iter().any(|open| *open)
         {
-            process.open = [false, false];
+            process.open = [false; 3];
             let _ = self.log.close(Stream::Stdout);
             let _ = self.log.close(Stream::Stderr);
             return self.finish_if_drained(out);
@@ -681,7 +690,7 @@ impl Task {
             }
             Phase::Draining { process, until, .. } if *until <= now.instant => {
                 // What is left in the pipes belongs to a process that escaped the group.
-                process.open = [false, false];
+                process.open = [false; 3];
                 let _ = self.log.close(Stream::Stdout);
                 let _ = self.log.close(Stream::Stderr);
                 self.finish_if_drained(out)
@@ -750,6 +759,7 @@ fn stream_index(stream: Stream) -> usize {
     match stream {
         Stream::Stdout => 0,
         Stream::Stderr => 1,
+        Stream::Tty => 2,
     }
 }
 
@@ -771,7 +781,9 @@ mod tests {
             args: vec!["-c".into(), "sleep 1000".into()],
             cwd: None,
             env: Vec::new(),
-            stdin: StdinMode::Null,
+            stdio: Stdio::Pipes {
+                stdin: StdinMode::Null,
+            },
         };
         let command = Command {
             command: "sleep 1000".into(),

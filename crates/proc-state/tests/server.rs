@@ -8,7 +8,9 @@ use std::time::Duration;
 use harness::{
     Harness, error_code, notifications, output, spawned, transmitted, without_list_changed,
 };
-use proc_state::{Config, ExitStatus, Input, Output, RunId, Server, Signal, StdinMode, Stream};
+use proc_state::{
+    Config, ExitStatus, Input, Output, RunId, Server, Signal, StdinMode, Stdio, Stream,
+};
 use rstest::rstest;
 use serde_json::{Value, json};
 
@@ -196,7 +198,12 @@ fn start_spawns_a_shell_in_a_clean_environment_and_answers_with_the_pid() {
     assert_eq!(spec.program, "/bin/sh");
     assert_eq!(spec.args, ["-c", "echo hi"]);
     assert_eq!(spec.cwd.as_deref(), Some("./sub"));
-    assert_eq!(spec.stdin, StdinMode::Null);
+    assert_eq!(
+        spec.stdio,
+        Stdio::Pipes {
+            stdin: StdinMode::Null
+        }
+    );
     let env: Vec<(&str, &str)> = spec
         .env
         .iter()

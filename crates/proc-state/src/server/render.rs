@@ -8,11 +8,12 @@ use crate::process::{ExitStatus, Stream};
 use crate::task::{State, Task};
 use crate::time::Now;
 
-/// `[n] text`, with `stderr` and `partial` marked: `[12 stderr] warning: …`.
+/// `[n] text`, with `stderr` and `partial` marked: `[12 stderr] warning: …` (a terminal
+/// task's lines are all `tty`: they go unmarked, like stdout's).
 pub(super) fn push_line_text(text: &mut String, line: &Line) {
     let marker = match (line.stream, line.partial) {
-        (Stream::Stdout, false) => "",
-        (Stream::Stdout, true) => " partial",
+        (Stream::Stdout | Stream::Tty, false) => "",
+        (Stream::Stdout | Stream::Tty, true) => " partial",
         (Stream::Stderr, false) => " stderr",
         (Stream::Stderr, true) => " stderr partial",
     };

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Annotations, MAX_WAIT_MS, Spec, Tool, bad_argument, millis_arg, no_config_defaults};
 use crate::log::LogLimits;
-use crate::process::{SpawnSpec, StdinMode};
+use crate::process::{SpawnSpec, StdinMode, Stdio};
 use crate::server::render;
 use crate::server::waiters::Kind;
 use crate::server::{Pending, Reply, Server, Shutdown, ToolError, ToolResult};
@@ -176,10 +176,12 @@ pub(super) fn call(
             args: argv,
             cwd: Some(cwd),
             env,
-            stdin: if args.stdin {
-                StdinMode::Piped
-            } else {
-                StdinMode::Null
+            stdio: Stdio::Pipes {
+                stdin: if args.stdin {
+                    StdinMode::Piped
+                } else {
+                    StdinMode::Null
+                },
             },
         },
         options: Options {
