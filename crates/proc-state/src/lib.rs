@@ -204,6 +204,7 @@ mod server;
 mod shared;
 mod stdin;
 mod task;
+pub mod terminal;
 pub mod time;
 mod timers;
 

@@ -34,6 +34,7 @@ use crate::process::{
     EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stdio, Stream,
 };
 use crate::stdin::{Stdin, StdinAction};
+use crate::terminal::Screen;
 use crate::time::{Instant, Now};
 
 /// Where a task is in its life, as the tools show it (`state`).
@@ -231,6 +232,8 @@ pub struct Task {
     pub stdin: Stdin,
     /// The processes its current run started that left its process group.
     pub escaped: Escaped,
+    /// The current screen of a terminal task ([`Stdio::Terminal`]); `None` for pipes.
+    pub screen: Option<Screen>,
     run: RunId,
     phase: Phase,
     started: Now,
@@ -256,6 +259,7 @@ impl Task {
                 stdin: StdinMode::Null
             }
         );
+        let screen = terminal_screen(&command.spec);
         Self {
             id,
             name,
@@ -263,6 +267,7 @@ impl Task {
             log: LogBuffer::new(limits),
             stdin: Stdin::new(writable, stdin_limit),
             escaped: Escaped::default(),
+            screen,
             run,
             phase: Phase::Starting { stop: None },
             started: now,
@@ -278,6 +283,10 @@ impl Task {
             return false;
         }
         self.escaped = Escaped::default();
+        // A new terminal: blank, at the size the task has now.
+        if let Some(screen) = &mut self.screen {
+            *screen = Screen::new(screen.size());
+        }
         self.run = run;
         self.phase = Phase::Starting { stop: None };
         self.started = now;
@@ -454,6 +463,9 @@ impl Task {
     pub fn on_output(&mut self, stream: Stream, bytes: &[u8]) {
         if self.spawned().is_some() {
             let _ = self.log.push(stream, bytes);
+            if let (Stream::Tty, Some(screen)) = (stream, &mut self.screen) {
+                screen.feed(bytes);
+            }
         }
     }
 
@@ -752,6 +764,14 @@ fn faster(old: Stop, new: Stop) -> Stop {
             grace: old.grace.min(new.grace),
             ..new
         },
+    }
+}
+
+/// A blank screen for a terminal task, at the size it is spawned with.
+fn terminal_screen(spec: &SpawnSpec) -> Option<Screen> {
+    match spec.stdio {
+        Stdio::Terminal(size) => Some(Screen::new(size)),
+        Stdio::Pipes { .. } => None,
     }
 }
 

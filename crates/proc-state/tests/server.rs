@@ -170,7 +170,7 @@ fn tools_list_matches_the_protocol_version() {
         names,
         [
             "start", "status", "logs", "wait", "write", "signal", "stop", "restart", "list",
-            "remove"
+            "remove", "screen", "resize",
         ]
     );
     assert!(reply["result"]["tools"][0]["outputSchema"].is_object());
@@ -985,7 +985,7 @@ fn lists_are_paginated_with_opaque_cursors() {
             break;
         }
     }
-    assert_eq!(names.len(), 10);
+    assert_eq!(names.len(), proc_state::tools::Tool::ALL.len());
     let bad = h.request(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list", "params": {"cursor": "tools:4"}}));
     assert_eq!(error_code(&bad), -32602);
 }
@@ -1020,7 +1020,10 @@ fn modern_requests_are_served_without_initialize() {
     let mut h = Harness::new();
     let list = h.request(modern(1, "tools/list", json!({})));
     assert_eq!(list["result"]["resultType"], "complete");
-    assert_eq!(list["result"]["tools"].as_array().map(Vec::len), Some(10));
+    assert_eq!(
+        list["result"]["tools"].as_array().map(Vec::len),
+        Some(proc_state::tools::Tool::ALL.len())
+    );
     assert!(list["result"]["ttlMs"].is_u64());
     let outputs = h.send(modern(
         2,

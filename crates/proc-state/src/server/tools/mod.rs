@@ -31,7 +31,9 @@ use crate::time::{self, Now};
 mod list;
 mod logs;
 mod remove;
+mod resize;
 mod restart;
+mod screen;
 mod signal;
 mod start;
 mod status;
@@ -63,11 +65,13 @@ pub enum Tool {
     Restart,
     List,
     Remove,
+    Screen,
+    Resize,
 }
 
 impl Tool {
     /// Every tool, in the order `tools/list` shows them.
-    pub const ALL: [Tool; 10] = [
+    pub const ALL: [Tool; 12] = [
         Tool::Start,
         Tool::Status,
         Tool::Logs,
@@ -78,6 +82,8 @@ impl Tool {
         Tool::Restart,
         Tool::List,
         Tool::Remove,
+        Tool::Screen,
+        Tool::Resize,
     ];
 
     /// The tool's name on the wire.
@@ -93,6 +99,8 @@ impl Tool {
             Tool::Restart => "restart",
             Tool::List => "list",
             Tool::Remove => "remove",
+            Tool::Screen => "screen",
+            Tool::Resize => "resize",
         }
     }
 
@@ -117,6 +125,8 @@ impl Tool {
             }
             Tool::List => define::<list::Args, list::Structured>(self, &list::SPEC, config),
             Tool::Remove => define::<remove::Args, remove::Structured>(self, &remove::SPEC, config),
+            Tool::Screen => define::<screen::Args, screen::Structured>(self, &screen::SPEC, config),
+            Tool::Resize => define::<resize::Args, resize::Structured>(self, &resize::SPEC, config),
         }
     }
 }
@@ -312,6 +322,8 @@ impl Server {
             Tool::Remove => {
                 parse(tool, arguments).and_then(|a| remove::call(self, now, request, a))
             }
+            Tool::Screen => parse(tool, arguments).and_then(|a| screen::call(self, request, a)),
+            Tool::Resize => parse(tool, arguments).and_then(|a| resize::call(self, request, a)),
         };
         Ok(outcome.unwrap_or_else(|ToolError(reason)| Reply::Tool(ToolResult::error(reason))))
     }
@@ -579,7 +591,7 @@ spelled!(
     "State",
     ["starting", "running", "stopping", "exited", "failed"]
 );
-spelled!(Stream, "Stream", ["stdout", "stderr"]);
+spelled!(Stream, "Stream", ["stdout", "stderr", "tty"]);
 spelled!(
     Fate,
     "Fate",

@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{Annotations, MAX_WAIT_MS, Spec, Tool, bad_argument, millis_arg, no_config_defaults};
 use crate::log::LogLimits;
-use crate::process::{SpawnSpec, StdinMode, Stdio};
+use crate::process::{SpawnSpec, StdinMode, Stdio, WindowSize};
 use crate::server::render;
 use crate::server::waiters::Kind;
 use crate::server::{Pending, Reply, Server, Shutdown, ToolError, ToolResult};
 use crate::task::{Command, Options, State, Task};
+use crate::terminal;
 use crate::time::{self, Now};
 
 pub(super) const SPEC: Spec = Spec {
@@ -66,6 +67,16 @@ pub(super) struct Args {
     /// Keep a pipe to the process's stdin for `write`; otherwise stdin is /dev/null.
     #[serde(default)]
     stdin: bool,
+    /// Run on a pseudo-terminal (REPLs, prompts, full-screen programs): see it with `screen`,
+    /// send `keys` with `write`.
+    #[serde(default)]
+    tty: bool,
+    /// With tty: terminal rows.
+    #[schemars(range(min = 1, max = terminal::MAX_ROWS), extend("default" = terminal::DEFAULT_SIZE.rows))]
+    rows: Option<u16>,
+    /// With tty: terminal columns.
+    #[schemars(range(min = 1, max = terminal::MAX_COLS), extend("default" = terminal::DEFAULT_SIZE.cols))]
+    cols: Option<u16>,
     /// Send a notification (notifications/message) when the task ends.
     #[serde(default)]
     notify_on_exit: bool,
@@ -154,8 +165,11 @@ pub(super) fn call(
         Some(dir) => join_path(&server.config.cwd, dir),
         None => server.config.cwd.clone(),
     };
+    let stdio = stdio(&args)?;
+    let term = matches!(stdio, Stdio::Terminal(_)).then_some(("TERM", terminal::DEFAULT_TERM));
     let mut env: Vec<(String, String)> = DEFAULT_ENV
         .iter()
+        .chain(&term)
         .filter(|(k, _)| !args.env.contains_key(*k))
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
@@ -176,13 +190,7 @@ pub(super) fn call(
             args: argv,
             cwd: Some(cwd),
             env,
-            stdio: Stdio::Pipes {
-                stdin: if args.stdin {
-                    StdinMode::Piped
-                } else {
-                    StdinMode::Null
-                },
-            },
+            stdio,
         },
         options: Options {
             notify_on_exit: args.notify_on_exit,
@@ -206,6 +214,43 @@ pub(super) fn call(
     let ready = server.ready_watch(key, now);
     server.add_waiter(now, key, request.clone(), Kind::Start { run, ready });
     Ok(Reply::Later)
+}
+
+/// How the arguments connect the process: a terminal of the size asked for, or pipes.
+fn stdio(args: &Args) -> Result<Stdio, ToolError> {
+    if !args.tty {
+        if args.rows.is_some() || args.cols.is_some() {
+            return Err(bad_argument(
+                Tool::Start,
+                "rows",
+                "and `cols` need `tty: true`",
+            ));
+        }
+        let stdin = if args.stdin {
+            StdinMode::Piped
+        } else {
+            StdinMode::Null
+        };
+        return Ok(Stdio::Pipes { stdin });
+    }
+    let default = terminal::DEFAULT_SIZE;
+    let rows = args.rows.unwrap_or(default.rows);
+    let cols = args.cols.unwrap_or(default.cols);
+    if !(1..=terminal::MAX_ROWS).contains(&rows) {
+        return Err(bad_argument(
+            Tool::Start,
+            "rows",
+            &format!("must be 1 to {}", terminal::MAX_ROWS),
+        ));
+    }
+    if !(1..=terminal::MAX_COLS).contains(&cols) {
+        return Err(bad_argument(
+            Tool::Start,
+            "cols",
+            &format!("must be 1 to {}", terminal::MAX_COLS),
+        ));
+    }
+    Ok(Stdio::Terminal(WindowSize { rows, cols }))
 }
 
 /// The `start`/`restart` result for a task that was spawned.

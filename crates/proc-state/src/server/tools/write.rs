@@ -8,12 +8,13 @@ use crate::server::waiters::Kind;
 use crate::server::{Pending, Reply, Server, ToolError, ToolResult};
 use crate::stdin::{Closed, Progress, Refused};
 use crate::task::{Progress as TaskProgress, Task};
+use crate::terminal;
 use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Write to a task's stdin",
-    description: "Write text to the stdin of a task started with `stdin: true` (a REPL, `cat`, a program that \
-prompts). The text is written as is: add \"\\n\" to end a line. Returns at once: what the process has not read yet \
+    description: "Write text to the stdin of a task started with `stdin: true` or `tty: true` (a REPL, `cat`, a \
+program that prompts), and `keys` to a tty task. The text is written as is: add \"\\n\" to end a line. Returns at once: what the process has not read yet \
 stays queued (`bytes_queued`, bounded per task) and is written as it reads. `eof: true` closes stdin afterwards, \
 which ends programs that read until end of input. Use the returned `next_cursor` as `since` in `logs` or `wait` to \
 read the reply. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\\n\"}.",
@@ -32,8 +33,13 @@ pub(super) struct Args {
     /// The task's id or its name.
     id: String,
     /// Text written as is (add \n yourself).
+    #[serde(default)]
     data: String,
-    /// Close stdin after this data, dropping what earlier writes still have queued.
+    /// Keys sent after `data` (tty tasks), e.g. ["Enter"], ["Ctrl-C"], ["Up", "Tab"].
+    #[serde(default)]
+    keys: Vec<String>,
+    /// Close stdin after this data, dropping what earlier writes still have queued (tty: send
+    /// Ctrl-D).
     #[serde(default)]
     eof: bool,
 }
@@ -53,6 +59,11 @@ pub(super) struct Structured<'a> {
     next_cursor: u64,
 }
 
+/// The terminal's end-of-file character, `VEOF` in termios(3) (Ctrl-D by default): in
+/// canonical mode it makes a pending `read` return what was typed, or 0 bytes (end of file) at
+/// the start of a line.
+const VEOF: u8 = 0x04;
+
 pub(super) fn call(
     server: &mut Server,
     now: Now,
@@ -69,7 +80,35 @@ pub(super) fn call(
             task.id
         )));
     }
-    let (segment, dropped) = match task.stdin.push(args.data.into_bytes(), args.eof) {
+    let mut bytes = args.data.into_bytes();
+    let mut eof = args.eof;
+    if let Some(screen) = &task.screen {
+        let application_cursor = screen.application_cursor();
+        for name in &args.keys {
+            let Some(key) = terminal::key_bytes(name, application_cursor) else {
+                return Err(ToolError(format!(
+                    "invalid arguments for `write`: unknown key {name:?}; keys are {}, and Ctrl-A to Ctrl-Z",
+                    terminal::KEY_NAMES.join(", ")
+                )));
+            };
+            bytes.extend(key);
+        }
+        // A terminal has no end of input to close: its end-of-file character ends a read.
+        if core::mem::take(&mut eof) {
+            bytes.push(VEOF);
+        }
+    } else if !args.keys.is_empty() {
+        return Err(ToolError(format!(
+            "task {} has no terminal, so it takes no `keys` (start it with `tty: true`); send text with `data`",
+            task.id
+        )));
+    }
+    if bytes.is_empty() && !eof {
+        return Err(ToolError(
+            "invalid arguments for `write`: nothing to write (give `data`, `keys` or `eof`)".into(),
+        ));
+    }
+    let (segment, dropped) = match task.stdin.push(bytes, eof) {
         Ok(pushed) => pushed,
         Err(refused) => return Err(write_refused(task, refused)),
     };

@@ -1,0 +1,255 @@
+//! Terminal tasks on virtual time: what the core asks of the driver for `tty: true`, the screen
+//! it keeps from the task's output, keys, resize and end-of-file.
+
+mod harness;
+
+use harness::{Harness, spawned, transmitted};
+use proc_state::{Input, Output, RunId, Stdio, Stream, WindowSize};
+use serde_json::{Value, json};
+
+fn tty_output(h: &mut Harness, run: RunId, bytes: &[u8]) -> Vec<Output> {
+    h.input(Input::ProcessOutput {
+        run,
+        stream: Stream::Tty,
+        bytes,
+    })
+}
+
+/// A started terminal task: its run.
+fn start_tty(h: &mut Harness, arguments: Value) -> RunId {
+    h.start(arguments, 77).0
+}
+
+#[test]
+fn tty_start_asks_for_a_terminal_with_term_set() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(1, "start", json!({"command": "python3 -q -i", "tty": true}));
+    let (_, spec) = spawned(&outputs).expect("a spawn");
+    assert_eq!(
+        spec.stdio,
+        Stdio::Terminal(WindowSize {
+            rows: 40,
+            cols: 120
+        })
+    );
+    assert!(
+        spec.env
+            .iter()
+            .any(|(k, v)| k == "TERM" && v == "xterm-256color")
+    );
+
+    let outputs = h.call(
+        2,
+        "start",
+        json!({"command": "top", "tty": true, "rows": 10, "cols": 30, "env": {"TERM": "vt100"}}),
+    );
+    let (_, spec) = spawned(&outputs).expect("a spawn");
+    assert_eq!(
+        spec.stdio,
+        Stdio::Terminal(WindowSize { rows: 10, cols: 30 })
+    );
+    let terms: Vec<&str> = spec
+        .env
+        .iter()
+        .filter(|(k, _)| k == "TERM")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(terms, ["vt100"], "env overrides TERM");
+}
+
+#[test]
+fn terminal_sizes_are_checked() {
+    let mut h = Harness::initialized("2025-11-25");
+    for arguments in [
+        json!({"command": "x", "tty": true, "rows": 0}),
+        json!({"command": "x", "tty": true, "cols": 501}),
+        json!({"command": "x", "rows": 10}),
+    ] {
+        let result = h.call_now("start", arguments.clone());
+        assert_eq!(result["isError"], true, "{arguments}");
+    }
+}
+
+#[test]
+fn screen_shows_what_the_output_drew_and_logs_keep_the_lines() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(
+        &mut h,
+        json!({"command": "sh", "tty": true, "rows": 4, "cols": 20}),
+    );
+    // An escape sequence split between two reads.
+    let _ = tty_output(&mut h, run, b"\x1b]2;my title\x07$ ls\r\nfile\r\n\x1b[1");
+    let _ = tty_output(&mut h, run, b";31m$ \x1b[0m");
+    let screen = h.call_now("screen", json!({"id": "t00001"}));
+    let s = &screen["structuredContent"];
+    assert_eq!(s["rows"], json!(["$ ls", "file", "$", ""]));
+    assert_eq!(s["cursor"], json!({"row": 2, "col": 2}));
+    assert_eq!(s["alternate_screen"], false);
+    assert_eq!(s["title"], "my title");
+    assert_eq!(s["size"], json!({"rows": 4, "cols": 20}));
+    let text = screen["content"][0]["text"].as_str().unwrap();
+    assert!(text.ends_with("$ ls\nfile\n$"), "{text}");
+
+    let logs = h.call_now("logs", json!({"id": "t00001"}));
+    let lines = &logs["structuredContent"]["lines"];
+    assert_eq!(lines[0]["text"], "$ ls");
+    assert_eq!(lines[0]["stream"], "tty");
+    assert_eq!(lines[2]["text"], "$ ", "the prompt is a partial line");
+    assert_eq!(lines[2]["partial"], true);
+}
+
+#[test]
+fn screen_and_resize_need_a_terminal_task() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "cat", "stdin": true}), 5);
+    for (tool, arguments) in [
+        ("screen", json!({"id": "t00001"})),
+        ("resize", json!({"id": "t00001", "rows": 5, "cols": 5})),
+        ("write", json!({"id": "t00001", "keys": ["Enter"]})),
+    ] {
+        let result = h.call_now(tool, arguments);
+        assert_eq!(result["isError"], true, "{tool}");
+        assert!(
+            result["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("tty: true"),
+            "{tool}: {result}"
+        );
+    }
+}
+
+#[test]
+fn keys_follow_data_and_the_programs_cursor_mode() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "python3", "tty": true}));
+    let outputs = h.call(
+        2,
+        "write",
+        json!({"id": "t00001", "data": "6*7", "keys": ["Enter", "Up", "Ctrl-C"]}),
+    );
+    assert_eq!(
+        outputs,
+        [Output::WriteStdin {
+            run,
+            data: b"6*7\r\x1b[A\x03".to_vec()
+        }]
+    );
+    let replies = transmitted(&h.input(Input::StdinWritten { run, result: Ok(8) }));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["bytes_written"],
+        8
+    );
+
+    // The program turns on application cursor keys (as readline does).
+    let _ = tty_output(&mut h, run, b"\x1b[?1h");
+    let outputs = h.call(3, "write", json!({"id": "t00001", "keys": ["up", "Home"]}));
+    assert_eq!(
+        outputs,
+        [Output::WriteStdin {
+            run,
+            data: b"\x1bOA\x1bOH".to_vec()
+        }]
+    );
+}
+
+#[test]
+fn an_unknown_key_writes_nothing_and_names_the_known_ones() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = start_tty(&mut h, json!({"command": "sh", "tty": true}));
+    let outputs = h.call(
+        2,
+        "write",
+        json!({"id": "t00001", "data": "x", "keys": ["Hyper"]}),
+    );
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::WriteStdin { .. })),
+        "nothing written"
+    );
+    let replies = transmitted(&outputs);
+    let result = &replies[0]["result"];
+    assert_eq!(result["isError"], true);
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("\"Hyper\"") && text.contains("PageDown") && text.contains("Ctrl-A"));
+}
+
+#[test]
+fn eof_on_a_terminal_sends_ctrl_d_and_closes_nothing() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "cat", "tty": true}));
+    let outputs = h.call(
+        2,
+        "write",
+        json!({"id": "t00001", "data": "last\r", "eof": true}),
+    );
+    assert_eq!(
+        outputs,
+        [Output::WriteStdin {
+            run,
+            data: b"last\r\x04".to_vec()
+        }]
+    );
+    let outputs = h.input(Input::StdinWritten { run, result: Ok(6) });
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::CloseStdin { .. })),
+        "{outputs:?}"
+    );
+    let outputs = h.call(3, "write", json!({"id": "t00001", "keys": ["Enter"]}));
+    assert_eq!(
+        outputs,
+        [Output::WriteStdin {
+            run,
+            data: b"\r".to_vec()
+        }],
+        "the terminal stays writable"
+    );
+}
+
+#[test]
+fn resize_sets_the_terminal_and_the_screen_and_outlives_a_restart() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "top", "tty": true}));
+    let size = WindowSize {
+        rows: 50,
+        cols: 160,
+    };
+    let outputs = h.call(
+        2,
+        "resize",
+        json!({"id": "t00001", "rows": 50, "cols": 160}),
+    );
+    assert_eq!(outputs[0], Output::Resize { run, size });
+    let screen = h.call_now("screen", json!({"id": "t00001"}));
+    assert_eq!(
+        screen["structuredContent"]["size"],
+        json!({"rows": 50, "cols": 160})
+    );
+
+    let _ = tty_output(&mut h, run, b"drawn");
+    let _ = h.input(Input::StreamClosed {
+        run,
+        stream: Stream::Tty,
+    });
+    let _ = h.input(Input::Exited {
+        run,
+        status: proc_state::ExitStatus::Code(0),
+        signalled: false,
+    });
+    let _ = h.advance(1_000);
+    let outputs = h.call(3, "restart", json!({"id": "t00001"}));
+    let (_, spec) = spawned(&outputs).expect("a new run");
+    assert_eq!(
+        spec.stdio,
+        Stdio::Terminal(size),
+        "restarted at the new size"
+    );
+    let screen = h.call_now("screen", json!({"id": "t00001"}));
+    assert_eq!(
+        screen["structuredContent"]["rows"][0], "",
+        "a new run starts on a blank screen"
+    );
+}
