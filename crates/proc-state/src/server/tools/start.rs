@@ -240,14 +240,14 @@ fn stdio(args: &Args) -> Result<Stdio, ToolError> {
         return Err(bad_argument(
             Tool::Start,
             "rows",
-            &format!("must be 1 to {}", terminal::MAX_ROWS),
+            format!("must be 1 to {}", terminal::MAX_ROWS),
         ));
     }
     if !(1..=terminal::MAX_COLS).contains(&cols) {
         return Err(bad_argument(
             Tool::Start,
             "cols",
-            &format!("must be 1 to {}", terminal::MAX_COLS),
+            format!("must be 1 to {}", terminal::MAX_COLS),
         ));
     }
     Ok(Stdio::Terminal(WindowSize { rows, cols }))
