@@ -234,6 +234,8 @@ pub struct Task {
     pub escaped: Escaped,
     /// The current screen of a terminal task ([`Stdio::Terminal`]); `None` for pipes.
     pub screen: Option<Screen>,
+    /// When output last arrived (of any run).
+    pub last_output: Option<Instant>,
     run: RunId,
     phase: Phase,
     started: Now,
@@ -268,6 +270,7 @@ impl Task {
             stdin: Stdin::new(writable, stdin_limit),
             escaped: Escaped::default(),
             screen,
+            last_output: None,
             run,
             phase: Phase::Starting { stop: None },
             started: now,
@@ -460,8 +463,9 @@ impl Task {
     }
 
     /// Output from one of the pipes.
-    pub fn on_output(&mut self, stream: Stream, bytes: &[u8]) {
+    pub fn on_output(&mut self, stream: Stream, bytes: &[u8], at: Instant) {
         if self.spawned().is_some() {
+            self.last_output = Some(at);
             let _ = self.log.push(stream, bytes);
             if let (Stream::Tty, Some(screen)) = (stream, &mut self.screen) {
                 screen.feed(bytes);
@@ -888,7 +892,7 @@ mod tests {
     fn task_ends_only_when_exit_and_both_streams_are_done() {
         let mut t = running();
         let mut out = Vec::new();
-        t.on_output(Stream::Stdout, b"last words\n");
+        t.on_output(Stream::Stdout, b"last words\n", at(19).instant);
         assert_eq!(
             t.on_exited(ExitStatus::Code(3), false, at(20), DRAIN, &mut out),
             Progress::Unchanged
@@ -970,7 +974,7 @@ mod tests {
     fn respawn_keeps_the_buffer_and_counts() {
         let mut t = running();
         let mut out = Vec::new();
-        t.on_output(Stream::Stdout, b"one\n");
+        t.on_output(Stream::Stdout, b"one\n", at(4).instant);
         let _ = t.on_exited(ExitStatus::Code(0), false, at(5), DRAIN, &mut out);
         let _ = close_both(&mut t, &mut out);
         assert!(!t.respawn(RunId(2), at(9)), "not before the sweep answered");
@@ -982,7 +986,7 @@ mod tests {
         );
         assert_eq!(t.exit(), None);
         let _ = t.on_spawned(43, at(11), &mut out);
-        t.on_output(Stream::Stdout, b"two\n");
+        t.on_output(Stream::Stdout, b"two\n", at(12).instant);
         assert_eq!(t.log.next_cursor(), 2, "cursors continue across runs");
         assert!(!t.respawn(RunId(3), at(12)), "only an ended task respawns");
     }

@@ -253,3 +253,133 @@ fn resize_sets_the_terminal_and_the_screen_and_outlives_a_restart() {
         "a new run starts on a blank screen"
     );
 }
+
+#[test]
+fn a_prompt_without_a_newline_matches_once_output_pauses() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "sh", "tty": true}));
+    let outputs = h.call(2, "wait", json!({"id": "t00001", "pattern": "Continue\\?"}));
+    assert!(transmitted(&outputs).is_empty());
+    let _ = tty_output(&mut h, run, b"Continue? [y/N] ");
+    let early = h.advance(50);
+    assert!(transmitted(&early).is_empty(), "the line may still grow");
+    let replies = transmitted(&h.advance(60));
+    let result = &replies[0]["result"]["structuredContent"];
+    assert_eq!(result["reason"], "matched");
+    assert_eq!(result["line"]["text"], "Continue? [y/N] ");
+    assert_eq!(result["line"]["partial"], true);
+}
+
+#[test]
+fn a_growing_partial_line_is_matched_only_when_it_settles() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "sh", "tty": true}));
+    let _ = h.call(2, "wait", json!({"id": "t00001", "pattern": "done \\d+%"}));
+    let _ = tty_output(&mut h, run, b"done 1");
+    let mut replies = transmitted(&h.advance(80));
+    let _ = tty_output(&mut h, run, b"00%");
+    replies.extend(transmitted(&h.advance(80)));
+    assert!(replies.is_empty(), "{replies:?}");
+    let replies = transmitted(&h.advance(40));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["line"]["text"],
+        "done 100%"
+    );
+}
+
+#[test]
+fn write_with_prompt_returns_the_output_once_the_prompt_is_back() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "python3 -q -i", "tty": true}));
+    let _ = tty_output(&mut h, run, b">>> ");
+    let outputs = h.call(
+        2,
+        "write",
+        json!({"id": "t00001", "data": "print(6*7)", "keys": ["Enter"], "prompt": true}),
+    );
+    assert_eq!(
+        outputs,
+        [Output::WriteStdin {
+            run,
+            data: b"print(6*7)\r".to_vec()
+        }]
+    );
+    let outputs = h.input(Input::StdinWritten {
+        run,
+        result: Ok(11),
+    });
+    assert!(
+        transmitted(&outputs).is_empty(),
+        "the old prompt does not count"
+    );
+    let _ = tty_output(&mut h, run, b"print(6*7)\r\n42\r\n");
+    assert!(transmitted(&h.advance(500)).is_empty(), "no prompt yet");
+    let _ = tty_output(&mut h, run, b">>> ");
+    let replies = transmitted(&h.advance(100));
+    let result = &replies[0]["result"]["structuredContent"];
+    assert_eq!(result["reason"], "matched");
+    let texts: Vec<&str> = result["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, [">>> print(6*7)", "42", ">>> "]);
+    assert_eq!(result["screen_changed"], true);
+    assert_eq!(result["next_cursor"], 2, "the prompt is still partial");
+    let text = replies[0]["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("\n[1] 42"), "{text}");
+}
+
+#[test]
+fn write_with_prompt_needs_a_prompt() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "sh", "tty": true}));
+    let _ = tty_output(&mut h, run, b"no prompt here\r\n");
+    let result = h.call_now(
+        "write",
+        json!({"id": "t00001", "data": "x", "prompt": true}),
+    );
+    assert_eq!(result["isError"], true);
+}
+
+#[test]
+fn write_with_quiet_ms_answers_once_output_pauses() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "sh", "tty": true}));
+    let _ = h.call(
+        2,
+        "write",
+        json!({"id": "t00001", "data": "ls\r", "quiet_ms": 300}),
+    );
+    let _ = h.input(Input::StdinWritten { run, result: Ok(3) });
+    let _ = tty_output(&mut h, run, b"ls\r\na\r\n");
+    assert!(transmitted(&h.advance(200)).is_empty());
+    let _ = tty_output(&mut h, run, b"b\r\n");
+    assert!(
+        transmitted(&h.advance(200)).is_empty(),
+        "output came 200 ms ago"
+    );
+    let replies = transmitted(&h.advance(100));
+    let result = &replies[0]["result"]["structuredContent"];
+    assert_eq!(result["reason"], "quiet");
+    assert_eq!(result["output"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn wait_for_the_screen_to_match() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "top", "tty": true, "rows": 5}));
+    let _ = h.call(
+        2,
+        "wait",
+        json!({"id": "t00001", "screen": "(?m)^Tasks: \\d+"}),
+    );
+    let _ = tty_output(&mut h, run, b"\x1b[?1049h\x1b[2;1HTasks:");
+    assert!(transmitted(&h.advance(10)).is_empty());
+    let replies = transmitted(&tty_output(&mut h, run, b" 12 total"));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["reason"],
+        "screen"
+    );
+}

@@ -222,11 +222,17 @@ impl Tasks {
 
     /// Output of `run` on `stream`: stored in its task's buffer within the budgets. The task,
     /// if the run is not released.
-    pub(super) fn ingest(&mut self, run: RunId, stream: Stream, bytes: &[u8]) -> Option<u64> {
+    pub(super) fn ingest(
+        &mut self,
+        run: RunId,
+        stream: Stream,
+        bytes: &[u8],
+        at: Instant,
+    ) -> Option<u64> {
         let key = self.of_run(run)?;
         let task = self.all.get_mut(&key)?;
         let before = task.log.allocated_bytes();
-        task.on_output(stream, bytes);
+        task.on_output(stream, bytes, at);
         let after = task.log.allocated_bytes();
         self.output_bytes = self.output_bytes + after - before;
         self.keep_total_budget();

@@ -15,7 +15,7 @@ use regex::Regex;
 use serde_json::json;
 
 use super::tasks::Tasks;
-use super::tools::{Ready, start_result, stop_result, wait_result, write_result};
+use super::tools::{Ready, Then, start_result, stop_result, wait_result, write_result};
 use super::{Output, Pending, ProbeId, Server, Shutdown, ToolResult, error_result};
 use crate::log::{Line, Query};
 use crate::mcp::jsonrpc::RequestId;
@@ -141,16 +141,32 @@ pub(super) enum Kind {
         next_cursor: u64,
         /// With `eof`: bytes of earlier writes that were dropped.
         dropped_earlier: usize,
+        /// A condition to wait for once the bytes are settled, before answering.
+        then: Option<Then>,
     },
 }
 
-/// What a `wait` (or `start` with `wait_for`) is waiting for, and until when.
+/// How long a task must have printed nothing before its partial line (a prompt without a
+/// newline) may match: long enough that a line still being written is not matched half-way.
+pub(super) const PARTIAL_SETTLE: Duration = Duration::from_millis(100);
+
+/// What a `wait` (or `start` with `wait_for`, or `write` with a condition) is waiting for, and
+/// until when.
 #[derive(Debug)]
 pub(super) struct Watch {
     /// The regex and the cursor of the first line not yet checked.
     pattern: Option<(Regex, u64)>,
+    /// Only the pending partial line may match `pattern` (a prompt coming back).
+    partial_only: bool,
+    /// A regex the text of a terminal task's screen must match.
+    screen: Option<Regex>,
+    /// Until the task has printed nothing for this long.
+    quiet: Option<Duration>,
     /// Bytes the task had printed at the last check, to skip checks when nothing came.
     checked_bytes: Option<u64>,
+    /// When to look again although nothing came: a partial line that matched settles, or
+    /// the task has been quiet long enough.
+    recheck_at: Option<Instant>,
     port: Option<PortWatch>,
     pub(super) started: Instant,
     deadline: Instant,
@@ -172,6 +188,8 @@ struct PortWatch {
 #[derive(Debug)]
 pub(super) enum Outcome {
     Matched { line: Line, next_cursor: u64 },
+    Screen,
+    Quiet,
     PortOpen,
     Exited,
     Timeout,
@@ -182,6 +200,8 @@ impl Outcome {
     pub(super) fn reason(&self) -> &'static str {
         match self {
             Outcome::Matched { .. } => "matched",
+            Outcome::Screen => "screen",
+            Outcome::Quiet => "quiet",
             Outcome::PortOpen => "port_open",
             Outcome::Exited => "exited",
             Outcome::Timeout => "timeout",
@@ -199,7 +219,11 @@ impl Watch {
     ) -> Self {
         Self {
             pattern,
+            partial_only: false,
+            screen: None,
+            quiet: None,
             checked_bytes: None,
+            recheck_at: None,
             port: port.map(|port| PortWatch {
                 port,
                 probe: None,
@@ -213,14 +237,53 @@ impl Watch {
         }
     }
 
+    /// Only a partial line may match the pattern (see [`Watch::partial_only`]).
+    pub(super) fn prompt(mut self) -> Self {
+        self.partial_only = true;
+        self
+    }
+
+    /// Also resolves once a terminal task's screen matches `regex`.
+    pub(super) fn screen(mut self, regex: Option<Regex>) -> Self {
+        self.screen = regex;
+        self
+    }
+
+    /// Also resolves once the task has printed nothing for `quiet`.
+    pub(super) fn quiet(mut self, quiet: Option<Duration>) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
     /// Checks the condition against the task; `None` while it does not hold yet. `run_over`:
     /// the run watched has ended.
     fn check(&mut self, task: &Task, run_over: bool, now: Now) -> Option<Outcome> {
-        if let Some(outcome) = self.scan(task) {
-            return Some(outcome);
+        let printed = task.log.total_bytes();
+        let due = self.recheck_at.is_some_and(|at| now.instant >= at);
+        if self.checked_bytes != Some(printed) || due {
+            self.checked_bytes = Some(printed);
+            self.recheck_at = None;
+            if let Some(outcome) = self.scan(task, now) {
+                return Some(outcome);
+            }
+            if let (Some(regex), Some(screen)) = (&self.screen, &task.screen)
+                && regex.is_match(&screen.snapshot().rows.join("\n"))
+            {
+                return Some(Outcome::Screen);
+            }
         }
         if self.port.as_ref().is_some_and(|p| p.open) {
             return Some(Outcome::PortOpen);
+        }
+        if let Some(quiet) = self.quiet {
+            let last = task
+                .last_output
+                .map_or(self.started, |at| at.max(self.started));
+            let at = last.saturating_add(quiet);
+            if now.instant >= at {
+                return Some(Outcome::Quiet);
+            }
+            self.recheck_at = Some(self.recheck_at.map_or(at, |r| r.min(at)));
         }
         if run_over {
             return Some(Outcome::Exited);
@@ -228,16 +291,19 @@ impl Watch {
         (now.instant >= self.deadline).then_some(Outcome::Timeout)
     }
 
-    /// Looks for the pattern in the lines printed since the last look (and in partial lines).
-    fn scan(&mut self, task: &Task) -> Option<Outcome> {
+    /// Looks for the pattern in the lines printed since the last look and in the partial
+    /// lines; a partial line matches only once the task has been quiet for
+    /// [`PARTIAL_SETTLE`] (until then, a wake-up is asked for).
+    fn scan(&mut self, task: &Task, now: Now) -> Option<Outcome> {
         let (regex, cursor) = self.pattern.as_mut()?;
-        let printed = task.log.total_bytes();
-        if self.checked_bytes == Some(printed) {
-            return None;
-        }
-        self.checked_bytes = Some(printed);
+        // Partial lines are numbered from `next_cursor` on.
+        let since = if self.partial_only {
+            (*cursor).max(task.log.next_cursor())
+        } else {
+            *cursor
+        };
         let page = task.log.read(&Query {
-            since: Some(*cursor),
+            since: Some(since),
             tail: None,
             head: Some(1),
             grep: Some(regex),
@@ -247,8 +313,19 @@ impl Watch {
             raw: false,
         });
         match page.lines.into_iter().next() {
+            Some(line) if line.partial => {
+                let settled = task
+                    .last_output
+                    .map_or(now.instant, |at| at.saturating_add(PARTIAL_SETTLE));
+                if now.instant < settled {
+                    self.recheck_at = Some(settled);
+                    return None;
+                }
+                let next_cursor = line.n;
+                Some(Outcome::Matched { line, next_cursor })
+            }
             Some(line) => {
-                let next_cursor = if line.partial { line.n } else { line.n + 1 };
+                let next_cursor = line.n + 1;
                 Some(Outcome::Matched { line, next_cursor })
             }
             None => {
@@ -259,7 +336,9 @@ impl Watch {
     }
 
     fn next_deadline(&self, with_progress: bool) -> Instant {
-        let mut at = self.deadline;
+        let mut at = self
+            .recheck_at
+            .map_or(self.deadline, |r| r.min(self.deadline));
         if with_progress {
             at = at.min(self.next_progress);
         }
@@ -283,6 +362,16 @@ impl Waiter {
             | Kind::Start {
                 ready: Some(watch), ..
             } => Some(watch.next_deadline(progress)),
+            // Its deadline counts once the bytes are written (until then it waits for them).
+            Kind::Write {
+                then:
+                    Some(Then {
+                        watch,
+                        written: Some(_),
+                        ..
+                    }),
+                ..
+            } => Some(watch.next_deadline(false)),
             _ => None,
         }
     }
@@ -434,8 +523,10 @@ impl Server {
                 segment,
                 next_cursor,
                 dropped_earlier,
+                then,
             } => {
-                if task.run() == run && !task.stdin.is_settled() {
+                let written = then.as_ref().and_then(|then| then.written);
+                if written.is_none() && task.run() == run && !task.stdin.is_settled() {
                     return Step::Keep(Waiter {
                         task: key,
                         request,
@@ -444,16 +535,47 @@ impl Server {
                             segment,
                             next_cursor,
                             dropped_earlier,
+                            then,
                         },
                     });
                 }
-                let progress = if task.run() == run {
-                    task.stdin.progress(segment)
-                } else {
-                    None
+                let progress = written.unwrap_or_else(|| {
+                    (task.run() == run)
+                        .then(|| task.stdin.progress(segment))
+                        .flatten()
+                });
+                let complete = progress.is_some_and(|p| p.dropped == 0);
+                let Some(mut then) = then.filter(|_| complete) else {
+                    let result =
+                        write_result(&request, task, progress, dropped_earlier, next_cursor, None);
+                    return Step::Answer(request, result);
                 };
-                let result = write_result(&request, task, progress, dropped_earlier, next_cursor);
-                Step::Answer(request, result)
+                then.written = Some(progress);
+                match then.watch.check(task, run_over(run, task), now) {
+                    None => Step::Keep(Waiter {
+                        task: key,
+                        request,
+                        kind: Kind::Write {
+                            run,
+                            segment,
+                            next_cursor,
+                            dropped_earlier,
+                            then: Some(then),
+                        },
+                    }),
+                    Some(outcome) => {
+                        let after = Some((&then, &outcome));
+                        let result = write_result(
+                            &request,
+                            task,
+                            progress,
+                            dropped_earlier,
+                            next_cursor,
+                            after,
+                        );
+                        Step::Answer(request, result)
+                    }
+                }
             }
         }
     }

@@ -50,7 +50,7 @@ pub use wait::DEFAULT_TIMEOUT_MS as DEFAULT_WAIT_MS;
 pub(super) use start::{Ready, start_result};
 pub(super) use stop::stop_result;
 pub(super) use wait::wait_result;
-pub(super) use write::write_result;
+pub(super) use write::{Then, write_result};
 
 /// A tool this server offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

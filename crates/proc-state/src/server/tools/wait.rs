@@ -19,7 +19,8 @@ use crate::time::Now;
 pub(super) const SPEC: Spec = Spec {
     title: "Wait for output, a port or exit",
     description: "Block until something happens to a task instead of polling: until an output line matches `pattern` \
-(a regex; lines printed before the call count, from `since` or else the oldest line still held), until a TCP \
+(a regex; lines printed before the call count, from `since` or else the oldest line still held; a prompt \
+without a newline matches once output pauses), until a TCP \
 connection to 127.0.0.1:`port` succeeds, or, with neither, until the task exits. Always returns when the task \
 exits, and at the latest after `timeout_ms`, with `reason` saying which happened (matched, port_open, exited, \
 timeout) and the matching `line`. Example: {\"id\": \"web\", \"pattern\": \"compiled|error\", \"timeout_ms\": 60000}.",
@@ -48,6 +49,8 @@ pub(super) struct Args {
     /// Until a TCP connection to 127.0.0.1:port succeeds.
     #[schemars(range(min = 1, max = 65535))]
     port: Option<u64>,
+    /// Regex the screen of a tty task must match (rows joined by newlines).
+    screen: Option<String>,
     #[schemars(range(min = 1, max = MAX_WAIT_MS), extend("default" = DEFAULT_TIMEOUT_MS))]
     timeout_ms: Option<u64>,
 }
@@ -56,7 +59,7 @@ pub(super) struct Args {
 #[derive(Serialize, JsonSchema)]
 pub(super) struct Structured<'a> {
     id: &'a str,
-    #[schemars(extend("enum" = ["matched", "port_open", "exited", "timeout"]))]
+    #[schemars(extend("enum" = ["matched", "screen", "port_open", "exited", "timeout"]))]
     reason: &'static str,
     /// The matching line.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,11 +97,15 @@ pub(super) fn call(
         }
     };
     let regex = optional_regex(Tool::Wait, "pattern", args.pattern.as_deref())?;
+    let screen = optional_regex(Tool::Wait, "screen", args.screen.as_deref())?;
     let key = server.tasks.find(&args.id)?;
     let task = server.tasks.task(key);
+    if screen.is_some() && task.screen.is_none() {
+        return Err(super::screen::not_a_terminal(&task.id));
+    }
     let (first, run) = (task.log.first_retained(), task.run());
     let pattern = regex.map(|regex| (regex, args.since.unwrap_or(first).max(first)));
-    let watch = Watch::new(pattern, port, now, timeout);
+    let watch = Watch::new(pattern, port, now, timeout).screen(screen);
     server.add_waiter(now, key, request.clone(), Kind::Wait { run, watch });
     Ok(Reply::Later)
 }
@@ -129,7 +136,7 @@ pub(in crate::server) fn wait_result(
     Server::tool_result(request, &structured, text)
 }
 
-fn wait_text(
+pub(super) fn wait_text(
     t: &Task,
     reason: &str,
     line: Option<&Line>,
@@ -144,6 +151,8 @@ fn wait_text(
             text
         }
         ("port_open", _) => "the port is open".to_owned(),
+        ("screen", _) => "the screen matched".to_owned(),
+        ("quiet", _) => "the output went quiet".to_owned(),
         // The task's own runtime, not the wait's: "killed by SIGTERM after 9.8s".
         ("exited", _) => format!("the task {}", render::state_phrase_at(t, now)),
         _ => "timed out".to_owned(),

@@ -3,8 +3,16 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Annotations, Spec, no_config_defaults};
-use crate::server::waiters::Kind;
+use regex::Regex;
+
+use super::DEFAULT_WAIT_MS;
+use super::{
+    Annotations, LINE_OVERHEAD_BYTES, LineOut, MAX_WAIT_MS, Spec, Tool, millis_arg,
+    no_config_defaults, optional_regex,
+};
+use crate::log::{DEFAULT_MAX_BYTES, Query};
+use crate::server::render;
+use crate::server::waiters::{Kind, Outcome, Watch};
 use crate::server::{Pending, Reply, Server, ToolError, ToolResult};
 use crate::stdin::{Closed, Progress, Refused};
 use crate::task::{Progress as TaskProgress, Task};
@@ -42,6 +50,18 @@ pub(super) struct Args {
     /// Ctrl-D).
     #[serde(default)]
     eof: bool,
+    /// Then wait until a new output line matches this regex, and return the output.
+    wait_for: Option<String>,
+    /// Then wait until the prompt the task sat at (its last partial line) is back, and return
+    /// the output.
+    #[serde(default)]
+    prompt: bool,
+    /// Then wait until output pauses this long, and return the output.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
+    quiet_ms: Option<u64>,
+    /// Bound for the wait.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS), extend("default" = DEFAULT_WAIT_MS))]
+    timeout_ms: Option<u64>,
 }
 
 /// The `write` result.
@@ -55,8 +75,29 @@ pub(super) struct Structured<'a> {
     /// With `eof`: queued bytes of earlier writes dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     bytes_dropped: Option<usize>,
-    /// Where output produced after this write begins.
+    /// Where output produced after this write begins; after a wait, where output after the
+    /// returned lines begins.
     next_cursor: u64,
+    /// With a wait: what ended it.
+    #[schemars(extend("enum" = ["matched", "quiet", "exited", "timeout"]))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    /// With a wait: the output after the write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Vec<LineOut<'a>>>,
+    /// With a wait, for a tty task: the screen differs from before the write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    screen_changed: Option<bool>,
+}
+
+/// What a `write` with a wait condition waits for after its bytes are written.
+#[derive(Debug)]
+pub(in crate::server) struct Then {
+    pub(in crate::server) watch: Watch,
+    /// The write's progress once its bytes were settled (`Some` from then on).
+    pub(in crate::server) written: Option<Option<Progress>>,
+    /// A terminal task's screen rows before the write.
+    screen_before: Option<Vec<String>>,
 }
 
 /// The terminal's end-of-file character, `VEOF` in termios(3) (Ctrl-D by default): in
@@ -80,6 +121,7 @@ pub(super) fn call(
             task.id
         )));
     }
+    let then = then(task, &args, now)?;
     let mut bytes = args.data.into_bytes();
     let mut eof = args.eof;
     if let Some(screen) = &task.screen {
@@ -126,9 +168,59 @@ pub(super) fn call(
             segment,
             next_cursor,
             dropped_earlier: dropped,
+            then,
         },
     );
     Ok(Reply::Later)
+}
+
+/// The wait the arguments ask for after the write, if any: from the output after the write.
+fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Then>, ToolError> {
+    let wait_for = optional_regex(Tool::Write, "wait_for", args.wait_for.as_deref())?;
+    let quiet = match args.quiet_ms {
+        None => None,
+        ms => Some(millis_arg(Tool::Write, "quiet_ms", ms, 0, MAX_WAIT_MS)?),
+    };
+    if wait_for.is_none() && !args.prompt && quiet.is_none() {
+        return Ok(None);
+    }
+    let timeout = millis_arg(
+        Tool::Write,
+        "timeout_ms",
+        args.timeout_ms,
+        DEFAULT_WAIT_MS,
+        MAX_WAIT_MS,
+    )?;
+    let next_cursor = task.log.next_cursor();
+    let watch = if args.prompt {
+        if wait_for.is_some() {
+            return Err(ToolError(
+                "invalid arguments for `write`: give `wait_for` or `prompt`, not both".into(),
+            ));
+        }
+        // The partial line the task sits at: it completes with this write (its line number is
+        // `next_cursor`), and the same text as a later partial line is the prompt back.
+        let page = task.log.read(&Query {
+            since: Some(next_cursor),
+            ..Query::default()
+        });
+        let Some(prompt) = page.lines.iter().rev().find(|line| line.partial) else {
+            return Err(ToolError(format!(
+                "task {} is not at a prompt (its output ends with a newline), so `prompt` has nothing to wait for; use `wait_for` or `quiet_ms`",
+                task.id
+            )));
+        };
+        let regex = Regex::new(&format!("^{}$", regex::escape(&prompt.text)))
+            .map_err(|err| ToolError(format!("the prompt cannot be matched: {err}")))?;
+        Watch::new(Some((regex, next_cursor + 1)), None, now, timeout).prompt()
+    } else {
+        Watch::new(wait_for.map(|re| (re, next_cursor)), None, now, timeout)
+    };
+    Ok(Some(Then {
+        watch: watch.quiet(quiet),
+        written: None,
+        screen_before: task.screen.as_ref().map(|s| s.snapshot().rows),
+    }))
 }
 
 /// The answer to a `write` once its bytes are settled: all taken or queued, or some lost
@@ -139,6 +231,7 @@ pub(in crate::server) fn write_result(
     progress: Option<Progress>,
     dropped_earlier: usize,
     next_cursor: u64,
+    after: Option<(&Then, &Outcome)>,
 ) -> ToolResult {
     match progress {
         Some(p) if p.dropped == 0 => {
@@ -156,15 +249,57 @@ pub(in crate::server) fn write_result(
                     " Closing stdin dropped {dropped_earlier} bytes earlier writes still had queued."
                 ));
             }
+            let Some((then, outcome)) = after else {
+                text.push_str(&format!(
+                    " Output from here on starts at cursor {next_cursor}."
+                ));
+                let structured = Structured {
+                    id: &task.id,
+                    bytes_written: p.written,
+                    bytes_queued: queued,
+                    bytes_dropped: (dropped_earlier > 0).then_some(dropped_earlier),
+                    next_cursor,
+                    reason: None,
+                    output: None,
+                    screen_changed: None,
+                };
+                return Server::tool_result(request, &structured, text);
+            };
+            // The output after the write, oldest first, within the usual read bound.
+            let page = task.log.read(&Query {
+                since: Some(next_cursor),
+                max_bytes: DEFAULT_MAX_BYTES,
+                line_overhead: LINE_OVERHEAD_BYTES,
+                ..Query::default()
+            });
+            let screen_changed = then.screen_before.as_ref().and_then(|before| {
+                let now = task.screen.as_ref()?.snapshot().rows;
+                Some(now != *before)
+            });
+            text.push_str(&format!(" Then {}", outcome.reason()));
+            if screen_changed == Some(true) {
+                text.push_str(" (the screen changed)");
+            }
             text.push_str(&format!(
-                " Output from here on starts at cursor {next_cursor}."
+                "; next_cursor {}. Output after the write:",
+                page.next_cursor
             ));
+            for line in &page.lines {
+                text.push('\n');
+                render::push_line_text(&mut text, line);
+            }
+            if page.truncated {
+                text.push_str("\n(more: read on with logs from next_cursor)");
+            }
             let structured = Structured {
                 id: &task.id,
                 bytes_written: p.written,
                 bytes_queued: queued,
                 bytes_dropped: (dropped_earlier > 0).then_some(dropped_earlier),
-                next_cursor,
+                next_cursor: page.next_cursor,
+                reason: Some(outcome.reason()),
+                output: Some(page.lines.iter().map(LineOut::from).collect()),
+                screen_changed,
             };
             Server::tool_result(request, &structured, text)
         }
