@@ -1,22 +1,23 @@
-//! The table of live runs: what the core's `Spawn`, `Signal`, `WriteStdin`, `CloseStdin` and
-//! `Release` outputs do, and how SIGCHLD turns into `Exited` inputs. Runtime-agnostic: the
+//! The table of live runs: what the core's `Spawn`, `Signal`, `WriteStdin`, `CloseStdin`,
+//! `Resize` and `Release` outputs do, and how SIGCHLD turns into `Exited` inputs. Runtime-agnostic: the
 //! driver says how to start the tasks that read a run's pipes (and that wait for its stdin to
 //! have room), and gets them back to drop (which must stop them).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
 
 use async_io::Async;
+use nix::libc;
 use nix::unistd::Pid;
-use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
+use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream, WindowSize};
 
 use crate::process::{self, SpawnPlacement};
 
-/// A run's stdin pipe (our end, non-blocking) and, after a short write, the task that waits
-/// for it to have room.
+/// A run's stdin pipe (our end, non-blocking), or the master side of its terminal, and, after
+/// a short write, the task that waits for it to have room.
 struct Stdin<P> {
     pipe: Arc<Async<File>>,
     waiting: Option<P>,
@@ -34,10 +35,14 @@ struct Run<P> {
     /// and its default action ends the process): if the leader still exits with a code of its
     /// own, none of them reached it in time.
     only_fatal: bool,
-    /// Its stdin, while open; `None` unless piped.
+    /// Its stdin, while open; `None` unless piped or on a terminal (then the terminal's
+    /// master side).
     stdin: Option<Stdin<P>>,
-    /// What reads its stdout and its stderr; dropping them stops them and closes the pipes.
-    _pumps: [P; 2],
+    /// The master side of its terminal, for `Resize` (the same descriptor as `stdin`'s).
+    terminal: Option<Arc<Async<File>>>,
+    /// What reads its stdout and its stderr, or its terminal; dropping them stops them and
+    /// closes the pipes (or the reader's descriptor of the master).
+    _pumps: Vec<P>,
 }
 
 /// An exit found by [`RunTable::collect_exits`] or [`RunTable::signal`], as the core's
@@ -111,8 +116,12 @@ impl<P> RunTable<P> {
     }
 
     /// Spawns `spec` for `run`, placed as `placement` says (see [`process::spawn_placed`]), and
-    /// starts reading its stdout and stderr with `serve(stream, pipe)`, which returns a handle that stops the reader when
-    /// dropped. Returns the pid, which is also the process group id.
+    /// starts reading its output with `serve(stream, fd)`, which returns a handle that stops
+    /// the reader when dropped: its stdout and stderr pipes ([`Stream::Stdout`],
+    /// [`Stream::Stderr`]), or, on a terminal ([`proc_state::Stdio::Terminal`]), a copy of the
+    /// terminal's master side ([`Stream::Tty`], non-blocking; the reader must take `EIO` for
+    /// end-of-file, as [`crate::pipes::pump`] does). Returns the pid, which is also the process
+    /// group id.
     ///
     /// # Errors
     /// The reason, for people, when the process could not be started (`serve` is not called).
@@ -127,23 +136,44 @@ impl<P> RunTable<P> {
             return Err(format!("internal error: {run} was spawned twice"));
         }
         let child = process::spawn_placed(spec, placement)?;
-        let pumps = [
-            (Stream::Stdout, OwnedFd::from(child.stdout)),
-            (Stream::Stderr, OwnedFd::from(child.stderr)),
-        ]
-        .map(|(stream, pipe)| serve(stream, pipe));
-        let stdin = match child
-            .stdin
-            .map(|stdin| Async::new(File::from(OwnedFd::from(stdin))))
-        {
+        let is_terminal = child.terminal.is_some();
+        let mut pumps = Vec::with_capacity(2);
+        let mut terminal = None;
+        let mut stdin = child.stdin.map(OwnedFd::from);
+        if let Some(master) = child.terminal {
+            // A descriptor of its own for the reader (F_DUPFD_CLOEXEC, 3 or above): the
+            // reactor registers each descriptor once, and the writer (stdin) and `Resize` keep
+            // the other.
+            match master.try_clone() {
+                Ok(copy) => pumps.push(serve(Stream::Tty, copy)),
+                Err(err) => eprintln!("proc-mcp: cannot read the terminal of {run}: {err}"),
+            }
+            stdin = Some(master);
+        }
+        let pipes = [
+            (Stream::Stdout, child.stdout.map(OwnedFd::from)),
+            (Stream::Stderr, child.stderr.map(OwnedFd::from)),
+        ];
+        for (stream, pipe) in pipes {
+            if let Some(pipe) = pipe {
+                pumps.push(serve(stream, pipe));
+            }
+        }
+        let stdin = match stdin.map(|stdin| Async::new(File::from(stdin))) {
             None => None,
-            Some(Ok(pipe)) => Some(Stdin {
-                pipe: Arc::new(pipe),
-                waiting: None,
-            }),
+            Some(Ok(pipe)) => {
+                let pipe = Arc::new(pipe);
+                if is_terminal {
+                    terminal = Some(pipe.clone());
+                }
+                Some(Stdin {
+                    pipe,
+                    waiting: None,
+                })
+            }
             Some(Err(err)) => {
                 // Not registrable with the reactor: writes to it will be reported as failed.
-                eprintln!("proc-mcp: cannot watch the stdin pipe of {run}: {err}");
+                eprintln!("proc-mcp: cannot watch the stdin of {run}: {err}");
                 None
             }
         };
@@ -155,6 +185,7 @@ impl<P> RunTable<P> {
                 signalled: false,
                 only_fatal: true,
                 stdin,
+                terminal,
                 _pumps: pumps,
             },
         );
@@ -162,14 +193,16 @@ impl<P> RunTable<P> {
         Ok(child.pid.as_raw().unsigned_abs())
     }
 
-    /// Writes as much of `data` to `run`'s stdin as the pipe takes now, without waiting, and
-    /// returns how much that was (0 when it is full). After a short write, `wait(pipe)` is
-    /// started: a task that must report when the pipe is writable again (the core's
-    /// `StdinReady`). `None` for a run that was released.
+    /// Writes as much of `data` to `run`'s stdin (or, on a terminal, to its master side: typed
+    /// on the terminal) as it takes now, without waiting, and returns how much that was (0
+    /// when it is full). After a short write, `wait(pipe)` is started: a task that must report
+    /// when the pipe (or the master) is writable again (the core's `StdinReady`). `None` for a
+    /// run that was released.
     ///
     /// # Errors
     /// Why nothing more can be written, for people: the process closed its stdin (or exited),
-    /// or the stdin is not a pipe.
+    /// the terminal has no process any more (`EIO`: nothing holds its slave side open), or the
+    /// stdin is not a pipe.
     pub fn write_stdin(
         &mut self,
         run: RunId,
@@ -177,10 +210,13 @@ impl<P> RunTable<P> {
         wait: impl FnOnce(Arc<Async<File>>) -> P,
     ) -> Option<Result<usize, String>> {
         let entry = self.live.get_mut(&run)?;
+        let on_terminal = entry.terminal.is_some();
         let Some(stdin) = entry.stdin.as_mut() else {
-            return Some(Err(
+            return Some(Err(if on_terminal {
+                "the process's terminal was closed".to_owned()
+            } else {
                 "the process's stdin is not a pipe (or was closed)".to_owned()
-            ));
+            }));
         };
         let mut written = 0;
         while written < data.len() {
@@ -191,11 +227,16 @@ impl<P> RunTable<P> {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => {
                     entry.stdin = None;
-                    return Some(Err(if err.kind() == io::ErrorKind::BrokenPipe {
-                        "the process closed its stdin (or exited)".to_owned()
-                    } else {
-                        format!("cannot write to the process's stdin: {err}")
-                    }));
+                    return Some(Err(
+                        if on_terminal && err.raw_os_error() == Some(libc::EIO) {
+                            "the process's terminal was closed (no process has it open any more)"
+                                .to_owned()
+                        } else if err.kind() == io::ErrorKind::BrokenPipe {
+                            "the process closed its stdin (or exited)".to_owned()
+                        } else {
+                            format!("cannot write to the process's stdin: {err}")
+                        },
+                    ));
                 }
             }
         }
@@ -215,10 +256,33 @@ impl<P> RunTable<P> {
         }
     }
 
-    /// Closes `run`'s stdin pipe: the process reads end-of-file.
+    /// Closes `run`'s stdin pipe: the process reads end-of-file. Nothing for a run on a
+    /// terminal (the core never asks; end-of-file there is the `VEOF` character, typed).
     pub fn close_stdin(&mut self, run: RunId) {
-        if let Some(entry) = self.live.get_mut(&run) {
+        if let Some(entry) = self.live.get_mut(&run)
+            && entry.terminal.is_none()
+        {
             entry.stdin = None;
+        }
+    }
+
+    /// Sets the window size of `run`'s terminal to `size` ([`process::set_window_size`]: ioctl
+    /// `TIOCSWINSZ` on the master side, tty_ioctl(4); the kernel sends `SIGWINCH` to the
+    /// terminal's foreground process group when the size changes). Nothing for a run that was
+    /// released or has no terminal; a failure is reported on stderr.
+    pub fn resize(&mut self, run: RunId, size: WindowSize) {
+        let Some(terminal) = self
+            .live
+            .get(&run)
+            .and_then(|entry| entry.terminal.as_ref())
+        else {
+            return;
+        };
+        if let Err(err) = process::set_window_size(terminal.get_ref().as_fd(), size) {
+            eprintln!(
+                "proc-mcp: cannot resize the terminal of {run} to {}x{}: {err}",
+                size.rows, size.cols
+            );
         }
     }
 
@@ -428,7 +492,7 @@ mod tests {
     use async_io::Timer;
     use async_signal::{Signal as OsSignal, Signals};
     use futures_lite::StreamExt as _;
-    use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
+    use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream, WindowSize};
 
     use super::RunTable;
     use crate::driver::Event;
