@@ -543,6 +543,7 @@ mod tests {
     struct Seen {
         stdout: Vec<u8>,
         stderr: Vec<u8>,
+        tty: Vec<u8>,
         closed: Vec<Stream>,
         exit: Option<ExitStatus>,
         chunks: usize,
@@ -552,7 +553,14 @@ mod tests {
 
     impl Seen {
         fn done(&self) -> bool {
-            self.closed.len() == 2 && self.exit.is_some()
+            (self.closed.len() == 2 || self.closed == [Stream::Tty]) && self.exit.is_some()
+        }
+
+        /// Whether what came from its terminal contains `text`.
+        fn tty_has(&self, text: &str) -> bool {
+            self.tty
+                .windows(text.len())
+                .any(|window| window == text.as_bytes())
         }
     }
 
@@ -596,7 +604,7 @@ mod tests {
                     match stream {
                         Stream::Stdout => seen.stdout.extend_from_slice(chunk.bytes()),
                         Stream::Stderr => seen.stderr.extend_from_slice(chunk.bytes()),
-                        Stream::Tty => panic!("{run} has no terminal"),
+                        Stream::Tty => seen.tty.extend_from_slice(chunk.bytes()),
                     }
                 }
                 Woke::Event(Event::StreamClosed { run, stream }) => {
@@ -1009,6 +1017,172 @@ mod tests {
             }
             assert_eq!(exits[0].status, ExitStatus::Signaled(Signal::Term));
             assert!(exits[0].signalled);
+            runs.release(run);
+        });
+    }
+
+    /// `spec` on a terminal of `rows` x `cols`.
+    fn on_terminal(mut spec: SpawnSpec, rows: u16, cols: u16) -> SpawnSpec {
+        spec.stdio = proc_state::Stdio::Terminal(WindowSize { rows, cols });
+        spec
+    }
+
+    #[test]
+    fn terminal_output_arrives_as_tty_then_the_terminal_closes() {
+        with_runs(async |runs, h| {
+            let run = RunId(20);
+            let script = "import sys; print(sys.stdin.isatty(), sys.stdout.isatty(), \
+                          sys.stderr.isatty()); print('err', file=sys.stderr)";
+            runs.spawn(run, &on_terminal(spec("python3", &["-c", script]), 40, 120))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen.get(&run).is_some_and(Seen::done))
+                .await;
+            let seen = &h.seen[&run];
+            // stdout and stderr alike, with ONLCR's line endings; no pipes.
+            assert_eq!(
+                String::from_utf8_lossy(&seen.tty),
+                "True True True\r\nerr\r\n"
+            );
+            assert_eq!((seen.stdout.len(), seen.stderr.len()), (0, 0));
+            assert_eq!(seen.closed, [Stream::Tty]);
+            assert_eq!(seen.exit, Some(ExitStatus::Code(0)));
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn the_terminal_has_the_size_asked_for_and_resize_reaches_the_task() {
+        with_runs(async |runs, h| {
+            let run = RunId(21);
+            let script = "import os, signal\n\
+                def on_winch(*_):\n    \
+                    cols, rows = os.get_terminal_size()\n    \
+                    print('size', rows, cols, flush=True)\n\
+                signal.signal(signal.SIGWINCH, on_winch)\n\
+                print('ready', os.popen('stty size').read().strip(), flush=True)\n\
+                while True:\n    signal.pause()";
+            runs.spawn(run, &on_terminal(spec("python3", &["-c", script]), 40, 120))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("\n")).await;
+            assert_eq!(
+                String::from_utf8_lossy(&h.seen[&run].tty),
+                "ready 40 120\r\n"
+            );
+            runs.resize(
+                run,
+                WindowSize {
+                    rows: 30,
+                    cols: 100,
+                },
+            );
+            h.until(runs, |h| h.seen[&run].tty_has("size 30 100\r\n"))
+                .await;
+            runs.signal(run, Signal::Kill);
+            h.until(runs, |h| h.seen[&run].done()).await;
+            runs.release(run);
+            // Released (or unknown): nothing happens.
+            runs.resize(run, WindowSize { rows: 1, cols: 1 });
+            runs.resize(RunId(99), WindowSize { rows: 1, cols: 1 });
+        });
+    }
+
+    #[test]
+    fn ctrl_c_typed_on_the_terminal_interrupts_its_foreground_group() {
+        with_runs(async |runs, h| {
+            let run = RunId(22);
+            let pid = runs
+                .spawn(
+                    run,
+                    &on_terminal(sh("echo ready; sleep 1000; echo after $?"), 24, 80),
+                )
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            let pgid = i32::try_from(pid).expect("pid");
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            // The shell's sleep is running, in the terminal's foreground group (the task's).
+            let sleeper = crate::testutil::wait_for(Duration::from_secs(10), || {
+                group_members(pgid)
+                    .into_iter()
+                    .find(|&(member, _)| crate::testutil::cmdline(member) == "sleep 1000")
+            })
+            .expect("the sleep started")
+            .0;
+            assert_eq!(runs.write(run, b"\x03"), Some(Ok(1)));
+            h.until(runs, |h| h.seen[&run].done()).await;
+            let seen = &h.seen[&run];
+            // ISIG: ^C became SIGINT for the whole group, which ended the sleep and the shell
+            // (or the shell, if it outlived it, said so).
+            assert!(
+                seen.exit == Some(ExitStatus::Signaled(Signal::Int)) || seen.tty_has("after 130"),
+                "{:?} {:?}",
+                seen.exit,
+                String::from_utf8_lossy(&seen.tty)
+            );
+            assert!(wait_terminated(sleeper, Duration::from_secs(10)));
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn writes_to_a_terminal_are_typed_and_close_stdin_is_ignored() {
+        with_runs(async |runs, h| {
+            let run = RunId(23);
+            runs.spawn(run, &on_terminal(spec("cat", &[]), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            // Never sent for a terminal run; ignored if it comes.
+            runs.close_stdin(run);
+            assert_eq!(runs.write(run, b"hello\n"), Some(Ok(6)));
+            // The echo, then cat's copy.
+            h.until(runs, |h| h.seen[&run].tty_has("hello\r\nhello\r\n"))
+                .await;
+            // VEOF at the start of a line: cat reads end-of-file and exits.
+            assert_eq!(runs.write(run, b"\x04"), Some(Ok(1)));
+            h.until(runs, |h| h.seen[&run].done()).await;
+            assert_eq!(
+                String::from_utf8_lossy(&h.seen[&run].tty),
+                "hello\r\nhello\r\n"
+            );
+            assert_eq!(h.seen[&run].exit, Some(ExitStatus::Code(0)));
+            runs.release(run);
+            assert_eq!(runs.write(run, b"x"), None);
+        });
+    }
+
+    #[test]
+    fn a_write_bigger_than_the_terminal_takes_what_fits_and_ready_follows() {
+        with_runs(async |runs, h| {
+            let run = RunId(24);
+            runs.spawn(
+                run,
+                &on_terminal(sh("stty -echo; echo ready; exec cat >/dev/null"), 24, 80),
+            )
+            .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            let line = [vec![b'x'; 99], vec![b'\n']].concat();
+            let data = line.repeat(20_000);
+            let mut sent = 0;
+            loop {
+                let Some(Ok(n)) = runs.write(run, &data[sent..]) else {
+                    panic!("write failed");
+                };
+                sent += n;
+                if sent == data.len() {
+                    break;
+                }
+                let ready = h.seen[&run].ready;
+                h.until(runs, |h| h.seen[&run].ready > ready).await;
+            }
+            assert!(
+                h.seen[&run].ready > 0,
+                "the terminal was full at least once"
+            );
+            assert_eq!(runs.write(run, b"\x04"), Some(Ok(1)));
+            h.until(runs, |h| h.seen[&run].done()).await;
+            assert_eq!(h.seen[&run].exit, Some(ExitStatus::Code(0)));
             runs.release(run);
         });
     }
