@@ -93,7 +93,13 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 /// Starts `spec` as the leader of a new session and process group, placed as `placement` says.
 ///
 /// The child gets stdin from `/dev/null` (or a pipe for [`StdinMode::Piped`]), stdout and
-/// stderr as pipes, the server's environment plus `spec.env`, default dispositions for all
+/// stderr as pipes; or, for [`Stdio::Terminal`], stdin, stdout and stderr all on the slave side
+/// of a new pseudo-terminal of that size (pty(7), posix_openpt(3)), which is the controlling
+/// terminal of its new session, whose process group is the terminal's foreground group (so
+/// `^C` typed on the master reaches the task's group as `SIGINT`), in the kernel's default
+/// mode (canonical input, echo, `ONLCR`); the parent keeps the master
+/// ([`Spawned::terminal`]) and closes its descriptor of the slave. The child also gets the
+/// server's environment plus `spec.env`, default dispositions for all
 /// signals (but glibc's own 32 and 33) and an empty signal mask. It inherits no other file
 /// descriptor: every descriptor from 3 up is closed in the child, so descriptors that whoever
 /// started the server leaked to it never reach a task. If [`rlimit::raise_nofile_limit`]
@@ -105,13 +111,17 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 ///
 /// # How
 /// With glibc's posix_spawn(3) (`POSIX_SPAWN_SETSID`, `POSIX_SPAWN_SETSIGDEF` with every
-/// signal, `POSIX_SPAWN_SETSIGMASK` with none, `dup2` onto 0, 1 and 2, `closefrom(3)` and
-/// `chdir` file actions; glibc 2.34 or later), which creates the child with
+/// signal, `POSIX_SPAWN_SETSIGMASK` with none, `dup2` onto 0, 1 and 2 (for a terminal: an
+/// `open` of the slave's path onto 0 without `O_NOCTTY`, which glibc does after `setsid`, so
+/// the new session leader acquires it as its controlling terminal, then `dup2` of 0 onto 1
+/// and 2), `closefrom(3)` and `chdir` file actions; glibc 2.34 or later), which creates the child with
 /// `clone(CLONE_VM | CLONE_VFORK)`: no copy of the server's memory, and no child code of ours.
 ///
 /// With a cgroup in `placement` (glibc before 2.41 cannot spawn into one), with the small
 /// child of `cgroup_child`, which is born in the cgroup (clone3(2) `CLONE_INTO_CGROUP`) or
-/// moves itself there before exec, and otherwise does the same steps in the same order, also
+/// moves itself there before exec, and otherwise does the same steps in the same order (a
+/// terminal's slave is dup2'd onto 0, 1 and 2, then made the controlling terminal with ioctl
+/// `TIOCSCTTY`, tty_ioctl(4)), also
 /// on borrowed memory (`CLONE_VM | CLONE_VFORK`): a fork-based child measured a millisecond
 /// slower per start under load (the figures are in that module).
 ///
@@ -126,8 +136,10 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 /// A one-line message for people: the working directory does not exist or is not a
 /// directory, the command is not found, is not executable, the move into the cgroup failed
 /// (`EACCES`/`EPERM`: the cgroup is not ours to write, `ENODEV`/`ENOENT`: it was removed,
-/// `EBUSY`: it has controllers enabled for its children), or the spawn failed otherwise (with
-/// the OS error).
+/// `EBUSY`: it has controllers enabled for its children), no pseudo-terminal could be opened
+/// (`ENOENT`/`ENOSPC`: no `/dev/ptmx` or no free pty, see `/proc/sys/kernel/pty/max`), the
+/// terminal could not be made the controlling one (cgroup child, `TIOCSCTTY`), or the spawn
+/// failed otherwise (with the OS error).
 pub fn spawn_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> Result<Spawned, String> {
     if let Some(cwd) = &spec.cwd {
         check_cwd(cwd)?;

@@ -218,6 +218,12 @@ impl<P> RunTable<P> {
                 "the process's stdin is not a pipe (or was closed)".to_owned()
             }));
         };
+        // Writing a master whose slave nobody holds any more succeeds, into nothing: poll(2)
+        // tells, with POLLHUP (the task and everything it started have closed the terminal).
+        if on_terminal && hung_up(stdin.pipe.get_ref().as_fd()) {
+            entry.stdin = None;
+            return Some(Err(TERMINAL_CLOSED.to_owned()));
+        }
         let mut written = 0;
         while written < data.len() {
             match stdin.pipe.get_ref().write(&data[written..]) {
@@ -229,8 +235,7 @@ impl<P> RunTable<P> {
                     entry.stdin = None;
                     return Some(Err(
                         if on_terminal && err.raw_os_error() == Some(libc::EIO) {
-                            "the process's terminal was closed (no process has it open any more)"
-                                .to_owned()
+                            TERMINAL_CLOSED.to_owned()
                         } else if err.kind() == io::ErrorKind::BrokenPipe {
                             "the process closed its stdin (or exited)".to_owned()
                         } else {
@@ -404,6 +409,22 @@ impl<P> RunTable<P> {
             Err(_) => {}
         }
     }
+}
+
+/// Why a write to a terminal that no process holds any more fails.
+const TERMINAL_CLOSED: &str = "the process's terminal was closed (no process has it open any more)";
+
+/// Whether the terminal whose master is `master` has no process on its slave side any more:
+/// poll(2) reports `POLLHUP` on the master then (pty(7)). False if poll fails.
+fn hung_up(master: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&master),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a timeout of 0 never blocks.
+    let ready = unsafe { libc::poll(&raw mut pollfd, 1, 0) };
+    ready > 0 && pollfd.revents & libc::POLLHUP != 0
 }
 
 /// Whether `pid` has begun to exit: `PF_EXITING` in the flags of `/proc/<pid>/stat` (field 9).
@@ -1146,6 +1167,11 @@ mod tests {
                 "hello\r\nhello\r\n"
             );
             assert_eq!(h.seen[&run].exit, Some(ExitStatus::Code(0)));
+            // Nothing holds the terminal any more: said, not written into nothing.
+            assert_eq!(
+                runs.write(run, b"x"),
+                Some(Err(super::TERMINAL_CLOSED.to_owned()))
+            );
             runs.release(run);
             assert_eq!(runs.write(run, b"x"), None);
         });
