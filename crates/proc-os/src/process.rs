@@ -1797,4 +1797,31 @@ mod tests {
         cgroup_child::FORCE_FORK.store(false, Relaxed);
         check_terminal_report(&forked.0, forked.1);
     }
+
+    /// A file without `#!` is run with `/bin/sh` after a first, failed exec: the second child
+    /// still gets the terminal as its controlling terminal (the first one's session, which
+    /// had it, ended when glibc or the cgroup child reaped it).
+    #[test]
+    fn a_script_without_a_shebang_gets_its_terminal_on_the_second_try() {
+        let dir = std::env::temp_dir().join(format!("proc-os-tty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let script = dir.join("no-shebang");
+        std::fs::write(&script, "exec 3</dev/tty && echo controlling; stty size\n").expect("write");
+        let perms = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&script, perms).expect("chmod");
+        let spec = on_terminal(spec(&script.display().to_string(), &[]), 12, 34);
+        let cgroup = TestCgroup::new("spawn-terminal-retry");
+        let placements = [
+            Some(SpawnPlacement::default()),
+            cgroup.as_ref().map(TestCgroup::born),
+        ];
+        for placement in placements.into_iter().flatten() {
+            let (out, status) = run_on_terminal(&spec, placement);
+            assert_eq!(
+                (out.as_str(), status),
+                ("controlling\r\n12 34\r\n", ExitStatus::Code(0))
+            );
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }
