@@ -26,7 +26,8 @@
 //! # The rules of the child
 //! Between clone and exec it does the steps posix_spawn(3) does for the other spawns, in the
 //! same order: default signal dispositions, setsid(2), (the move into the cgroup), dup2(2) of
-//! stdin, stdout and stderr, descriptors from 3 up marked close-on-exec ([`fd`]), chdir(2),
+//! stdin, stdout and stderr (for a terminal, the slave, then ioctl(2) `TIOCSCTTY` to make it
+//! the session's controlling terminal, where posix_spawn opens it by its path), descriptors from 3 up marked close-on-exec ([`fd`]), chdir(2),
 //! an empty signal mask, execve(2). It makes system calls only: through glibc wrappers that
 //! are plain system calls (as glibc's own posix_spawn child does), through syscall(2) where
 //! glibc's wrapper is a cancellation point (write, open, close: those touch the calling
@@ -76,6 +77,9 @@ pub(crate) struct Exec<'a> {
     /// Descriptors to put on 0, 1 and 2; all 3 or above, so no dup2(2) overwrites another's
     /// source.
     pub stdio: [RawFd; 3],
+    /// `stdio` is the slave side of a pseudo-terminal (three times), to become the controlling
+    /// terminal of the child's new session (ioctl `TIOCSCTTY` on 0 after the dup2s).
+    pub controlling_terminal: bool,
     /// The working directory, or `None` to keep the server's.
     pub cwd: Option<&'a CStr>,
     /// The directory of the cgroup to be born in (clone3 `CLONE_INTO_CGROUP`), or -1.
@@ -98,6 +102,8 @@ pub(crate) enum Step {
     Cgroup,
     /// dup2(2) onto 0, 1 and 2.
     Stdio,
+    /// ioctl(2) `TIOCSCTTY`: making the terminal on 0 the controlling terminal.
+    Terminal,
     /// Marking descriptors from 3 up close-on-exec.
     Cloexec,
     /// chdir(2) to the working directory.
@@ -107,10 +113,11 @@ pub(crate) enum Step {
 }
 
 impl Step {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Setsid,
         Self::Cgroup,
         Self::Stdio,
+        Self::Terminal,
         Self::Cloexec,
         Self::Chdir,
         Self::Exec,
@@ -124,6 +131,7 @@ impl Step {
             Self::Cloexec => 4,
             Self::Chdir => 5,
             Self::Exec => 6,
+            Self::Terminal => 7,
         }
     }
 
@@ -138,6 +146,7 @@ impl fmt::Display for Step {
             Self::Setsid => "setsid",
             Self::Cgroup => "moving into its cgroup (writing cgroup.procs)",
             Self::Stdio => "dup2 of stdin, stdout and stderr",
+            Self::Terminal => "making the terminal its controlling terminal (TIOCSCTTY)",
             Self::Cloexec => "marking descriptors close-on-exec",
             Self::Chdir => "chdir",
             Self::Exec => "execve",
@@ -355,6 +364,12 @@ fn setup_and_exec(exec: &Exec<'_>, placed: bool) -> (Step, c_int) {
         if unsafe { libc::dup2(source, target) } < 0 {
             return failed(Step::Stdio);
         }
+    }
+    // The leader of a new session without a controlling terminal takes the one on 0
+    // (tty_ioctl(4) TIOCSCTTY; arg 0: never steal one that is another session's).
+    // SAFETY: ioctl(2) on our own descriptor 0; a plain system call.
+    if exec.controlling_terminal && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+        return failed(Step::Terminal);
     }
     if let Err(err) = fd::mark_cloexec_from(3, exec.fd_limit) {
         return (Step::Cloexec, err.raw_os_error().unwrap_or(libc::EINVAL));

@@ -576,8 +576,7 @@ impl<Rt: Runtime> Driver<Rt> {
                     }
                 }
                 Output::CloseStdin { run } => self.runs.close_stdin(run),
-                // No terminal run is ever started by this driver yet.
-                Output::Resize { .. } => {}
+                Output::Resize { run, size } => self.runs.resize(run, size),
                 Output::ProbePort { probe, port } => {
                     let events = self.events.clone();
                     let task = self.runtime.spawn(async move {

@@ -5,7 +5,8 @@
 //!
 //! - [`process`]: spawning a task as the leader of its own session and process group
 //!   (setsid(2)), with default signal dispositions, only descriptors 0, 1 and 2, and the
-//!   original open-files limit, with glibc's posix_spawn(3) (and a small child of our own,
+//!   original open-files limit, its standard streams on pipes or on a new pseudo-terminal
+//!   (pty(7)) that is its controlling terminal, with glibc's posix_spawn(3) (and a small child of our own,
 //!   confined to one module, only to start a task inside a cgroup, which glibc before 2.41
 //!   cannot);
 //!   signalling its group (killpg(3), `ESRCH` is not an error); seeing its exit without reaping
@@ -17,7 +18,8 @@
 //! - [`signal`]: the core's [`proc_state::Signal`] names and the platform's numbers.
 //! - [`runs`]: the table of live runs behind the core's `Spawn`, `Signal` and `Release`
 //!   outputs and its `Exited` inputs.
-//! - [`pipes`]: reading tasks' pipes with bounded memory (a pool of 64 KiB buffers).
+//! - [`pipes`]: reading tasks' pipes (and terminals' master sides, where `EIO` is
+//!   end-of-file) with bounded memory (a pool of 64 KiB buffers).
 //! - [`stdio`]: the client's side: stdin read by one blocking thread, stdout written with
 //!   blocking writes (neither is made non-blocking: both are shared with the client).
 //! - `tree` (Linux): what a task spawned even after it left its process group: the inherited

@@ -103,7 +103,9 @@ impl Drop for Chunk {
 
 /// Reads one of `run`'s output pipes until end-of-file, sending [`Event::Output`] for each read
 /// and [`Event::StreamClosed`] at the end (also after a read error, which is reported on
-/// stderr). Returns early if the event loop is gone. Cancel it by dropping its task.
+/// stderr). For [`Stream::Tty`], `pipe` is the master side of the run's terminal, where `EIO`
+/// is end-of-file: Linux reports it once no process holds the slave side open (pty(7)), after
+/// the data written before that has been read. Returns early if the event loop is gone. Cancel it by dropping its task.
 pub async fn pump(run: RunId, stream: Stream, pipe: OwnedFd, pool: Pool, events: Sender<Event>) {
     if let Err(err) = pump_until_eof(run, stream, pipe, &pool, &events).await {
         eprintln!("proc-mcp: reading {} of {run}: {err}", stream.as_str());
@@ -145,6 +147,11 @@ async fn pump_until_eof(
                 ) =>
             {
                 pool.put_back(buf);
+            }
+            // No process holds the terminal's slave side open any more: its end-of-file.
+            Err(err) if stream == Stream::Tty && err.raw_os_error() == Some(nix::libc::EIO) => {
+                pool.put_back(buf);
+                return Ok(());
             }
             Err(err) => {
                 pool.put_back(buf);

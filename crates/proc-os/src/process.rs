@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsString, c_char};
 use std::io;
-use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::process::{ChildStderr, ChildStdin, ChildStdout};
 use std::ptr;
@@ -18,24 +18,32 @@ use nix::fcntl::OFlag;
 use nix::libc;
 use nix::sys::signal::SigSet;
 use nix::unistd::Pid;
-use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode, Stdio};
+use proc_state::{ExitStatus, Signal, SpawnSpec, StdinMode, Stdio, WindowSize};
 
 use crate::cgroup_child;
 use crate::signal::{signal_from_number, signal_number};
 use crate::{fd, rlimit};
 
 /// A freshly started process: the leader of its own session and process group
-/// (`pid == pgid == sid`), with the parent's ends of its pipes.
+/// (`pid == pgid == sid`), with the parent's ends of its pipes, or the master side of its
+/// terminal.
 #[derive(Debug)]
 pub struct Spawned {
     /// Process id; also the process group id and the session id.
     pub pid: Pid,
     /// Write end of the child's stdin, for [`StdinMode::Piped`].
     pub stdin: Option<ChildStdin>,
-    /// Read end of the child's stdout pipe.
-    pub stdout: ChildStdout,
-    /// Read end of the child's stderr pipe.
-    pub stderr: ChildStderr,
+    /// Read end of the child's stdout pipe; `None` on a terminal ([`Stdio::Terminal`]).
+    pub stdout: Option<ChildStdout>,
+    /// Read end of the child's stderr pipe; `None` on a terminal ([`Stdio::Terminal`]).
+    pub stderr: Option<ChildStderr>,
+    /// For [`Stdio::Terminal`]: the master side of the child's pseudo-terminal (pty(7)),
+    /// close-on-exec and non-blocking (`O_NONBLOCK`). Reading it gives what the child wrote to
+    /// its terminal (stdout and stderr alike, with `ONLCR`'s `\r\n` line endings, and the echo
+    /// of what was written to it), then `EIO` once no process holds the slave side open (its
+    /// end-of-file); writing it is typing on the terminal; [`set_window_size`] resizes it.
+    /// The parent's descriptor of the slave side is closed once the child has it.
+    pub terminal: Option<OwnedFd>,
 }
 
 /// Where [`spawn_placed`] starts a task, besides its own session and process group.
@@ -85,7 +93,13 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 /// Starts `spec` as the leader of a new session and process group, placed as `placement` says.
 ///
 /// The child gets stdin from `/dev/null` (or a pipe for [`StdinMode::Piped`]), stdout and
-/// stderr as pipes, the server's environment plus `spec.env`, default dispositions for all
+/// stderr as pipes; or, for [`Stdio::Terminal`], stdin, stdout and stderr all on the slave side
+/// of a new pseudo-terminal of that size (pty(7), posix_openpt(3)), which is the controlling
+/// terminal of its new session, whose process group is the terminal's foreground group (so
+/// `^C` typed on the master reaches the task's group as `SIGINT`), in the kernel's default
+/// mode (canonical input, echo, `ONLCR`); the parent keeps the master
+/// ([`Spawned::terminal`]) and closes its descriptor of the slave. The child also gets the
+/// server's environment plus `spec.env`, default dispositions for all
 /// signals (but glibc's own 32 and 33) and an empty signal mask. It inherits no other file
 /// descriptor: every descriptor from 3 up is closed in the child, so descriptors that whoever
 /// started the server leaked to it never reach a task. If [`rlimit::raise_nofile_limit`]
@@ -97,13 +111,17 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 ///
 /// # How
 /// With glibc's posix_spawn(3) (`POSIX_SPAWN_SETSID`, `POSIX_SPAWN_SETSIGDEF` with every
-/// signal, `POSIX_SPAWN_SETSIGMASK` with none, `dup2` onto 0, 1 and 2, `closefrom(3)` and
-/// `chdir` file actions; glibc 2.34 or later), which creates the child with
+/// signal, `POSIX_SPAWN_SETSIGMASK` with none, `dup2` onto 0, 1 and 2 (for a terminal: an
+/// `open` of the slave's path onto 0 without `O_NOCTTY`, which glibc does after `setsid`, so
+/// the new session leader acquires it as its controlling terminal, then `dup2` of 0 onto 1
+/// and 2), `closefrom(3)` and `chdir` file actions; glibc 2.34 or later), which creates the child with
 /// `clone(CLONE_VM | CLONE_VFORK)`: no copy of the server's memory, and no child code of ours.
 ///
 /// With a cgroup in `placement` (glibc before 2.41 cannot spawn into one), with the small
 /// child of `cgroup_child`, which is born in the cgroup (clone3(2) `CLONE_INTO_CGROUP`) or
-/// moves itself there before exec, and otherwise does the same steps in the same order, also
+/// moves itself there before exec, and otherwise does the same steps in the same order (a
+/// terminal's slave is dup2'd onto 0, 1 and 2, then made the controlling terminal with ioctl
+/// `TIOCSCTTY`, tty_ioctl(4)), also
 /// on borrowed memory (`CLONE_VM | CLONE_VFORK`): a fork-based child measured a millisecond
 /// slower per start under load (the figures are in that module).
 ///
@@ -118,40 +136,172 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, String> {
 /// A one-line message for people: the working directory does not exist or is not a
 /// directory, the command is not found, is not executable, the move into the cgroup failed
 /// (`EACCES`/`EPERM`: the cgroup is not ours to write, `ENODEV`/`ENOENT`: it was removed,
-/// `EBUSY`: it has controllers enabled for its children), or the spawn failed otherwise (with
-/// the OS error).
+/// `EBUSY`: it has controllers enabled for its children), no pseudo-terminal could be opened
+/// (`ENOENT`/`ENOSPC`: no `/dev/ptmx` or no free pty, see `/proc/sys/kernel/pty/max`), the
+/// terminal could not be made the controlling one (cgroup child, `TIOCSCTTY`), or the spawn
+/// failed otherwise (with the OS error).
 pub fn spawn_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> Result<Spawned, String> {
     if let Some(cwd) = &spec.cwd {
         check_cwd(cwd)?;
     }
+    let command = Command::new(spec).map_err(|err| describe_spawn_error(&spec.program, &err))?;
+    let size = match spec.stdio {
+        Stdio::Terminal(size) => size,
+        Stdio::Pipes { stdin } => return spawn_with_pipes(spec, &command, stdin, placement),
+    };
+    let terminal = Terminal::open(size).map_err(|err| {
+        format!(
+            "cannot start {:?}: cannot open a pseudo-terminal: {err}",
+            spec.program
+        )
+    })?;
+    let slave = terminal.slave.as_raw_fd();
+    let stdio = ChildStdio {
+        fds: [slave; 3],
+        terminal: Some(&terminal.path),
+    };
+    let pid = command
+        .start(stdio, placement)
+        .map_err(|failure| failure.describe(spec))?;
+    // The child has it now: once the task and everything it started have closed it, reading
+    // the master gives EIO.
+    drop(terminal.slave);
+    Ok(Spawned {
+        pid,
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        terminal: Some(terminal.master),
+    })
+}
+
+/// [`spawn_placed`] for [`Stdio::Pipes`].
+fn spawn_with_pipes(
+    spec: &SpawnSpec,
+    command: &Command,
+    stdin: StdinMode,
+    placement: SpawnPlacement<'_>,
+) -> Result<Spawned, String> {
     let describe = |err: &io::Error| describe_spawn_error(&spec.program, err);
-    let command = Command::new(spec).map_err(|err| describe(&err))?;
-    let (stdin_child, stdin_parent) = match spec.stdio {
-        Stdio::Pipes {
-            stdin: StdinMode::Piped,
-        } => {
+    let (stdin_child, stdin_parent) = match stdin {
+        StdinMode::Piped => {
             let (read, write) = pipe().map_err(|err| describe(&err))?;
             (read, Some(write))
         }
-        Stdio::Pipes { .. } => (dev_null().map_err(|err| describe(&err))?, None),
-        Stdio::Terminal(_) => return Err("this driver cannot start terminal tasks yet".into()),
+        _ => (dev_null().map_err(|err| describe(&err))?, None),
     };
     let (stdout_parent, stdout_child) = pipe().map_err(|err| describe(&err))?;
     let (stderr_parent, stderr_child) = pipe().map_err(|err| describe(&err))?;
-    let stdio = [
-        stdin_child.as_raw_fd(),
-        stdout_child.as_raw_fd(),
-        stderr_child.as_raw_fd(),
-    ];
+    let stdio = ChildStdio {
+        fds: [
+            stdin_child.as_raw_fd(),
+            stdout_child.as_raw_fd(),
+            stderr_child.as_raw_fd(),
+        ],
+        terminal: None,
+    };
     let pid = command
         .start(stdio, placement)
         .map_err(|failure| failure.describe(spec))?;
     Ok(Spawned {
         pid,
         stdin: stdin_parent.map(ChildStdin::from),
-        stdout: ChildStdout::from(stdout_parent),
-        stderr: ChildStderr::from(stderr_parent),
+        stdout: Some(ChildStdout::from(stdout_parent)),
+        stderr: Some(ChildStderr::from(stderr_parent)),
+        terminal: None,
     })
+}
+
+/// What the child gets on 0, 1 and 2.
+#[derive(Clone, Copy)]
+struct ChildStdio<'a> {
+    /// Descriptors of the parent to put on 0, 1 and 2 (all 3 or above); for a terminal, the
+    /// slave side three times.
+    fds: [RawFd; 3],
+    /// For a terminal: the slave's path (ptsname(3)), which the child opens as the leader of
+    /// its new session, making it its controlling terminal.
+    terminal: Option<&'a CStr>,
+}
+
+/// A new pseudo-terminal (pty(7)), both sides close-on-exec and 3 or above.
+struct Terminal {
+    /// The master side, non-blocking.
+    master: OwnedFd,
+    /// The slave side, opened with `O_NOCTTY` (it never becomes the server's terminal).
+    slave: OwnedFd,
+    /// The slave's path, `/dev/pts/N`.
+    path: CString,
+}
+
+impl Terminal {
+    /// posix_openpt(3) (`O_RDWR | O_NOCTTY | O_CLOEXEC`), grantpt(3), unlockpt(3),
+    /// ptsname_r(3), the slave opened `O_NOCTTY`, the window size set to `size`
+    /// (`TIOCSWINSZ`), the master made non-blocking.
+    fn open(size: WindowSize) -> io::Result<Self> {
+        // SAFETY: posix_openpt(3) returns a new descriptor or -1.
+        let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+        let master = above_stdio(owned(master)?)?;
+        // SAFETY: (both) on the master just opened.
+        Errno::result(unsafe { libc::grantpt(master.as_raw_fd()) })?;
+        Errno::result(unsafe { libc::unlockpt(master.as_raw_fd()) })?;
+        let mut name = [0 as c_char; 128];
+        // SAFETY: a writable buffer of the length given; ptsname_r NUL-terminates it.
+        let rc = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        // SAFETY: NUL-terminated by ptsname_r, within `name`.
+        let path = unsafe { CStr::from_ptr(name.as_ptr()) }.to_owned();
+        // SAFETY: a NUL-terminated path; returns a new descriptor or -1.
+        let slave = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        let slave = above_stdio(owned(slave)?)?;
+        set_window_size(master.as_fd(), size)?;
+        let flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL)?;
+        nix::fcntl::fcntl(
+            &master,
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK),
+        )?;
+        Ok(Self {
+            master,
+            slave,
+            path,
+        })
+    }
+}
+
+/// A descriptor a system call returned, owned; -1 is its errno.
+fn owned(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the window size of the terminal whose master (or slave) side is `terminal` to `size`:
+/// ioctl `TIOCSWINSZ` (tty_ioctl(4)) with `ws_row = size.rows`, `ws_col = size.cols` (character
+/// cells) and no pixel sizes. When the size changes, the kernel sends `SIGWINCH` to the
+/// terminal's foreground process group.
+///
+/// # Errors
+/// The ioctl's: `ENOTTY` if `terminal` is not a terminal, `EBADF` if it is not open.
+pub fn set_window_size(terminal: BorrowedFd<'_>, size: WindowSize) -> io::Result<()> {
+    let winsize = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer.
+    Errno::result(unsafe {
+        libc::ioctl(terminal.as_raw_fd(), libc::TIOCSWINSZ, &raw const winsize)
+    })?;
+    Ok(())
 }
 
 /// A program to start, prepared in the parent: C strings of everything the child needs.
@@ -215,7 +365,7 @@ impl Command {
     /// in a `PATH` search moves on after `ENOENT`, `ENOTDIR`, `EACCES` (remembered) and a few
     /// more, and stops at any other error. Candidates that do not exist are passed over
     /// without spawning (access(2)), so a search costs one spawn, not one per `PATH` entry.
-    fn start(&self, stdio: [RawFd; 3], placement: SpawnPlacement<'_>) -> Result<Pid, Failure> {
+    fn start(&self, stdio: ChildStdio<'_>, placement: SpawnPlacement<'_>) -> Result<Pid, Failure> {
         if self.args.first().is_none_or(|program| program.is_empty()) {
             // execvp(3) says so without looking: "" names no file.
             return Err(Failure::Exec(Errno::ENOENT));
@@ -290,7 +440,7 @@ impl Command {
         path: &CStr,
         argv: &[*const c_char],
         envp: &[*const c_char],
-        stdio: [RawFd; 3],
+        stdio: ChildStdio<'_>,
         placement: SpawnPlacement<'_>,
     ) -> Result<Pid, Failure> {
         if placement.cgroup_procs.is_none() && placement.cgroup_dir.is_none() {
@@ -306,7 +456,8 @@ impl Command {
             path,
             argv,
             envp,
-            stdio,
+            stdio: stdio.fds,
+            controlling_terminal: stdio.terminal.is_some(),
             cwd: self.cwd.as_deref(),
             cgroup_dir: placement.cgroup_dir.map_or(-1, |fd| fd.as_raw_fd()),
             cgroup_procs: placement.cgroup_procs.map_or(-1, |fd| fd.as_raw_fd()),
@@ -356,13 +507,16 @@ impl Failure {
 
 /// posix_spawn(3) of `path` as the leader of a new session, with default dispositions for
 /// every signal, an empty signal mask, `stdio` on 0, 1 and 2, every other descriptor closed,
-/// in `cwd`. The error is the errno of whichever step failed in the child (glibc reports
+/// in `cwd`. For a terminal, the slave is opened by its path onto 0 (without `O_NOCTTY`:
+/// glibc applies `POSIX_SPAWN_SETSID` before the file actions, so the new session's leader,
+/// which has no controlling terminal, acquires it, as credentials(7) says), then dup'd onto 1
+/// and 2. The error is the errno of whichever step failed in the child (glibc reports
 /// them all, the exec's included, and reaps the failed child).
 fn posix_spawn(
     path: &CStr,
     argv: &[*const c_char],
     envp: &[*const c_char],
-    stdio: [RawFd; 3],
+    stdio: ChildStdio<'_>,
     cwd: Option<&CStr>,
 ) -> io::Result<Pid> {
     let mut attr = SpawnAttr::new()?;
@@ -383,12 +537,29 @@ fn posix_spawn(
             attr.as_ptr(),
             SigSet::empty().as_ref(),
         ))?;
-        for (target, source) in (0..).zip(stdio) {
-            check(libc::posix_spawn_file_actions_adddup2(
+        if let Some(terminal) = stdio.terminal {
+            check(libc::posix_spawn_file_actions_addopen(
                 actions.as_ptr(),
-                source,
-                target,
+                0,
+                terminal.as_ptr(),
+                libc::O_RDWR,
+                0,
             ))?;
+            for target in [1, 2] {
+                check(libc::posix_spawn_file_actions_adddup2(
+                    actions.as_ptr(),
+                    0,
+                    target,
+                ))?;
+            }
+        } else {
+            for (target, source) in (0..).zip(stdio.fds) {
+                check(libc::posix_spawn_file_actions_adddup2(
+                    actions.as_ptr(),
+                    source,
+                    target,
+                ))?;
+            }
         }
         check(libc::posix_spawn_file_actions_addclosefrom_np(
             actions.as_ptr(),
@@ -723,9 +894,9 @@ mod tests {
     /// Runs `spec` to completion: (stdout, stderr, status); reaps it.
     fn run(spec: &SpawnSpec) -> (String, String, ExitStatus) {
         let child = spawn(spec).expect("spawn");
-        let stderr = child.stderr;
+        let stderr = child.stderr.expect("stderr piped");
         let reader = std::thread::spawn(move || read_all(stderr));
-        let stdout = read_all(child.stdout);
+        let stdout = read_all(child.stdout.expect("stdout piped"));
         let stderr = reader.join().expect("stderr reader");
         let status = wait_exited(child.pid);
         reap(child.pid).expect("reap");
@@ -756,7 +927,7 @@ mod tests {
         };
         let child = spawn(&piped).expect("spawn");
         assert!(child.stdin.is_some());
-        let out = read_all(child.stdout);
+        let out = read_all(child.stdout.expect("stdout piped"));
         assert!(out.starts_with("pipe:"), "{out}");
         wait_exited(child.pid);
         reap(child.pid).expect("reap");
@@ -819,7 +990,7 @@ mod tests {
     fn killpg_reaches_grandchildren() {
         let child = spawn(&sh("sleep 1000 & sleep 1000 & echo ready; wait")).expect("spawn");
         let pgid = child.pid.as_raw();
-        let mut stdout = BufReader::new(child.stdout);
+        let mut stdout = BufReader::new(child.stdout.expect("stdout piped"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read");
         assert_eq!(line, "ready\n");
@@ -975,9 +1146,9 @@ mod tests {
     /// [`run`] placed as `placement` says.
     fn run_placed(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> (String, String, ExitStatus) {
         let child = spawn_placed(spec, placement).expect("spawn");
-        let stderr = child.stderr;
+        let stderr = child.stderr.expect("stderr piped");
         let reader = std::thread::spawn(move || read_all(stderr));
-        let stdout = read_all(child.stdout);
+        let stdout = read_all(child.stdout.expect("stdout piped"));
         let stderr = reader.join().expect("stderr reader");
         let status = wait_exited(child.pid);
         reap(child.pid).expect("reap");
@@ -1009,7 +1180,7 @@ mod tests {
                 .expect("thread")
         })
         .expect("spawn");
-        let out = read_all(child.stdout);
+        let out = read_all(child.stdout.expect("stdout piped"));
         assert_eq!(wait_exited(child.pid), ExitStatus::Code(4));
         reap(child.pid).expect("reap");
         let lines: Vec<&str> = out.lines().map(str::trim).collect();
@@ -1132,7 +1303,10 @@ mod tests {
         let exec = Command::new(&in_dir).expect("prepared");
         std::fs::remove_dir(&dir).expect("rmdir");
         let null = dev_null().expect("/dev/null");
-        let stdio = [null.as_raw_fd(); 3];
+        let stdio = ChildStdio {
+            fds: [null.as_raw_fd(); 3],
+            terminal: None,
+        };
         let placements = [
             Some(SpawnPlacement::default()),
             cgroup.as_ref().map(TestCgroup::born),
@@ -1320,7 +1494,7 @@ mod tests {
         };
         let child = spawn(&piped).expect("spawn");
         let mut line = String::new();
-        BufReader::new(child.stdout)
+        BufReader::new(child.stdout.expect("stdout piped"))
             .read_line(&mut line)
             .expect("read");
         assert_eq!(line, "ready\n");
@@ -1378,9 +1552,9 @@ mod tests {
         stdin.write_all(b"in\n").expect("write");
         drop(stdin);
         let (mut out, mut err) = (String::new(), String::new());
-        let mut stdout = child.stdout;
+        let mut stdout = child.stdout.expect("stdout piped");
         stdout.read_to_string(&mut out).expect("read");
-        let mut stderr = child.stderr;
+        let mut stderr = child.stderr.expect("stderr piped");
         stderr.read_to_string(&mut err).expect("read");
         assert_eq!(wait_exited(child.pid), ExitStatus::Code(0));
         reap(child.pid).expect("reap");
@@ -1445,5 +1619,209 @@ mod tests {
         assert_eq!(err, "command not found: \"\" is not in PATH");
         let err = spawn(&spec("/", &[])).expect_err("a directory");
         assert!(err.contains("permission denied"), "{err}");
+    }
+
+    /// `spec` on a terminal of `rows` x `cols`.
+    fn on_terminal(mut spec: SpawnSpec, rows: u16, cols: u16) -> SpawnSpec {
+        spec.stdio = Stdio::Terminal(WindowSize { rows, cols });
+        spec
+    }
+
+    /// Everything written to the terminal whose master is `master` until no process holds its
+    /// slave open (`EIO`).
+    fn read_terminal(master: OwnedFd) -> String {
+        let mut file = std::fs::File::from(master);
+        let mut bytes = Vec::new();
+        read_terminal_until(&mut file, &mut bytes, |_| false);
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    /// Reads the terminal whose master is `master` into `bytes` until `done(bytes)` or until no
+    /// process holds its slave open (`EIO`: returns true). The master is non-blocking, so
+    /// poll(2) waits (bounded).
+    fn read_terminal_until(
+        master: &mut std::fs::File,
+        bytes: &mut Vec<u8>,
+        done: impl Fn(&[u8]) -> bool,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + crate::testutil::CHILD_TIMEOUT;
+        let mut buf = [0_u8; 4096];
+        while !done(bytes) {
+            match master.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(err) if err.raw_os_error() == Some(libc::EIO) => return true,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let mut pollfd = libc::pollfd {
+                        fd: master.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+                    // SAFETY: one valid pollfd.
+                    let ready = unsafe { libc::poll(&raw mut pollfd, 1, ms) };
+                    assert!(ready != 0, "nothing more on the terminal: {bytes:?}");
+                }
+                Err(err) => panic!("reading the terminal: {err}"),
+            }
+        }
+        false
+    }
+
+    /// Runs `spec` on a terminal to completion, placed as `placement` says: (what it wrote to
+    /// the terminal, status); reaps it.
+    fn run_on_terminal(spec: &SpawnSpec, placement: SpawnPlacement<'_>) -> (String, ExitStatus) {
+        let child = spawn_placed(spec, placement).expect("spawn");
+        assert!(child.stdin.is_none() && child.stdout.is_none() && child.stderr.is_none());
+        let master = child.terminal.expect("a terminal");
+        let flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).expect("F_GETFL");
+        assert_ne!(flags & libc::O_NONBLOCK, 0, "the master is non-blocking");
+        let fd_flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFD).expect("F_GETFD");
+        assert_ne!(
+            fd_flags & libc::FD_CLOEXEC,
+            0,
+            "the master is close-on-exec"
+        );
+        let out = read_terminal(master);
+        let status = wait_exited(child.pid);
+        reap(child.pid).expect("reap");
+        (out, status)
+    }
+
+    /// Python reporting on its terminal: whether 0, 1 and 2 are terminals; whether they are
+    /// one terminal, the controlling terminal of the task's session (`/dev/tty` opens, the
+    /// task's group is its foreground group, the task leads its session); and the size.
+    const TERMINAL_REPORT: &str = "import os, sys\n\
+        print(sys.stdin.isatty(), sys.stdout.isatty(), sys.stderr.isatty())\n\
+        print(os.ttyname(0) == os.ttyname(1) == os.ttyname(2), \
+              os.tcgetpgrp(0) == os.getpgrp() == os.getsid(0) == os.getpid(), \
+              open('/dev/tty').isatty())\n\
+        sys.stdout.flush(); os.system('stty size; ps -o tty= -p $PPID')";
+
+    /// Checks what [`TERMINAL_REPORT`] wrote on a 40 x 120 terminal.
+    fn check_terminal_report(out: &str, status: ExitStatus) {
+        assert_eq!(status, ExitStatus::Code(0), "{out:?}");
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert_eq!(lines.len(), 5, "CRLF line endings (ONLCR): {out:?}");
+        assert_eq!(
+            lines[..3],
+            ["True True True", "True True True", "40 120"],
+            "{out:?}"
+        );
+        assert!(
+            lines[3].trim().starts_with("pts/"),
+            "ps names the terminal: {out:?}"
+        );
+        assert_eq!(lines[4], "");
+    }
+
+    #[test]
+    fn a_terminal_is_stdin_stdout_stderr_and_the_controlling_terminal() {
+        let spec = on_terminal(spec("python3", &["-c", TERMINAL_REPORT]), 40, 120);
+        let (out, status) = run_on_terminal(&spec, SpawnPlacement::default());
+        check_terminal_report(&out, status);
+    }
+
+    #[test]
+    fn a_terminal_task_is_its_own_session_and_process_group() {
+        let child = spawn(&on_terminal(sh("echo ready; sleep 1000; exit"), 24, 80)).expect("spawn");
+        let mut master = std::fs::File::from(child.terminal.expect("terminal"));
+        let mut out = Vec::new();
+        let eof = read_terminal_until(&mut master, &mut out, |out| out.ends_with(b"\n"));
+        assert!(!eof);
+        assert_eq!(out, b"ready\r\n");
+        let pid = child.pid.as_raw();
+        let theirs = stat(pid).expect("child stat");
+        assert_eq!((theirs.pgrp, theirs.session), (pid, pid));
+        // Only 0, 1 and 2 reach it, all the terminal.
+        let sleeper = group_members(pid)
+            .into_iter()
+            .find(|&(member, _)| member != pid)
+            .map_or(pid, |(member, _)| member);
+        assert_eq!(open_fds(sleeper), vec![0, 1, 2]);
+        signal_group(child.pid, Signal::Kill).expect("killpg");
+        assert_eq!(wait_exited(child.pid), ExitStatus::Signaled(Signal::Kill));
+        // Nothing holds the slave any more: EIO, the terminal's end-of-file.
+        out.clear();
+        assert!(read_terminal_until(&mut master, &mut out, |_| false));
+        assert_eq!(out, b"");
+        reap(child.pid).expect("reap");
+    }
+
+    #[test]
+    fn the_window_size_can_be_set_on_the_master() {
+        let (master, slave) = {
+            let terminal = Terminal::open(WindowSize { rows: 5, cols: 7 }).expect("openpty");
+            (terminal.master, terminal.slave)
+        };
+        let get = || {
+            // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
+            let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+            // SAFETY: TIOCGWINSZ writes one winsize through the pointer.
+            let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCGWINSZ, &raw mut size) };
+            assert_eq!(rc, 0);
+            (size.ws_row, size.ws_col)
+        };
+        assert_eq!(get(), (5, 7));
+        set_window_size(
+            master.as_fd(),
+            WindowSize {
+                rows: 30,
+                cols: 100,
+            },
+        )
+        .expect("resize");
+        assert_eq!(get(), (30, 100));
+        let null = dev_null().expect("/dev/null");
+        let err = set_window_size(null.as_fd(), WindowSize { rows: 1, cols: 1 })
+            .expect_err("not a terminal");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTTY));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_cgroup_child_starts_terminals_too_born_moved_or_forked() {
+        let Some(cgroup) = TestCgroup::new("spawn-terminal") else {
+            return;
+        };
+        let spec = on_terminal(spec("python3", &["-c", TERMINAL_REPORT]), 40, 120);
+        for placement in [cgroup.born(), cgroup.moved()] {
+            let (out, status) = run_on_terminal(&spec, placement);
+            check_terminal_report(&out, status);
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        cgroup_child::FORCE_FORK.store(true, Relaxed);
+        let forked = run_on_terminal(&spec, cgroup.born());
+        cgroup_child::FORCE_FORK.store(false, Relaxed);
+        check_terminal_report(&forked.0, forked.1);
+    }
+
+    /// A file without `#!` is run with `/bin/sh` after a first, failed exec: the second child
+    /// still gets the terminal as its controlling terminal (the first one's session, which
+    /// had it, ended when glibc or the cgroup child reaped it).
+    #[test]
+    fn a_script_without_a_shebang_gets_its_terminal_on_the_second_try() {
+        let dir = std::env::temp_dir().join(format!("proc-os-tty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let script = dir.join("no-shebang");
+        std::fs::write(&script, "exec 3</dev/tty && echo controlling; stty size\n").expect("write");
+        let perms = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&script, perms).expect("chmod");
+        let spec = on_terminal(spec(&script.display().to_string(), &[]), 12, 34);
+        let cgroup = TestCgroup::new("spawn-terminal-retry");
+        let placements = [
+            Some(SpawnPlacement::default()),
+            cgroup.as_ref().map(TestCgroup::born),
+        ];
+        for placement in placements.into_iter().flatten() {
+            let (out, status) = run_on_terminal(&spec, placement);
+            assert_eq!(
+                (out.as_str(), status),
+                ("controlling\r\n12 34\r\n", ExitStatus::Code(0))
+            );
+        }
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

@@ -174,7 +174,12 @@ mod tests {
 
         let mut child = spawn(&sh("ulimit -n; ulimit -Hn")).expect("spawn");
         let mut text = String::new();
-        child.stdout.read_to_string(&mut text).expect("read");
+        child
+            .stdout
+            .as_mut()
+            .expect("stdout piped")
+            .read_to_string(&mut text)
+            .expect("read");
         wait_exited(child.pid);
         reap(child.pid).expect("reap");
         assert_eq!(text, format!("{LOW}\n{hard}\n"));

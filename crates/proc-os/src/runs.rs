@@ -1,22 +1,23 @@
-//! The table of live runs: what the core's `Spawn`, `Signal`, `WriteStdin`, `CloseStdin` and
-//! `Release` outputs do, and how SIGCHLD turns into `Exited` inputs. Runtime-agnostic: the
+//! The table of live runs: what the core's `Spawn`, `Signal`, `WriteStdin`, `CloseStdin`,
+//! `Resize` and `Release` outputs do, and how SIGCHLD turns into `Exited` inputs. Runtime-agnostic: the
 //! driver says how to start the tasks that read a run's pipes (and that wait for its stdin to
 //! have room), and gets them back to drop (which must stop them).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
 
 use async_io::Async;
+use nix::libc;
 use nix::unistd::Pid;
-use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
+use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream, WindowSize};
 
 use crate::process::{self, SpawnPlacement};
 
-/// A run's stdin pipe (our end, non-blocking) and, after a short write, the task that waits
-/// for it to have room.
+/// A run's stdin pipe (our end, non-blocking), or the master side of its terminal, and, after
+/// a short write, the task that waits for it to have room.
 struct Stdin<P> {
     pipe: Arc<Async<File>>,
     waiting: Option<P>,
@@ -34,10 +35,14 @@ struct Run<P> {
     /// and its default action ends the process): if the leader still exits with a code of its
     /// own, none of them reached it in time.
     only_fatal: bool,
-    /// Its stdin, while open; `None` unless piped.
+    /// Its stdin, while open; `None` unless piped or on a terminal (then the terminal's
+    /// master side).
     stdin: Option<Stdin<P>>,
-    /// What reads its stdout and its stderr; dropping them stops them and closes the pipes.
-    _pumps: [P; 2],
+    /// The master side of its terminal, for `Resize` (the same descriptor as `stdin`'s).
+    terminal: Option<Arc<Async<File>>>,
+    /// What reads its stdout and its stderr, or its terminal; dropping them stops them and
+    /// closes the pipes (or the reader's descriptor of the master).
+    _pumps: Vec<P>,
 }
 
 /// An exit found by [`RunTable::collect_exits`] or [`RunTable::signal`], as the core's
@@ -111,8 +116,12 @@ impl<P> RunTable<P> {
     }
 
     /// Spawns `spec` for `run`, placed as `placement` says (see [`process::spawn_placed`]), and
-    /// starts reading its stdout and stderr with `serve(stream, pipe)`, which returns a handle that stops the reader when
-    /// dropped. Returns the pid, which is also the process group id.
+    /// starts reading its output with `serve(stream, fd)`, which returns a handle that stops
+    /// the reader when dropped: its stdout and stderr pipes ([`Stream::Stdout`],
+    /// [`Stream::Stderr`]), or, on a terminal ([`proc_state::Stdio::Terminal`]), a copy of the
+    /// terminal's master side ([`Stream::Tty`], non-blocking; the reader must take `EIO` for
+    /// end-of-file, as [`crate::pipes::pump`] does). Returns the pid, which is also the process
+    /// group id.
     ///
     /// # Errors
     /// The reason, for people, when the process could not be started (`serve` is not called).
@@ -127,23 +136,44 @@ impl<P> RunTable<P> {
             return Err(format!("internal error: {run} was spawned twice"));
         }
         let child = process::spawn_placed(spec, placement)?;
-        let pumps = [
-            (Stream::Stdout, OwnedFd::from(child.stdout)),
-            (Stream::Stderr, OwnedFd::from(child.stderr)),
-        ]
-        .map(|(stream, pipe)| serve(stream, pipe));
-        let stdin = match child
-            .stdin
-            .map(|stdin| Async::new(File::from(OwnedFd::from(stdin))))
-        {
+        let is_terminal = child.terminal.is_some();
+        let mut pumps = Vec::with_capacity(2);
+        let mut terminal = None;
+        let mut stdin = child.stdin.map(OwnedFd::from);
+        if let Some(master) = child.terminal {
+            // A descriptor of its own for the reader (F_DUPFD_CLOEXEC, 3 or above): the
+            // reactor registers each descriptor once, and the writer (stdin) and `Resize` keep
+            // the other.
+            match master.try_clone() {
+                Ok(copy) => pumps.push(serve(Stream::Tty, copy)),
+                Err(err) => eprintln!("proc-mcp: cannot read the terminal of {run}: {err}"),
+            }
+            stdin = Some(master);
+        }
+        let pipes = [
+            (Stream::Stdout, child.stdout.map(OwnedFd::from)),
+            (Stream::Stderr, child.stderr.map(OwnedFd::from)),
+        ];
+        for (stream, pipe) in pipes {
+            if let Some(pipe) = pipe {
+                pumps.push(serve(stream, pipe));
+            }
+        }
+        let stdin = match stdin.map(|stdin| Async::new(File::from(stdin))) {
             None => None,
-            Some(Ok(pipe)) => Some(Stdin {
-                pipe: Arc::new(pipe),
-                waiting: None,
-            }),
+            Some(Ok(pipe)) => {
+                let pipe = Arc::new(pipe);
+                if is_terminal {
+                    terminal = Some(pipe.clone());
+                }
+                Some(Stdin {
+                    pipe,
+                    waiting: None,
+                })
+            }
             Some(Err(err)) => {
                 // Not registrable with the reactor: writes to it will be reported as failed.
-                eprintln!("proc-mcp: cannot watch the stdin pipe of {run}: {err}");
+                eprintln!("proc-mcp: cannot watch the stdin of {run}: {err}");
                 None
             }
         };
@@ -155,6 +185,7 @@ impl<P> RunTable<P> {
                 signalled: false,
                 only_fatal: true,
                 stdin,
+                terminal,
                 _pumps: pumps,
             },
         );
@@ -162,14 +193,16 @@ impl<P> RunTable<P> {
         Ok(child.pid.as_raw().unsigned_abs())
     }
 
-    /// Writes as much of `data` to `run`'s stdin as the pipe takes now, without waiting, and
-    /// returns how much that was (0 when it is full). After a short write, `wait(pipe)` is
-    /// started: a task that must report when the pipe is writable again (the core's
-    /// `StdinReady`). `None` for a run that was released.
+    /// Writes as much of `data` to `run`'s stdin (or, on a terminal, to its master side: typed
+    /// on the terminal) as it takes now, without waiting, and returns how much that was (0
+    /// when it is full). After a short write, `wait(pipe)` is started: a task that must report
+    /// when the pipe (or the master) is writable again (the core's `StdinReady`). `None` for a
+    /// run that was released.
     ///
     /// # Errors
     /// Why nothing more can be written, for people: the process closed its stdin (or exited),
-    /// or the stdin is not a pipe.
+    /// the terminal has no process any more (`EIO`: nothing holds its slave side open), or the
+    /// stdin is not a pipe.
     pub fn write_stdin(
         &mut self,
         run: RunId,
@@ -177,11 +210,20 @@ impl<P> RunTable<P> {
         wait: impl FnOnce(Arc<Async<File>>) -> P,
     ) -> Option<Result<usize, String>> {
         let entry = self.live.get_mut(&run)?;
+        let on_terminal = entry.terminal.is_some();
         let Some(stdin) = entry.stdin.as_mut() else {
-            return Some(Err(
+            return Some(Err(if on_terminal {
+                "the process's terminal was closed".to_owned()
+            } else {
                 "the process's stdin is not a pipe (or was closed)".to_owned()
-            ));
+            }));
         };
+        // Writing a master whose slave nobody holds any more succeeds, into nothing: poll(2)
+        // tells, with POLLHUP (the task and everything it started have closed the terminal).
+        if on_terminal && hung_up(stdin.pipe.get_ref().as_fd()) {
+            entry.stdin = None;
+            return Some(Err(TERMINAL_CLOSED.to_owned()));
+        }
         let mut written = 0;
         while written < data.len() {
             match stdin.pipe.get_ref().write(&data[written..]) {
@@ -191,11 +233,15 @@ impl<P> RunTable<P> {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => {
                     entry.stdin = None;
-                    return Some(Err(if err.kind() == io::ErrorKind::BrokenPipe {
-                        "the process closed its stdin (or exited)".to_owned()
-                    } else {
-                        format!("cannot write to the process's stdin: {err}")
-                    }));
+                    return Some(Err(
+                        if on_terminal && err.raw_os_error() == Some(libc::EIO) {
+                            TERMINAL_CLOSED.to_owned()
+                        } else if err.kind() == io::ErrorKind::BrokenPipe {
+                            "the process closed its stdin (or exited)".to_owned()
+                        } else {
+                            format!("cannot write to the process's stdin: {err}")
+                        },
+                    ));
                 }
             }
         }
@@ -215,10 +261,33 @@ impl<P> RunTable<P> {
         }
     }
 
-    /// Closes `run`'s stdin pipe: the process reads end-of-file.
+    /// Closes `run`'s stdin pipe: the process reads end-of-file. Nothing for a run on a
+    /// terminal (the core never asks; end-of-file there is the `VEOF` character, typed).
     pub fn close_stdin(&mut self, run: RunId) {
-        if let Some(entry) = self.live.get_mut(&run) {
+        if let Some(entry) = self.live.get_mut(&run)
+            && entry.terminal.is_none()
+        {
             entry.stdin = None;
+        }
+    }
+
+    /// Sets the window size of `run`'s terminal to `size` ([`process::set_window_size`]: ioctl
+    /// `TIOCSWINSZ` on the master side, tty_ioctl(4); the kernel sends `SIGWINCH` to the
+    /// terminal's foreground process group when the size changes). Nothing for a run that was
+    /// released or has no terminal; a failure is reported on stderr.
+    pub fn resize(&mut self, run: RunId, size: WindowSize) {
+        let Some(terminal) = self
+            .live
+            .get(&run)
+            .and_then(|entry| entry.terminal.as_ref())
+        else {
+            return;
+        };
+        if let Err(err) = process::set_window_size(terminal.get_ref().as_fd(), size) {
+            eprintln!(
+                "proc-mcp: cannot resize the terminal of {run} to {}x{}: {err}",
+                size.rows, size.cols
+            );
         }
     }
 
@@ -342,6 +411,22 @@ impl<P> RunTable<P> {
     }
 }
 
+/// Why a write to a terminal that no process holds any more fails.
+const TERMINAL_CLOSED: &str = "the process's terminal was closed (no process has it open any more)";
+
+/// Whether the terminal whose master is `master` has no process on its slave side any more:
+/// poll(2) reports `POLLHUP` on the master then (pty(7)). False if poll fails.
+fn hung_up(master: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&master),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a timeout of 0 never blocks.
+    let ready = unsafe { libc::poll(&raw mut pollfd, 1, 0) };
+    ready > 0 && pollfd.revents & libc::POLLHUP != 0
+}
+
 /// Whether `pid` has begun to exit: `PF_EXITING` in the flags of `/proc/<pid>/stat` (field 9).
 /// Set from the start of exit(2) (or of a death by signal) until it is a zombie, a stretch in
 /// which it runs no code of its own any more and a signal can no longer change how it ends.
@@ -428,7 +513,7 @@ mod tests {
     use async_io::Timer;
     use async_signal::{Signal as OsSignal, Signals};
     use futures_lite::StreamExt as _;
-    use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream};
+    use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream, WindowSize};
 
     use super::RunTable;
     use crate::driver::Event;
@@ -479,6 +564,7 @@ mod tests {
     struct Seen {
         stdout: Vec<u8>,
         stderr: Vec<u8>,
+        tty: Vec<u8>,
         closed: Vec<Stream>,
         exit: Option<ExitStatus>,
         chunks: usize,
@@ -488,7 +574,14 @@ mod tests {
 
     impl Seen {
         fn done(&self) -> bool {
-            self.closed.len() == 2 && self.exit.is_some()
+            (self.closed.len() == 2 || self.closed == [Stream::Tty]) && self.exit.is_some()
+        }
+
+        /// Whether what came from its terminal contains `text`.
+        fn tty_has(&self, text: &str) -> bool {
+            self.tty
+                .windows(text.len())
+                .any(|window| window == text.as_bytes())
         }
     }
 
@@ -532,7 +625,7 @@ mod tests {
                     match stream {
                         Stream::Stdout => seen.stdout.extend_from_slice(chunk.bytes()),
                         Stream::Stderr => seen.stderr.extend_from_slice(chunk.bytes()),
-                        Stream::Tty => panic!("{run} has no terminal"),
+                        Stream::Tty => seen.tty.extend_from_slice(chunk.bytes()),
                     }
                 }
                 Woke::Event(Event::StreamClosed { run, stream }) => {
@@ -945,6 +1038,177 @@ mod tests {
             }
             assert_eq!(exits[0].status, ExitStatus::Signaled(Signal::Term));
             assert!(exits[0].signalled);
+            runs.release(run);
+        });
+    }
+
+    /// `spec` on a terminal of `rows` x `cols`.
+    fn on_terminal(mut spec: SpawnSpec, rows: u16, cols: u16) -> SpawnSpec {
+        spec.stdio = proc_state::Stdio::Terminal(WindowSize { rows, cols });
+        spec
+    }
+
+    #[test]
+    fn terminal_output_arrives_as_tty_then_the_terminal_closes() {
+        with_runs(async |runs, h| {
+            let run = RunId(20);
+            let script = "import sys; print(sys.stdin.isatty(), sys.stdout.isatty(), \
+                          sys.stderr.isatty()); print('err', file=sys.stderr)";
+            runs.spawn(run, &on_terminal(spec("python3", &["-c", script]), 40, 120))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen.get(&run).is_some_and(Seen::done))
+                .await;
+            let seen = &h.seen[&run];
+            // stdout and stderr alike, with ONLCR's line endings; no pipes.
+            assert_eq!(
+                String::from_utf8_lossy(&seen.tty),
+                "True True True\r\nerr\r\n"
+            );
+            assert_eq!((seen.stdout.len(), seen.stderr.len()), (0, 0));
+            assert_eq!(seen.closed, [Stream::Tty]);
+            assert_eq!(seen.exit, Some(ExitStatus::Code(0)));
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn the_terminal_has_the_size_asked_for_and_resize_reaches_the_task() {
+        with_runs(async |runs, h| {
+            let run = RunId(21);
+            let script = "import os, signal\n\
+                def on_winch(*_):\n    \
+                    cols, rows = os.get_terminal_size()\n    \
+                    print('size', rows, cols, flush=True)\n\
+                signal.signal(signal.SIGWINCH, on_winch)\n\
+                print('ready', os.popen('stty size').read().strip(), flush=True)\n\
+                while True:\n    signal.pause()";
+            runs.spawn(run, &on_terminal(spec("python3", &["-c", script]), 40, 120))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("\n")).await;
+            assert_eq!(
+                String::from_utf8_lossy(&h.seen[&run].tty),
+                "ready 40 120\r\n"
+            );
+            runs.resize(
+                run,
+                WindowSize {
+                    rows: 30,
+                    cols: 100,
+                },
+            );
+            h.until(runs, |h| h.seen[&run].tty_has("size 30 100\r\n"))
+                .await;
+            runs.signal(run, Signal::Kill);
+            h.until(runs, |h| h.seen[&run].done()).await;
+            runs.release(run);
+            // Released (or unknown): nothing happens.
+            runs.resize(run, WindowSize { rows: 1, cols: 1 });
+            runs.resize(RunId(99), WindowSize { rows: 1, cols: 1 });
+        });
+    }
+
+    #[test]
+    fn ctrl_c_typed_on_the_terminal_interrupts_its_foreground_group() {
+        with_runs(async |runs, h| {
+            let run = RunId(22);
+            let pid = runs
+                .spawn(
+                    run,
+                    &on_terminal(sh("echo ready; sleep 1000; echo after $?"), 24, 80),
+                )
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            let pgid = i32::try_from(pid).expect("pid");
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            // The shell's sleep is running, in the terminal's foreground group (the task's).
+            let sleeper = crate::testutil::wait_for(Duration::from_secs(10), || {
+                group_members(pgid)
+                    .into_iter()
+                    .find(|&(member, _)| crate::testutil::cmdline(member) == "sleep 1000")
+            })
+            .expect("the sleep started")
+            .0;
+            assert_eq!(runs.write(run, b"\x03"), Some(Ok(1)));
+            h.until(runs, |h| h.seen[&run].done()).await;
+            let seen = &h.seen[&run];
+            // ISIG: ^C became SIGINT for the whole group, which ended the sleep and the shell
+            // (or the shell, if it outlived it, said so).
+            assert!(
+                seen.exit == Some(ExitStatus::Signaled(Signal::Int)) || seen.tty_has("after 130"),
+                "{:?} {:?}",
+                seen.exit,
+                String::from_utf8_lossy(&seen.tty)
+            );
+            assert!(wait_terminated(sleeper, Duration::from_secs(10)));
+            runs.release(run);
+        });
+    }
+
+    #[test]
+    fn writes_to_a_terminal_are_typed_and_close_stdin_is_ignored() {
+        with_runs(async |runs, h| {
+            let run = RunId(23);
+            runs.spawn(run, &on_terminal(spec("cat", &[]), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            // Never sent for a terminal run; ignored if it comes.
+            runs.close_stdin(run);
+            assert_eq!(runs.write(run, b"hello\n"), Some(Ok(6)));
+            // The echo, then cat's copy.
+            h.until(runs, |h| h.seen[&run].tty_has("hello\r\nhello\r\n"))
+                .await;
+            // VEOF at the start of a line: cat reads end-of-file and exits.
+            assert_eq!(runs.write(run, b"\x04"), Some(Ok(1)));
+            h.until(runs, |h| h.seen[&run].done()).await;
+            assert_eq!(
+                String::from_utf8_lossy(&h.seen[&run].tty),
+                "hello\r\nhello\r\n"
+            );
+            assert_eq!(h.seen[&run].exit, Some(ExitStatus::Code(0)));
+            // Nothing holds the terminal any more: said, not written into nothing.
+            assert_eq!(
+                runs.write(run, b"x"),
+                Some(Err(super::TERMINAL_CLOSED.to_owned()))
+            );
+            runs.release(run);
+            assert_eq!(runs.write(run, b"x"), None);
+        });
+    }
+
+    #[test]
+    fn a_write_bigger_than_the_terminal_takes_what_fits_and_ready_follows() {
+        with_runs(async |runs, h| {
+            let run = RunId(24);
+            runs.spawn(
+                run,
+                &on_terminal(sh("stty -echo; echo ready; exec cat >/dev/null"), 24, 80),
+            )
+            .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            let line = [vec![b'x'; 99], vec![b'\n']].concat();
+            let data = line.repeat(20_000);
+            let mut sent = 0;
+            loop {
+                let Some(Ok(n)) = runs.write(run, &data[sent..]) else {
+                    panic!("write failed");
+                };
+                sent += n;
+                if sent == data.len() {
+                    break;
+                }
+                let ready = h.seen[&run].ready;
+                h.until(runs, |h| h.seen[&run].ready > ready).await;
+            }
+            assert!(
+                h.seen[&run].ready > 0,
+                "the terminal was full at least once"
+            );
+            assert_eq!(runs.write(run, b"\x04"), Some(Ok(1)));
+            h.until(runs, |h| h.seen[&run].done()).await;
+            assert_eq!(h.seen[&run].exit, Some(ExitStatus::Code(0)));
             runs.release(run);
         });
     }

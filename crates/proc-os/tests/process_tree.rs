@@ -93,7 +93,7 @@ impl From<Spawned> for Task {
     fn from(spawned: Spawned) -> Self {
         Self {
             pid: spawned.pid,
-            stdout: Lines::new(spawned.stdout, "the task's stdout"),
+            stdout: Lines::new(spawned.stdout.expect("stdout piped"), "the task's stdout"),
         }
     }
 }

@@ -94,7 +94,7 @@ mod linux {
         )
         .expect("spawn");
         watchdog.watch_group(task.pid.as_raw()).expect("watch");
-        let mut lines = BufReader::new(task.stdout).lines();
+        let mut lines = BufReader::new(task.stdout.expect("stdout piped")).lines();
         let untagged = lines.next().expect("line").expect("read");
         let daemon = lines.next().expect("line").expect("read");
         let cgroup_dir = parent
