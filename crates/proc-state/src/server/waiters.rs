@@ -142,7 +142,7 @@ pub(super) enum Kind {
         /// With `eof`: bytes of earlier writes that were dropped.
         dropped_earlier: usize,
         /// A condition to wait for once the bytes are settled, before answering.
-        then: Option<Then>,
+        then: Option<Box<Then>>,
     },
 }
 
@@ -364,14 +364,8 @@ impl Waiter {
             } => Some(watch.next_deadline(progress)),
             // Its deadline counts once the bytes are written (until then it waits for them).
             Kind::Write {
-                then:
-                    Some(Then {
-                        watch,
-                        written: Some(_),
-                        ..
-                    }),
-                ..
-            } => Some(watch.next_deadline(false)),
+                then: Some(then), ..
+            } if then.written.is_some() => Some(then.watch.next_deadline(false)),
             _ => None,
         }
     }
@@ -564,7 +558,7 @@ impl Server {
                         },
                     }),
                     Some(outcome) => {
-                        let after = Some((&then, &outcome));
+                        let after = Some((&*then, &outcome));
                         let result = write_result(
                             &request,
                             task,

@@ -175,7 +175,7 @@ pub(super) fn call(
 }
 
 /// The wait the arguments ask for after the write, if any: from the output after the write.
-fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Then>, ToolError> {
+fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Box<Then>>, ToolError> {
     let wait_for = optional_regex(Tool::Write, "wait_for", args.wait_for.as_deref())?;
     let quiet = match args.quiet_ms {
         None => None,
@@ -216,11 +216,11 @@ fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Then>, ToolError> {
     } else {
         Watch::new(wait_for.map(|re| (re, next_cursor)), None, now, timeout)
     };
-    Ok(Some(Then {
+    Ok(Some(Box::new(Then {
         watch: watch.quiet(quiet),
         written: None,
         screen_before: task.screen.as_ref().map(|s| s.snapshot().rows),
-    }))
+    })))
 }
 
 /// The answer to a `write` once its bytes are settled: all taken or queued, or some lost
