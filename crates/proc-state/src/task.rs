@@ -236,6 +236,9 @@ pub struct Task {
     pub screen: Option<Screen>,
     /// When output last arrived (of any run).
     pub last_output: Option<Instant>,
+    /// The partial line the task sat at when it was last written to: its prompt, for a
+    /// `write` with `prompt` while it is busy.
+    pub prompt: Option<String>,
     run: RunId,
     phase: Phase,
     started: Now,
@@ -271,6 +274,7 @@ impl Task {
             escaped: Escaped::default(),
             screen,
             last_output: None,
+            prompt: None,
             run,
             phase: Phase::Starting { stop: None },
             started: now,

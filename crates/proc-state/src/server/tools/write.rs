@@ -52,8 +52,8 @@ pub(super) struct Args {
     eof: bool,
     /// Then wait until a new output line matches this regex, and return the output.
     wait_for: Option<String>,
-    /// Then wait until the prompt the task sat at (its last partial line) is back, and return
-    /// the output.
+    /// Then wait until the prompt the task sat at (its partial line, or the last one it showed)
+    /// is back, and return the output.
     #[serde(default)]
     prompt: bool,
     /// Then wait until output pauses this long, and return the output.
@@ -122,6 +122,9 @@ pub(super) fn call(
         )));
     }
     let then = then(task, &args, now)?;
+    if let Some(prompt) = current_prompt(task) {
+        task.prompt = Some(prompt);
+    }
     let mut bytes = args.data.into_bytes();
     let mut eof = args.eof;
     if let Some(screen) = &task.screen {
@@ -198,21 +201,24 @@ fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Box<Then>>, ToolErr
                 "invalid arguments for `write`: give `wait_for` or `prompt`, not both".into(),
             ));
         }
-        // The partial line the task sits at: it completes with this write (its line number is
-        // `next_cursor`), and the same text as a later partial line is the prompt back.
-        let page = task.log.read(&Query {
-            since: Some(next_cursor),
-            ..Query::default()
-        });
-        let Some(prompt) = page.lines.iter().rev().find(|line| line.partial) else {
-            return Err(ToolError(format!(
-                "task {} is not at a prompt (its output ends with a newline), so `prompt` has nothing to wait for; use `wait_for` or `quiet_ms`",
-                task.id
-            )));
+        // The partial line the task sits at completes with this write (its line number is
+        // `next_cursor`); the same text as a later partial line is the prompt back. A task that
+        // is busy (its output ends with a newline) waits for the prompt it showed last.
+        let (prompt, first) = match current_prompt(task) {
+            Some(prompt) => (prompt, next_cursor + 1),
+            None => match &task.prompt {
+                Some(prompt) => (prompt.clone(), next_cursor),
+                None => {
+                    return Err(ToolError(format!(
+                        "task {} has shown no prompt (a line without a newline) to wait for; use `wait_for` or `quiet_ms`",
+                        task.id
+                    )));
+                }
+            },
         };
-        let regex = Regex::new(&format!("^{}$", regex::escape(&prompt.text)))
+        let regex = Regex::new(&format!("^{}$", regex::escape(&prompt)))
             .map_err(|err| ToolError(format!("the prompt cannot be matched: {err}")))?;
-        Watch::new(Some((regex, next_cursor + 1)), None, now, timeout).prompt()
+        Watch::new(Some((regex, first)), None, now, timeout).prompt()
     } else {
         Watch::new(wait_for.map(|re| (re, next_cursor)), None, now, timeout)
     };
@@ -221,6 +227,19 @@ fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Box<Then>>, ToolErr
         written: None,
         screen_before: task.screen.as_ref().map(|s| s.snapshot().rows),
     })))
+}
+
+/// The text of the partial line `task` sits at, if its output does not end with a newline.
+pub(in crate::server) fn current_prompt(task: &Task) -> Option<String> {
+    let page = task.log.read(&Query {
+        since: Some(task.log.next_cursor()),
+        ..Query::default()
+    });
+    page.lines
+        .into_iter()
+        .rev()
+        .find(|line| line.partial)
+        .map(|line| line.text)
 }
 
 /// The answer to a `write` once its bytes are settled: all taken or queued, or some lost
