@@ -234,3 +234,43 @@ fn top_shows_its_summary_on_the_screen() {
     assert_eq!(wait_exit(&mut s, &id)["exit_code"], 0);
     s.finish();
 }
+
+#[test]
+fn a_curses_screen_as_png_has_its_size_and_colours() {
+    use base64::Engine;
+    let mut s = server();
+    let script = "import curses, time\n\
+        def main(w):\n\
+        \x20   curses.start_color()\n\
+        \x20   curses.init_pair(1, curses.COLOR_RED, curses.COLOR_BLUE)\n\
+        \x20   w.addstr(2, 2, 'colour', curses.color_pair(1) | curses.A_BOLD)\n\
+        \x20   w.refresh()\n\
+        \x20   time.sleep(60)\n\
+        curses.wrapper(main)";
+    let id = start_tty(
+        &mut s,
+        json!({"command": "python3", "args": ["-c", script], "rows": 10, "cols": 30, "env": {"NO_COLOR": ""}}),
+    );
+    let drawn = wait(
+        &mut s,
+        json!({"id": id, "screen": "colour", "timeout_ms": 20000}),
+    );
+    assert_eq!(drawn["reason"], "screen", "{drawn}");
+    let result = s.call_tool("screen", json!({"id": id, "format": "png"}));
+    let image = &result["content"][1];
+    assert_eq!(image["mimeType"], "image/png", "{result}");
+    let file = base64::prelude::BASE64_STANDARD
+        .decode(image["data"].as_str().unwrap())
+        .expect("base64");
+    let mut reader = png::Decoder::new(std::io::Cursor::new(file))
+        .read_info()
+        .expect("a PNG");
+    let mut rgb = vec![0; reader.output_buffer_size().expect("a size")];
+    let info = reader.next_frame(&mut rgb).expect("a frame");
+    assert_eq!((info.width, info.height), (30 * 9, 10 * 18));
+    let colours: std::collections::BTreeSet<&[u8]> = rgb.chunks_exact(3).collect();
+    assert!(colours.contains(&[0xcd, 0, 0][..]) || colours.contains(&[0xff, 0, 0][..]));
+    assert!(colours.len() > 2, "{} colours", colours.len());
+    s.call("stop", json!({"id": id}));
+    s.finish();
+}

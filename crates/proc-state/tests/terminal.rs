@@ -383,3 +383,43 @@ fn wait_for_the_screen_to_match() {
         "screen"
     );
 }
+
+/// Decodes a base64 PNG: width, height and the distinct colours of its pixels.
+fn decode_png(data: &str) -> (u32, u32, usize) {
+    use base64::Engine;
+    let file = base64::prelude::BASE64_STANDARD
+        .decode(data)
+        .expect("base64");
+    let decoder = png::Decoder::new(std::io::Cursor::new(file));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut rgb = vec![0; reader.output_buffer_size().expect("a size")];
+    let info = reader.next_frame(&mut rgb).expect("a frame");
+    let colours: std::collections::BTreeSet<&[u8]> = rgb.chunks_exact(3).collect();
+    (info.width, info.height, colours.len())
+}
+
+#[test]
+fn screen_as_png_is_an_image_content_of_the_cells() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(
+        &mut h,
+        json!({"command": "sh", "tty": true, "rows": 4, "cols": 10}),
+    );
+    let _ = tty_output(&mut h, run, b"\x1b[1;31mred\x1b[0m ok");
+    let result = h.call_now("screen", json!({"id": "t00001", "format": "png"}));
+    let content = result["content"].as_array().unwrap();
+    assert_eq!(content[0]["type"], "text");
+    assert_eq!(content[1]["type"], "image");
+    assert_eq!(content[1]["mimeType"], "image/png");
+    let (width, height, colours) = decode_png(content[1]["data"].as_str().unwrap());
+    let (cell_width, cell_height) = (
+        proc_state::terminal::CELL_WIDTH,
+        proc_state::terminal::CELL_HEIGHT,
+    );
+    assert_eq!((width, height), (10 * cell_width, 4 * cell_height));
+    assert!(colours > 2, "background, text, red: {colours}");
+    assert_eq!(result["structuredContent"]["rows"][0], "red ok");
+
+    let text_only = h.call_now("screen", json!({"id": "t00001"}));
+    assert_eq!(text_only["content"].as_array().map(Vec::len), Some(1));
+}

@@ -164,6 +164,8 @@ struct ToolResult {
     /// `None` for versions before 2025-06-18 and for errors.
     structured: Option<Box<serde_json::value::RawValue>>,
     is_error: bool,
+    /// A PNG image, base64: an image content after the text.
+    png: Option<String>,
 }
 
 impl ToolResult {
@@ -173,6 +175,7 @@ impl ToolResult {
             text: reason,
             structured: None,
             is_error: true,
+            png: None,
         }
     }
 }
@@ -180,7 +183,7 @@ impl ToolResult {
 /// How a [`ToolResult`] goes on the wire.
 #[derive(serde::Serialize)]
 struct ToolResultWire<'a> {
-    content: [TextContent<'a>; 1],
+    content: Vec<Content<'a>>,
     #[serde(rename = "structuredContent", skip_serializing_if = "Option::is_none")]
     structured: Option<&'a serde_json::value::RawValue>,
     #[serde(rename = "isError", skip_serializing_if = "core::ops::Not::not")]
@@ -193,10 +196,19 @@ struct ToolResultWire<'a> {
     meta: Option<Value>,
 }
 
+/// One content block of a tool result (MCP "Tools: Tool Result").
 #[derive(serde::Serialize)]
-struct TextContent<'a> {
-    r#type: &'static str,
-    text: &'a str,
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Content<'a> {
+    Text {
+        text: &'a str,
+    },
+    /// Base64-encoded image data.
+    Image {
+        data: &'a str,
+        #[serde(rename = "mimeType")]
+        mime_type: &'static str,
+    },
 }
 
 /// A tool execution error: becomes a result with `isError: true` and this one-line reason.
@@ -705,10 +717,12 @@ impl Server {
     /// Answers a `tools/call`.
     fn respond_tool(&mut self, request: &Pending, result: &ToolResult) {
         let wire = ToolResultWire {
-            content: [TextContent {
-                r#type: "text",
-                text: &result.text,
-            }],
+            content: core::iter::once(Content::Text { text: &result.text })
+                .chain(result.png.as_deref().map(|data| Content::Image {
+                    data,
+                    mime_type: "image/png",
+                }))
+                .collect(),
             structured: result.structured.as_deref(),
             is_error: result.is_error,
             result_type: request.modern.then_some("complete"),
@@ -819,6 +833,7 @@ impl Server {
     ) -> ToolResult {
         ToolResult {
             text,
+            png: None,
             // Serializing plain data into JSON cannot fail (string keys, no foreign types).
             structured: request
                 .structured

@@ -17,9 +17,8 @@ pub(super) const SPEC: Spec = Spec {
     title: "Read task output",
     description: "Read a task's output (stdout and stderr, interleaved in arrival order). Every line has an absolute \
 number `n`; pass the previous result's `next_cursor` as `since` to get only lines printed since, without \
-repeats or gaps. With no `since`, `head` or `tail`, returns the last 100 lines. `grep` keeps lines matching \
-a regular expression; `stream` picks stdout or stderr. ANSI colours are removed unless `raw`. If the \
-process printed more than the buffer holds, the oldest lines are gone and counted in `skipped`. \
+repeats or gaps. With no `since`, `head` or `tail`, returns the last 100 lines. ANSI colours are removed. If \
+the process printed more than the buffer holds, the oldest lines are gone and counted in `skipped`. \
 Example: {\"id\": \"web\", \"since\": 120, \"grep\": \"error|warn\"}.",
     annotations: Annotations {
         read_only: true,

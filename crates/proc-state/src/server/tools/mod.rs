@@ -250,9 +250,10 @@ fn tidy(schema: &mut Value) {
     if let Some(Value::String(text)) = map.get_mut("description") {
         *text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     }
-    let empty_default = map
-        .get("default")
-        .is_some_and(|d| d.is_null() || *d == json!({}) || *d == json!([]));
+    // Defaults a model assumes anyway: nothing, empty, false.
+    let empty_default = map.get("default").is_some_and(|d| {
+        d.is_null() || *d == json!({}) || *d == json!([]) || *d == json!(false) || *d == json!("")
+    });
     if empty_default {
         map.remove("default");
     }
@@ -629,16 +630,17 @@ mod tests {
     /// A model reads every tool's name, title, description and input schema on every turn.
     #[test]
     fn definitions_stay_within_what_a_model_reads_every_turn() {
-        let read: usize = definitions(&Config::default(), true)
+        let sizes: Vec<(String, usize)> = definitions(&Config::default(), true)
             .into_iter()
             .map(|mut d| {
                 let object = d.as_object_mut().unwrap();
                 object.remove("outputSchema");
                 object.remove("annotations");
-                d.to_string().len()
+                (d["name"].to_string(), d.to_string().len())
             })
-            .sum();
-        assert!(read < 12 * 1024, "{read} bytes");
+            .collect();
+        let read: usize = sizes.iter().map(|(_, size)| size).sum();
+        assert!(read < 12 * 1024, "{read} bytes: {sizes:?}");
     }
 
     /// The MCP conformance suite checks this: each schema is valid JSON Schema 2020-12.

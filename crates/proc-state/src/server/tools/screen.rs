@@ -1,5 +1,7 @@
 //! `screen`: what a terminal task's screen shows now.
 
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +12,8 @@ use crate::terminal::Snapshot;
 pub(super) const SPEC: Spec = Spec {
     title: "Show a terminal task's screen",
     description: "The current screen of a task started with `tty: true`, as text (one line per row), with the \
-cursor position: what a full-screen program (top, less, vim, a test runner's watch mode) or a prompt shows now. \
+cursor position: what a full-screen program (top, less, vim, a test runner's watch mode) or a prompt shows now; \
+`format: \"png\"` adds an image. \
 Example: {\"id\": \"repl\"}.",
     annotations: Annotations {
         read_only: true,
@@ -26,6 +29,18 @@ Example: {\"id\": \"repl\"}.",
 pub(super) struct Args {
     /// The task's id or its name.
     id: String,
+    /// png adds an image of the screen (colours, cursor).
+    #[serde(default)]
+    format: Format,
+}
+
+/// How `screen` shows the screen.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Format {
+    #[default]
+    Text,
+    Png,
 }
 
 /// The `screen` result.
@@ -103,7 +118,11 @@ pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result
             cols: size.cols,
         },
     };
-    Ok(Reply::Tool(Server::tool_result(request, &structured, text)))
+    let mut result = Server::tool_result(request, &structured, text);
+    if args.format == Format::Png {
+        result.png = Some(BASE64_STANDARD.encode(screen.png()));
+    }
+    Ok(Reply::Tool(result))
 }
 
 /// The error for a terminal-only tool on a task with pipes.

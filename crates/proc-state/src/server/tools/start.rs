@@ -19,13 +19,12 @@ use crate::time::{self, Now};
 
 pub(super) const SPEC: Spec = Spec {
     title: "Start a background process",
-    description: "Start a long-running or slow command in the background and return at once with its task id, \
-so the conversation is never blocked: dev servers, watchers, builds, test suites, language servers. \
+    description: "Start a long-running command in the background and return at once with its task id, \
+so the conversation is never blocked: dev servers, watchers, builds, test suites. \
 `command` is run by `/bin/sh -c`; give `args` to run a program directly without a shell. \
 The process gets its own process group, stdin from /dev/null, and NO_COLOR=1, PAGER=cat, GIT_PAGER=cat, \
-PYTHONUNBUFFERED=1 in its environment (override them with `env`). Its output is kept in a bounded buffer: \
-read it with `logs`, check on it with `status`, end it with `stop`. When the process exits, anything it \
-left running in its process group is killed. \
+PYTHONUNBUFFERED=1 in its environment (override them with `env`). Its output is kept (bounded) for `logs`. \
+When the process exits, anything it left running in its process group is killed. \
 Example: {\"command\": \"npm run dev\", \"cwd\": \"/home/me/app\", \"name\": \"web\"}.",
     annotations: Annotations {
         read_only: false,

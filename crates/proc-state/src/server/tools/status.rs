@@ -17,7 +17,7 @@ pub(super) const SPEC: Spec = Spec {
     title: "Task status",
     description: "Everything about one task: state (starting, running, stopping, exited, failed), pid, exit code or \
 signal, start and end times, runtime, restarts, output counters with `next_cursor`, and its last `tail` \
-lines of output. Use it to check whether a process is still alive or how it ended. \
+lines of output. \
 Example: {\"id\": \"web\", \"tail\": 20}.",
     annotations: Annotations {
         read_only: true,

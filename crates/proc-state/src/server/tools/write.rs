@@ -22,10 +22,10 @@ use crate::time::Now;
 pub(super) const SPEC: Spec = Spec {
     title: "Write to a task's stdin",
     description: "Write text to the stdin of a task started with `stdin: true` or `tty: true` (a REPL, `cat`, a \
-program that prompts), and `keys` to a tty task. The text is written as is: add \"\\n\" to end a line. Returns at once: what the process has not read yet \
-stays queued (`bytes_queued`, bounded per task) and is written as it reads. `eof: true` closes stdin afterwards, \
-which ends programs that read until end of input. Use the returned `next_cursor` as `since` in `logs` or `wait` to \
-read the reply. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\\n\"}.",
+program that prompts), and `keys` to a tty task. The text is written as is: add \"\\n\" to end a line. Returns once \
+written; what the process has not read yet stays queued (`bytes_queued`). `eof: true` closes stdin afterwards. \
+With `prompt`, `wait_for` or `quiet_ms` it then waits and returns the output after the write: one call per REPL \
+step. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\", \"keys\": [\"Enter\"], \"prompt\": true}.",
     annotations: Annotations {
         read_only: false,
         destructive: false,
@@ -147,11 +147,6 @@ pub(super) fn call(
             "task {} has no terminal, so it takes no `keys` (start it with `tty: true`); send text with `data`",
             task.id
         )));
-    }
-    if bytes.is_empty() && !eof {
-        return Err(ToolError(
-            "invalid arguments for `write`: nothing to write (give `data`, `keys` or `eof`)".into(),
-        ));
     }
     let (segment, dropped) = match task.stdin.push(bytes, eof) {
         Ok(pushed) => pushed,

@@ -12,6 +12,10 @@ use core::num::NonZeroU16;
 
 use crate::process::WindowSize;
 
+mod image;
+
+pub use image::{CELL_HEIGHT, CELL_WIDTH};
+
 /// The window size a terminal task gets when `start` does not give one: tall and wide enough
 /// for most programs' layouts, small enough to read as text.
 pub const DEFAULT_SIZE: WindowSize = WindowSize {
@@ -98,6 +102,12 @@ impl Screen {
     /// arrow keys send (see [`key_bytes`]).
     pub fn application_cursor(&self) -> bool {
         self.parser.screen().application_cursor()
+    }
+
+    /// The screen as a PNG image of `cols ×` [`CELL_WIDTH`] by `rows ×` [`CELL_HEIGHT`]
+    /// pixels, 8-bit RGB (see the `image` module for what is drawn).
+    pub fn png(&self) -> Vec<u8> {
+        image::png(&self.parser)
     }
 
     /// The screen as text.
