@@ -340,6 +340,10 @@ impl Driver {
                 }
                 // It starts no terminal task (see `spawn`), so there is no terminal to resize.
                 Output::Resize { .. } => {}
+                // This driver does not look into /proc: it cannot know.
+                Output::QueryInput { run } => {
+                    self.own.push_back(Input::InputWanted { run, wanted: None });
+                }
                 Output::Release { run } => self.release(run),
                 Output::Exit => return None,
                 Output::Timeout(deadline) => return Some(deadline),

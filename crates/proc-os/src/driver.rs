@@ -577,6 +577,10 @@ impl<Rt: Runtime> Driver<Rt> {
                 }
                 Output::CloseStdin { run } => self.runs.close_stdin(run),
                 Output::Resize { run, size } => self.runs.resize(run, size),
+                Output::QueryInput { run } => {
+                    let wanted = self.runs.input_wanted(run);
+                    self.pending.push_back(Input::InputWanted { run, wanted });
+                }
                 Output::ProbePort { probe, port } => {
                     let events = self.events.clone();
                     let task = self.runtime.spawn(async move {

@@ -291,6 +291,13 @@ impl<P> RunTable<P> {
         }
     }
 
+    /// Whether `run`'s foreground process waits for input, as [`Output::QueryInput`] asks
+    /// (`proc_state::Output::QueryInput`); `None` when it cannot be known.
+    pub fn input_wanted(&self, run: RunId) -> Option<bool> {
+        let _ = self.live.get(&run)?;
+        None
+    }
+
     /// Sends `signal` to `run`'s process group; nothing for a run that was released or never
     /// started. Failures other than "already gone" are reported on stderr.
     ///

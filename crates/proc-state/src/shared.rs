@@ -150,6 +150,8 @@ pub enum Input<'a> {
     },
     /// An escaped process of `run` reported by [`Input::Escaped`] is gone.
     EscapedExited { run: RunId, pid: u32 },
+    /// The answer to [`Output::QueryInput`].
+    InputWanted { run: RunId, wanted: Option<bool> },
 }
 
 /// Identifies one [`Output::ProbePort`] so its answer finds its way back.
@@ -206,6 +208,15 @@ pub enum Output {
     /// Try a TCP connection to `127.0.0.1:port` (closing it at once) and report with
     /// [`Input::PortProbed`]. A probe should give up after [`PROBE_TIMEOUT`].
     ProbePort { probe: ProbeId, port: u16 },
+    /// Find out whether the run's foreground process is blocked waiting to read its terminal
+    /// (or, for pipes, its stdin) and answer at once with [`Input::InputWanted`]. Best effort,
+    /// and never a guess: `Some(true)` only when a thread of a process in the terminal's
+    /// foreground process group (`tcgetpgrp(3)` on the master; for pipes, the run's process
+    /// group) is blocked in a read of that terminal or pipe, or in `select`/`poll` on nothing
+    /// else (Linux: `/proc/<pid>/task/<tid>/syscall`, proc(5)); `Some(false)` when every such
+    /// thread is running or blocked in a call that reads neither; `None` when it cannot be
+    /// known (another platform, `/proc` unreadable, a wait on several descriptors).
+    QueryInput { run: RunId },
     /// The core is done with this run: reap the process (`waitpid(2)`), close its pipes and
     /// forget it. Later events for it are ignored.
     Release { run: RunId },

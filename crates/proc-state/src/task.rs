@@ -239,6 +239,9 @@ pub struct Task {
     /// The partial line the task sat at when it was last written to: its prompt, for a
     /// `write` with `prompt` while it is busy.
     pub prompt: Option<String>,
+    /// Whether its foreground process waits for input: the driver's last answer and when it
+    /// came, and when the question now out was asked (see `Output::QueryInput`).
+    pub input: InputQuery,
     run: RunId,
     phase: Phase,
     started: Now,
@@ -258,12 +261,7 @@ impl Task {
         now: Now,
     ) -> Self {
         // A terminal is always writable; pipes only when asked for.
-        let writable = !matches!(
-            command.spec.stdio,
-            Stdio::Pipes {
-                stdin: StdinMode::Null
-            }
-        );
+        let writable = interactive(&command.spec);
         let screen = terminal_screen(&command.spec);
         Self {
             id,
@@ -275,6 +273,7 @@ impl Task {
             screen,
             last_output: None,
             prompt: None,
+            input: InputQuery::default(),
             run,
             phase: Phase::Starting { stop: None },
             started: now,
@@ -300,6 +299,11 @@ impl Task {
         self.restarts += 1;
         self.stdin.reset();
         true
+    }
+
+    /// Whether something can be written to it: a terminal, or a stdin pipe.
+    pub fn interactive(&self) -> bool {
+        interactive(&self.command.spec)
     }
 
     /// The current run (process) of this task.
@@ -773,6 +777,62 @@ fn faster(old: Stop, new: Stop) -> Stop {
             ..new
         },
     }
+}
+
+/// Whether a task's foreground process waits for input, as the driver last said.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputQuery {
+    /// The number the next question gets.
+    next: u64,
+    /// The question now out: its number and when it was asked.
+    pub asked: Option<Question>,
+    /// The last answer: the number of the question it answers, and the answer (`None`: it
+    /// cannot be known).
+    answer: Option<(u64, Option<bool>)>,
+}
+
+/// One question to the driver about a task's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Question {
+    pub number: u64,
+    pub at: Instant,
+}
+
+impl InputQuery {
+    /// A new question asked at `at`.
+    pub fn ask(&mut self, at: Instant) -> Question {
+        let question = Question {
+            number: self.next,
+            at,
+        };
+        self.next += 1;
+        self.asked = Some(question);
+        question
+    }
+
+    /// The driver answered the question out.
+    pub fn answered(&mut self, wanted: Option<bool>) {
+        if let Some(question) = self.asked.take() {
+            self.answer = Some((question.number, wanted));
+        }
+    }
+
+    /// The answer to `question` (or a later one), once it came.
+    pub fn answer_to(&self, question: Question) -> Option<Option<bool>> {
+        self.answer
+            .filter(|(number, _)| *number >= question.number)
+            .map(|(_, wanted)| wanted)
+    }
+}
+
+/// Whether a process spawned as `spec` can be written to: a terminal, or a stdin pipe.
+fn interactive(spec: &SpawnSpec) -> bool {
+    !matches!(
+        spec.stdio,
+        Stdio::Pipes {
+            stdin: StdinMode::Null
+        }
+    )
 }
 
 /// A blank screen for a terminal task, at the size it is spawned with.

@@ -263,11 +263,20 @@ fn a_prompt_without_a_newline_matches_once_output_pauses() {
     let _ = tty_output(&mut h, run, b"Continue? [y/N] ");
     let early = h.advance(50);
     assert!(transmitted(&early).is_empty(), "the line may still grow");
-    let replies = transmitted(&h.advance(60));
+    let matched = h.advance(60);
+    assert!(
+        matched.contains(&Output::QueryInput { run }),
+        "then the driver is asked whether it waits for input: {matched:?}"
+    );
+    let replies = transmitted(&h.input(Input::InputWanted {
+        run,
+        wanted: Some(true),
+    }));
     let result = &replies[0]["result"]["structuredContent"];
     assert_eq!(result["reason"], "matched");
     assert_eq!(result["line"]["text"], "Continue? [y/N] ");
     assert_eq!(result["line"]["partial"], true);
+    assert_eq!(result["input_wanted"], true);
 }
 
 #[test]
@@ -280,11 +289,14 @@ fn a_growing_partial_line_is_matched_only_when_it_settles() {
     let _ = tty_output(&mut h, run, b"00%");
     replies.extend(transmitted(&h.advance(80)));
     assert!(replies.is_empty(), "{replies:?}");
-    let replies = transmitted(&h.advance(40));
-    assert_eq!(
-        replies[0]["result"]["structuredContent"]["line"]["text"],
-        "done 100%"
-    );
+    assert_eq!(h.advance(40), [Output::QueryInput { run }]);
+    let replies = transmitted(&h.input(Input::InputWanted {
+        run,
+        wanted: Some(false),
+    }));
+    let result = &replies[0]["result"]["structuredContent"];
+    assert_eq!(result["line"]["text"], "done 100%");
+    assert_eq!(result["input_wanted"], false);
 }
 
 #[test]
@@ -377,11 +389,56 @@ fn wait_for_the_screen_to_match() {
     );
     let _ = tty_output(&mut h, run, b"\x1b[?1049h\x1b[2;1HTasks:");
     assert!(transmitted(&h.advance(10)).is_empty());
-    let replies = transmitted(&tty_output(&mut h, run, b" 12 total"));
     assert_eq!(
-        replies[0]["result"]["structuredContent"]["reason"],
-        "screen"
+        tty_output(&mut h, run, b" 12 total"),
+        [Output::QueryInput { run }]
     );
+    // The driver cannot tell: answered without `input_wanted`.
+    let replies = transmitted(&h.input(Input::InputWanted { run, wanted: None }));
+    let result = &replies[0]["result"]["structuredContent"];
+    assert_eq!(result["reason"], "screen");
+    assert!(result.get("input_wanted").is_none(), "{result}");
+}
+
+#[test]
+fn status_asks_whether_an_interactive_task_waits_for_input() {
+    let mut h = Harness::initialized("2025-11-25");
+    let run = start_tty(&mut h, json!({"command": "python3", "tty": true}));
+    let outputs = h.call(2, "status", json!({"id": "t00001"}));
+    assert_eq!(outputs, [Output::QueryInput { run }]);
+    // A second status while the question is out asks nothing more.
+    assert_eq!(h.call(3, "status", json!({"id": "t00001"})), []);
+    let replies = transmitted(&h.input(Input::InputWanted {
+        run,
+        wanted: Some(true),
+    }));
+    assert_eq!(replies.len(), 2, "both answered");
+    for reply in &replies {
+        assert_eq!(reply["result"]["structuredContent"]["input_wanted"], true);
+        let text = reply["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("waiting for input"), "{text}");
+    }
+
+    // A driver that does not answer delays status by at most half a second.
+    let asked = h.call(4, "status", json!({"id": "t00001"}));
+    assert_eq!(asked, [Output::QueryInput { run }]);
+    assert!(transmitted(&h.advance(499)).is_empty());
+    let late = h.advance(1);
+    let replies = transmitted(&late);
+    assert!(!replies.is_empty(), "{late:?}");
+    assert!(
+        replies[0]["result"]["structuredContent"]
+            .get("input_wanted")
+            .is_none()
+    );
+}
+
+#[test]
+fn status_of_a_task_without_stdin_answers_at_once() {
+    let mut h = Harness::initialized("2025-11-25");
+    let _ = h.start(json!({"command": "sleep 10"}), 5);
+    let result = h.call_now("status", json!({"id": "t00001"}));
+    assert!(result["structuredContent"].get("input_wanted").is_none());
 }
 
 /// Decodes a base64 PNG: width, height and the distinct colours of its pixels.

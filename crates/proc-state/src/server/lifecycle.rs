@@ -5,9 +5,9 @@
 //! actions, re-arms the task's timer and moves on whoever waits on it, so none of those can be
 //! forgotten by one code path.
 
-use super::{Server, Shutdown, ToolError};
+use super::{Output, Server, Shutdown, ToolError};
 use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, Stream};
-use crate::task::{Action, Progress, Task};
+use crate::task::{Action, Progress, Question, Task};
 use crate::time::Now;
 
 impl Server {
@@ -64,6 +64,41 @@ impl Server {
                 Progress::Unchanged
             });
         }
+    }
+
+    /// The driver's answer to `Output::QueryInput`: kept with the task, and the waiters that
+    /// wanted it are answered.
+    pub(super) fn input_answered(&mut self, now: Now, run: RunId, wanted: Option<bool>) {
+        let Some(key) = self.tasks.of_current_run(run) else {
+            return;
+        };
+        if let Some(task) = self.tasks.get_mut(key) {
+            task.input.answered(wanted);
+        }
+        self.progress_task_waiters(now, key);
+    }
+
+    /// Asks the driver whether task `key`'s foreground process waits for input, unless a
+    /// question is out already; returns when the question (this one or the one out) was asked,
+    /// or `None` when there is nothing to ask about (no stdin or terminal, or no process).
+    pub(super) fn ask_input(&mut self, now: Now, key: u64) -> Option<Question> {
+        let task = self.tasks.get_mut(key)?;
+        if !task.interactive() || task.pid().is_none() || task.state().is_ended() {
+            return None;
+        }
+        // A question out (not one the driver left unanswered too long) is answered for all.
+        if let Some(question) = task.input.asked
+            && now.instant
+                < question
+                    .at
+                    .saturating_add(super::waiters::INPUT_QUERY_TIMEOUT)
+        {
+            return Some(question);
+        }
+        let question = task.input.ask(now.instant);
+        let run = task.run();
+        self.outputs.push_back(Output::QueryInput { run });
+        Some(question)
     }
 
     pub(super) fn task_timeout(&mut self, now: Now, key: u64) {

@@ -325,6 +325,7 @@ impl Server {
             Input::PortProbed { probe, open } => self.port_probed(now, probe, open),
             Input::Escaped { run, processes } => self.escaped_found(now, run, processes),
             Input::EscapedExited { run, pid } => self.escaped_exited(now, run, pid),
+            Input::InputWanted { run, wanted } => self.input_answered(now, run, wanted),
         }
         self.maybe_exit();
     }

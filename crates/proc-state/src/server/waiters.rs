@@ -15,13 +15,15 @@ use regex::Regex;
 use serde_json::json;
 
 use super::tasks::Tasks;
-use super::tools::{Ready, Then, start_result, stop_result, wait_result, write_result};
+use super::tools::{
+    Ready, Then, start_result, status_result, stop_result, wait_result, write_result,
+};
 use super::{Output, Pending, ProbeId, Server, Shutdown, ToolResult, error_result};
 use crate::log::{Line, Query};
 use crate::mcp::jsonrpc::RequestId;
 use crate::process::RunId;
 use crate::stdin::SegmentId;
-use crate::task::{Phase, Task};
+use crate::task::{Phase, Question, Task};
 use crate::time::{Instant, Now};
 use crate::timers::Timers;
 
@@ -29,6 +31,9 @@ use crate::timers::Timers;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause between two port probes that found the port closed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long an answer waits for the driver to say whether the task waits for input; past it,
+/// the answer leaves `input_wanted` out.
+pub(super) const INPUT_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Waiters, a sub-machine of the server: every waiting request, indexed, with its one
 /// deadline (timeout, progress or the next probe), the port probes in flight, and the
@@ -131,8 +136,21 @@ pub(super) enum Kind {
     Restart { run: RunId },
     /// `stop`: answered once `run` ended.
     Stop { run: RunId },
-    /// `wait`: answered once its watch resolves (or `run` ends).
-    Wait { run: RunId, watch: Watch },
+    /// `wait`: answered once its watch resolves (or `run` ends), and then, for a task that can
+    /// be written to, once the driver said whether it waits for input (`finish`: the outcome
+    /// and when that was asked).
+    Wait {
+        run: RunId,
+        watch: Watch,
+        finish: Option<(Outcome, Option<Question>)>,
+    },
+    /// `status` of a task that can be written to: answered once the driver said whether it
+    /// waits for input (asked at `asked`), or the run ended, or that took too long.
+    Status {
+        run: RunId,
+        tail: usize,
+        asked: Question,
+    },
     /// `write`: answered once the bytes of `segment` are settled (in the pipe, or queued
     /// behind a full pipe).
     Write {
@@ -352,12 +370,42 @@ impl Watch {
     }
 }
 
+/// For an answer that waits for the driver to say whether `task` waits for input (`asked`,
+/// `None` when there was nothing to ask): `Some(answer)` once the answer can go out (the
+/// driver's answer, or `None` inside when the run ended, nothing was asked or the driver took
+/// too long), `None` while it waits.
+fn input_answer(
+    task: &Task,
+    run: RunId,
+    asked: Option<Question>,
+    now: Now,
+) -> Option<Option<bool>> {
+    let Some(question) = asked else {
+        return Some(None);
+    };
+    if let Some(wanted) = task.input.answer_to(question) {
+        return Some(wanted.filter(|_| task.run() == run));
+    }
+    let gone = task.run() != run || task.state().is_ended();
+    let late = now.instant >= question.at.saturating_add(INPUT_QUERY_TIMEOUT);
+    (gone || late).then_some(None)
+}
+
 impl Waiter {
     /// When this waiter needs a wake-up: its timeout, its next progress notification or its
     /// next port probe.
     fn next_deadline(&self) -> Option<Instant> {
         let progress = self.request.progress_token.is_some();
         match &self.kind {
+            Kind::Wait {
+                finish: Some((_, Some(asked))),
+                ..
+            }
+            | Kind::Status { asked, .. } => Some(asked.at.saturating_add(INPUT_QUERY_TIMEOUT)),
+            Kind::Wait {
+                finish: Some((_, None)),
+                ..
+            } => None,
             Kind::Wait { watch, .. }
             | Kind::Start {
                 ready: Some(watch), ..
@@ -375,6 +423,8 @@ impl Waiter {
 enum Step {
     Keep(Waiter),
     Answer(Pending, ToolResult),
+    /// Keep it, and ask the driver whether its task waits for input (a `wait` that resolved).
+    AskInput(Waiter),
 }
 
 impl Server {
@@ -407,9 +457,28 @@ impl Server {
             return;
         };
         self.waiters.timers.set(id, None);
-        match self.step(waiter, now) {
+        let step = match self.step(waiter, now) {
+            Step::AskInput(mut waiter) => {
+                let asked = self.ask_input(now, waiter.task);
+                if let Kind::Wait {
+                    finish: Some((_, at)),
+                    ..
+                } = &mut waiter.kind
+                {
+                    // Nothing to ask about (`None`): the next step answers at once.
+                    *at = asked;
+                }
+                match asked {
+                    Some(_) => Step::Keep(waiter),
+                    None => self.step(waiter, now),
+                }
+            }
+            step => step,
+        };
+        match step {
             Step::Answer(request, result) => self.respond_tool(&request, &result),
-            Step::Keep(mut waiter) => {
+            Step::AskInput(waiter) | Step::Keep(waiter) => {
+                let mut waiter = waiter;
                 self.send_progress(&mut waiter, now);
                 self.start_probe(id, &mut waiter, now);
                 // A waiter kept although its deadline has passed waits for its task (a `start`
@@ -501,17 +570,67 @@ impl Server {
                 let result = stop_result(&request, task, now);
                 Step::Answer(request, result)
             }
-            Kind::Wait { run, mut watch } => match watch.check(task, run_over(run, task), now) {
+            Kind::Wait {
+                run,
+                watch,
+                finish: Some((outcome, asked)),
+            } => {
+                let Some(input_wanted) = input_answer(task, run, asked, now) else {
+                    return Step::Keep(Waiter {
+                        task: key,
+                        request,
+                        kind: Kind::Wait {
+                            run,
+                            watch,
+                            finish: Some((outcome, asked)),
+                        },
+                    });
+                };
+                let result = wait_result(&request, task, &watch, &outcome, now, input_wanted);
+                Step::Answer(request, result)
+            }
+            Kind::Wait {
+                run,
+                mut watch,
+                finish: None,
+            } => match watch.check(task, run_over(run, task), now) {
                 None => Step::Keep(Waiter {
                     task: key,
                     request,
-                    kind: Kind::Wait { run, watch },
+                    kind: Kind::Wait {
+                        run,
+                        watch,
+                        finish: None,
+                    },
                 }),
+                // A task that can still be written to: say whether it waits for input.
+                Some(outcome) if task.interactive() && !run_over(run, task) => {
+                    Step::AskInput(Waiter {
+                        task: key,
+                        request,
+                        kind: Kind::Wait {
+                            run,
+                            watch,
+                            finish: Some((outcome, None)),
+                        },
+                    })
+                }
                 Some(outcome) => {
-                    let result = wait_result(&request, task, &watch, &outcome, now);
+                    let result = wait_result(&request, task, &watch, &outcome, now, None);
                     Step::Answer(request, result)
                 }
             },
+            Kind::Status { run, tail, asked } => {
+                let Some(input_wanted) = input_answer(task, run, Some(asked), now) else {
+                    return Step::Keep(Waiter {
+                        task: key,
+                        request,
+                        kind: Kind::Status { run, tail, asked },
+                    });
+                };
+                let result = status_result(&request, task, tail, now, input_wanted);
+                Step::Answer(request, result)
+            }
             Kind::Write {
                 run,
                 segment,
@@ -625,7 +744,12 @@ impl Server {
 
     /// Asks the driver for a port probe when one is due.
     fn start_probe(&mut self, id: u64, waiter: &mut Waiter, now: Now) {
-        let Kind::Wait { watch, .. } = &mut waiter.kind else {
+        let Kind::Wait {
+            watch,
+            finish: None,
+            ..
+        } = &mut waiter.kind
+        else {
             return;
         };
         let Some(port) = watch.port.as_mut() else {

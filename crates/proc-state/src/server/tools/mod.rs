@@ -48,6 +48,7 @@ pub use stop::{MAX_GRACE_MS, STOP_SIGNALS};
 pub use wait::DEFAULT_TIMEOUT_MS as DEFAULT_WAIT_MS;
 
 pub(super) use start::{Ready, start_result};
+pub(super) use status::status_result;
 pub(super) use stop::stop_result;
 pub(super) use wait::wait_result;
 pub(super) use write::{Then, write_result};

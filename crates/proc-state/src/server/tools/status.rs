@@ -9,7 +9,8 @@ use super::{
 };
 use crate::log::Query;
 use crate::server::render;
-use crate::server::{Pending, Reply, Server, ToolError};
+use crate::server::waiters::Kind;
+use crate::server::{Pending, Reply, Server, ToolError, ToolResult};
 use crate::task::Task;
 use crate::time::Now;
 
@@ -49,6 +50,10 @@ pub(super) struct Structured<'a> {
     #[serde(flatten)]
     task: TaskFields<'a>,
     tail: Vec<LineOut<'a>>,
+    /// A task with stdin or a terminal: its foreground process is blocked reading it (absent
+    /// when that cannot be known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_wanted: Option<bool>,
 }
 
 pub(super) fn call(
@@ -65,7 +70,30 @@ pub(super) fn call(
             format_args!("must be at most {MAX_TAIL}"),
         ));
     }
-    let t = server.tasks.task(server.tasks.find(&args.id)?);
+    let key = server.tasks.find(&args.id)?;
+    // A task that can be written to: first ask whether it waits for input.
+    if let Some(asked) = server.ask_input(now, key) {
+        let run = server.tasks.task(key).run();
+        server.add_waiter(now, key, request.clone(), Kind::Status { run, tail, asked });
+        return Ok(Reply::Later);
+    }
+    Ok(Reply::Tool(status_result(
+        request,
+        server.tasks.task(key),
+        tail,
+        now,
+        None,
+    )))
+}
+
+/// The `status` answer for task `t` with its last `tail` lines.
+pub(in crate::server) fn status_result(
+    request: &Pending,
+    t: &Task,
+    tail: usize,
+    now: Now,
+    input_wanted: Option<bool>,
+) -> ToolResult {
     let page = t.log.read(&Query {
         since: None,
         tail: Some(tail),
@@ -77,6 +105,9 @@ pub(super) fn call(
         raw: false,
     });
     let mut text = status_text(t, now);
+    if input_wanted == Some(true) {
+        text.push_str("\nwaiting for input (blocked reading its stdin or terminal)");
+    }
     if !page.lines.is_empty() {
         text.push_str(&format!("\n--- last {} lines ---", page.lines.len()));
         for line in &page.lines {
@@ -87,8 +118,9 @@ pub(super) fn call(
     let structured = Structured {
         task: TaskFields::of(t, now),
         tail: page.lines.iter().map(LineOut::from).collect(),
+        input_wanted,
     };
-    Ok(Reply::Tool(Server::tool_result(request, &structured, text)))
+    Server::tool_result(request, &structured, text)
 }
 
 fn status_text(t: &Task, now: Now) -> String {

@@ -70,6 +70,10 @@ pub(super) struct Structured<'a> {
     /// Pass as `since` to read on after the match.
     next_cursor: u64,
     waited_ms: u64,
+    /// A task with stdin or a terminal: its foreground process is blocked reading it (absent
+    /// when that cannot be known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_wanted: Option<bool>,
 }
 
 pub(super) fn call(
@@ -106,7 +110,12 @@ pub(super) fn call(
     let (first, run) = (task.log.first_retained(), task.run());
     let pattern = regex.map(|regex| (regex, args.since.unwrap_or(first).max(first)));
     let watch = Watch::new(pattern, port, now, timeout).screen(screen);
-    server.add_waiter(now, key, request.clone(), Kind::Wait { run, watch });
+    let kind = Kind::Wait {
+        run,
+        watch,
+        finish: None,
+    };
+    server.add_waiter(now, key, request.clone(), kind);
     Ok(Reply::Later)
 }
 
@@ -117,13 +126,17 @@ pub(in crate::server) fn wait_result(
     watch: &Watch,
     outcome: &Outcome,
     now: Now,
+    input_wanted: Option<bool>,
 ) -> ToolResult {
     let waited = now.instant.saturating_duration_since(watch.started);
     let (line, next_cursor) = match outcome {
         Outcome::Matched { line, next_cursor } => (Some(line), *next_cursor),
         _ => (None, task.log.next_cursor()),
     };
-    let text = wait_text(task, outcome.reason(), line, waited, next_cursor, now);
+    let mut text = wait_text(task, outcome.reason(), line, waited, next_cursor, now);
+    if input_wanted == Some(true) {
+        text.push_str("; waiting for input");
+    }
     let structured = Structured {
         id: &task.id,
         reason: outcome.reason(),
@@ -132,6 +145,7 @@ pub(in crate::server) fn wait_result(
         exit_code: task.exit_code(),
         next_cursor,
         waited_ms: crate::server::millis(waited),
+        input_wanted,
     };
     Server::tool_result(request, &structured, text)
 }
