@@ -39,6 +39,8 @@ const MAX_TITLE_BYTES: usize = 256;
 /// The current screen of a terminal task, fed with its output.
 pub struct Screen {
     parser: vt100::Parser<Title>,
+    /// The start of a UTF-8 character cut at the end of the last output (at most 3 bytes).
+    carry: Vec<u8>,
 }
 
 /// What the emulator reports besides the cells: the last window title set (OSC 0 or 2).
@@ -73,13 +75,52 @@ impl Screen {
         let (rows, cols) = dimensions(size);
         Self {
             parser: vt100::Parser::new_with_callbacks(rows, cols, 0, Title::default()),
+            carry: Vec::new(),
         }
     }
 
-    /// Applies output the task wrote to its terminal, in any chunking (an escape sequence cut
-    /// between two chunks is applied once whole).
+    /// Applies output the task wrote to its terminal, in any chunking (an escape sequence or a
+    /// character cut between two chunks is applied once whole). Each byte sequence that is not
+    /// UTF-8 is shown as a `?` (the emulator is given UTF-8 only, so that what it shows does not
+    /// depend on how the output was cut).
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.parser.process(bytes);
+        let joined;
+        let bytes = if self.carry.is_empty() {
+            bytes
+        } else {
+            let mut carry = core::mem::take(&mut self.carry);
+            carry.extend_from_slice(bytes);
+            joined = carry;
+            &joined[..]
+        };
+        match core::str::from_utf8(bytes) {
+            Ok(_) => self.parser.process(bytes),
+            Err(cut) if cut.error_len().is_none() => {
+                let (whole, rest) = bytes.split_at(cut.valid_up_to());
+                self.parser.process(whole);
+                self.carry = rest.to_vec();
+            }
+            Err(_) => {
+                let mut clean = Vec::with_capacity(bytes.len() + 8);
+                let mut chunks = bytes.utf8_chunks().peekable();
+                while let Some(chunk) = chunks.next() {
+                    clean.extend_from_slice(chunk.valid().as_bytes());
+                    let invalid = chunk.invalid();
+                    if invalid.is_empty() {
+                        continue;
+                    }
+                    let incomplete = chunks.peek().is_none()
+                        && core::str::from_utf8(invalid).is_err_and(|e| e.error_len().is_none());
+                    if incomplete {
+                        self.carry = invalid.to_vec();
+                    } else {
+                        // The emulator draws nothing for U+FFFD; a terminal draws a cell.
+                        clean.push(b'?');
+                    }
+                }
+                self.parser.process(&clean);
+            }
+        }
     }
 
     /// Resizes the window (as a terminal does: rows past the cursor go first, then rows at the
@@ -262,6 +303,18 @@ mod tests {
         assert_eq!(split.snapshot(), whole.snapshot());
         assert_eq!(whole.snapshot().rows[1], "    x");
         assert_eq!(whole.snapshot().title.as_deref(), Some("title"));
+    }
+
+    #[test]
+    fn characters_cut_between_chunks_and_invalid_bytes_do_not_depend_on_the_cut() {
+        let bytes = [&"ľ+".as_bytes()[..], b"\xff\xff", "é".as_bytes()].concat();
+        let whole = screen(&bytes).snapshot();
+        assert_eq!(whole.rows[0], "ľ+??é");
+        for cut in 0..=bytes.len() {
+            let mut s = screen(&bytes[..cut]);
+            s.feed(&bytes[cut..]);
+            assert_eq!(s.snapshot(), whole, "cut at {cut}");
+        }
     }
 
     #[test]
