@@ -1285,6 +1285,22 @@ mod tests {
     }
 
     #[test]
+    fn a_read_of_dev_tty_is_a_read_of_the_terminal() {
+        with_runs(async |runs, h| {
+            let run = RunId(38);
+            let script = "echo ready; read a </dev/tty; echo got $a; sleep 1000";
+            runs.spawn(run, &on_terminal(sh(script), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            assert_eq!(input_becomes(runs, run, Some(true)).await, Some(true));
+            assert_eq!(runs.write(run, b"y\n"), Some(Ok(2)));
+            h.until(runs, |h| h.seen[&run].tty_has("got y\r\n")).await;
+            kill_and_release(runs, h, run).await;
+        });
+    }
+
+    #[test]
     fn a_busy_loop_on_a_terminal_does_not_wait_for_input() {
         with_runs(async |runs, h| {
             let run = RunId(32);
