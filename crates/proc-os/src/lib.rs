@@ -18,6 +18,9 @@
 //! - [`signal`]: the core's [`proc_state::Signal`] names and the platform's numbers.
 //! - [`runs`]: the table of live runs behind the core's `Spawn`, `Signal` and `Release`
 //!   outputs and its `Exited` inputs.
+//! - [`input`]: whether a run's foreground process waits for input (the core's
+//!   `QueryInput`): on Linux, the system calls its threads are blocked in, through `/proc`
+//!   (proc(5)), and the terminal's foreground process group (tcgetpgrp(3)).
 //! - [`pipes`]: reading tasks' pipes (and terminals' master sides, where `EIO` is
 //!   end-of-file) with bounded memory (a pool of 64 KiB buffers).
 //! - [`stdio`]: the client's side: stdin read by one blocking thread, stdout written with
@@ -50,6 +53,7 @@ mod cgroup_child;
 pub mod contain;
 pub mod driver;
 pub mod fd;
+pub mod input;
 pub mod pipes;
 pub mod probe;
 pub mod process;

@@ -14,6 +14,7 @@ use nix::libc;
 use nix::unistd::Pid;
 use proc_state::{ExitStatus, RunId, Signal, SpawnSpec, Stream, WindowSize};
 
+use crate::input;
 use crate::process::{self, SpawnPlacement};
 
 /// A run's stdin pipe (our end, non-blocking), or the master side of its terminal, and, after
@@ -291,11 +292,22 @@ impl<P> RunTable<P> {
         }
     }
 
-    /// Whether `run`'s foreground process waits for input, as [`Output::QueryInput`] asks
-    /// (`proc_state::Output::QueryInput`); `None` when it cannot be known.
+    /// Whether `run`'s foreground process waits for input, as the core's `QueryInput` asks
+    /// (`proc_state::Output::QueryInput`), found by [`input::input_wanted`]: on a terminal,
+    /// whether its foreground process group (tcgetpgrp(3)) is blocked reading it; with a
+    /// stdin pipe, whether the run's process group is blocked reading that pipe. `None` when
+    /// it cannot be known, and for a run that was released or has neither a terminal nor a
+    /// stdin pipe (or whose stdin was closed).
     pub fn input_wanted(&self, run: RunId) -> Option<bool> {
-        let _ = self.live.get(&run)?;
-        None
+        let entry = self.live.get(&run)?;
+        if let Some(master) = &entry.terminal {
+            return input::input_wanted(input::Source::Terminal(master.get_ref().as_fd()));
+        }
+        let stdin = entry.stdin.as_ref()?;
+        input::input_wanted(input::Source::Pipe {
+            write_end: stdin.pipe.get_ref().as_fd(),
+            pgid: entry.pid.as_raw(),
+        })
     }
 
     /// Sends `signal` to `run`'s process group; nothing for a run that was released or never
@@ -1217,6 +1229,168 @@ mod tests {
             h.until(runs, |h| h.seen[&run].done()).await;
             assert_eq!(h.seen[&run].exit, Some(ExitStatus::Code(0)));
             runs.release(run);
+        });
+    }
+
+    /// What `input_wanted` says of `run` once it says `want`, or after 10 s of asking (every
+    /// 10 ms, the pumps running meanwhile): a process may need a moment to block.
+    async fn input_becomes(runs: &Runs<'_>, run: RunId, want: Option<bool>) -> Option<bool> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = runs.input_wanted(run);
+            if got == want || std::time::Instant::now() > deadline {
+                return got;
+            }
+            Timer::after(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Kills `run`'s group, waits for its end and releases it.
+    async fn kill_and_release(runs: &mut Runs<'_>, h: &mut Harness, run: RunId) {
+        let _ = runs.signal(run, Signal::Kill);
+        h.until(runs, |h| h.seen[&run].done()).await;
+        runs.release(run);
+    }
+
+    #[test]
+    fn a_python_prompt_on_a_terminal_waits_for_input() {
+        with_runs(async |runs, h| {
+            let run = RunId(30);
+            runs.spawn(run, &on_terminal(spec("python3", &["-q", "-i"]), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has(">>> ")).await;
+            assert_eq!(input_becomes(runs, run, Some(true)).await, Some(true));
+            kill_and_release(runs, h, run).await;
+            assert_eq!(runs.input_wanted(run), None, "released");
+        });
+    }
+
+    #[test]
+    fn a_shell_read_on_a_terminal_waits_for_input_until_it_gets_a_line() {
+        with_runs(async |runs, h| {
+            let run = RunId(31);
+            let script = "echo ready; read a; echo got $a; sleep 1000";
+            runs.spawn(run, &on_terminal(sh(script), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            assert_eq!(input_becomes(runs, run, Some(true)).await, Some(true));
+            assert_eq!(runs.write(run, b"x\n"), Some(Ok(2)));
+            h.until(runs, |h| h.seen[&run].tty_has("got x\r\n")).await;
+            // The shell waits for its sleep, which sleeps: neither reads.
+            assert_eq!(input_becomes(runs, run, Some(false)).await, Some(false));
+            kill_and_release(runs, h, run).await;
+        });
+    }
+
+    #[test]
+    fn a_read_of_dev_tty_is_a_read_of_the_terminal() {
+        with_runs(async |runs, h| {
+            let run = RunId(38);
+            let script = "echo ready; read a </dev/tty; echo got $a; sleep 1000";
+            runs.spawn(run, &on_terminal(sh(script), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            assert_eq!(input_becomes(runs, run, Some(true)).await, Some(true));
+            assert_eq!(runs.write(run, b"y\n"), Some(Ok(2)));
+            h.until(runs, |h| h.seen[&run].tty_has("got y\r\n")).await;
+            kill_and_release(runs, h, run).await;
+        });
+    }
+
+    #[test]
+    fn a_busy_loop_on_a_terminal_does_not_wait_for_input() {
+        with_runs(async |runs, h| {
+            let run = RunId(32);
+            let script = "print('ready', flush=True)\nwhile True: pass";
+            runs.spawn(run, &on_terminal(spec("python3", &["-c", script]), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            for _ in 0..20 {
+                assert_eq!(runs.input_wanted(run), Some(false));
+            }
+            kill_and_release(runs, h, run).await;
+        });
+    }
+
+    #[test]
+    fn a_sleeping_foreground_group_does_not_wait_for_input() {
+        with_runs(async |runs, h| {
+            let run = RunId(33);
+            runs.spawn(run, &on_terminal(sh("echo ready; sleep 30"), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            assert_eq!(input_becomes(runs, run, Some(false)).await, Some(false));
+            kill_and_release(runs, h, run).await;
+        });
+    }
+
+    #[test]
+    fn poll_on_the_terminal_alone_waits_for_input_and_select_on_more_is_unknown() {
+        with_runs(async |runs, h| {
+            let run = RunId(34);
+            // poll(2) on descriptor 0 alone, then select(2) on it and a pipe.
+            let script = "import os, select, sys\n\
+                p = select.poll(); p.register(0, select.POLLIN)\n\
+                print('ready', flush=True)\n\
+                p.poll(); sys.stdin.readline()\n\
+                r, w = os.pipe()\n\
+                print('both', flush=True)\n\
+                select.select([0, r], [], [])";
+            runs.spawn(run, &on_terminal(spec("python3", &["-c", script]), 24, 80))
+                .expect("spawn");
+            h.seen.entry(run).or_default();
+            h.until(runs, |h| h.seen[&run].tty_has("ready\r\n")).await;
+            assert_eq!(input_becomes(runs, run, Some(true)).await, Some(true));
+            assert_eq!(runs.write(run, b"x\n"), Some(Ok(2)));
+            h.until(runs, |h| h.seen[&run].tty_has("both\r\n")).await;
+            assert_eq!(input_becomes(runs, run, None).await, None);
+            kill_and_release(runs, h, run).await;
+        });
+    }
+
+    #[test]
+    fn a_pipe_reader_waits_for_input_and_runs_without_stdin_are_unknown() {
+        with_runs(async |runs, h| {
+            let run = RunId(35);
+            runs.spawn(run, &piped(spec("cat", &[]))).expect("spawn");
+            h.seen.entry(run).or_default();
+            assert_eq!(input_becomes(runs, run, Some(true)).await, Some(true));
+            // Closed: nothing more to ask about.
+            runs.close_stdin(run);
+            assert_eq!(runs.input_wanted(run), None);
+            h.until(runs, |h| h.seen[&run].done()).await;
+            runs.release(run);
+
+            let run = RunId(36);
+            runs.spawn(run, &sh("echo ready; sleep 1000"))
+                .expect("spawn");
+            h.until(runs, |h| {
+                h.seen.get(&run).is_some_and(|s| s.stdout == b"ready\n")
+            })
+            .await;
+            assert_eq!(runs.input_wanted(run), None, "no stdin");
+            assert_eq!(runs.input_wanted(RunId(99)), None, "unknown run");
+            kill_and_release(runs, h, run).await;
+        });
+    }
+
+    #[test]
+    fn a_pipe_run_busy_elsewhere_does_not_wait_for_input() {
+        with_runs(async |runs, h| {
+            let run = RunId(37);
+            runs.spawn(run, &piped(sh("echo ready; sleep 1000")))
+                .expect("spawn");
+            h.until(runs, |h| {
+                h.seen.get(&run).is_some_and(|s| s.stdout == b"ready\n")
+            })
+            .await;
+            assert_eq!(input_becomes(runs, run, Some(false)).await, Some(false));
+            kill_and_release(runs, h, run).await;
         });
     }
 }
