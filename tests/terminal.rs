@@ -274,3 +274,31 @@ fn a_curses_screen_as_png_has_its_size_and_colours() {
     s.call("stop", json!({"id": id}));
     s.finish();
 }
+
+#[test]
+fn status_says_when_a_task_waits_for_input() {
+    let mut s = server();
+    let repl = start_tty(&mut s, json!({"command": "python3", "args": ["-q", "-i"]}));
+    wait_line(&mut s, &repl, "^>>> $", 0);
+    let status = s.call("status", json!({"id": repl}));
+    assert_eq!(
+        status["input_wanted"], true,
+        "a REPL at its prompt: {status}"
+    );
+
+    let busy = start_tty(
+        &mut s,
+        json!({"command": "python3", "args": ["-c", "print('ready', flush=True)\nwhile True: pass"]}),
+    );
+    wait_line(&mut s, &busy, "^ready$", 0);
+    let status = s.call("status", json!({"id": busy}));
+    assert_eq!(status["input_wanted"], false, "a busy loop: {status}");
+
+    let quiet = id_of(&s.call("start", json!({"command": "sleep 30"})));
+    let status = s.call("status", json!({"id": quiet}));
+    assert!(status.get("input_wanted").is_none(), "no stdin: {status}");
+    for id in [repl, busy, quiet] {
+        s.call("stop", json!({"id": id}));
+    }
+    s.finish();
+}
