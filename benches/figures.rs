@@ -5,7 +5,9 @@
 //! - time until a 2,000,000-line `seq` flood is seen as exited, and the server's peak RSS;
 //! - the server's RSS with 300 running `sleep 1000` tasks, the round trip and size of a `list`
 //!   of them (median of 100 calls), and how many `notifications/resources/list_changed` the
-//!   300 back-to-back starts caused.
+//!   300 back-to-back starts caused;
+//! - bytes per second through a terminal task (`yes | head -c 50M` on a pseudo-terminal) into
+//!   the log buffer and the screen model, and the server's RSS with 50 terminal tasks.
 //!
 //! `cargo bench --bench figures` (builds the release binary, or uses `PROC_MCP_BIN`).
 
@@ -22,6 +24,8 @@ const START_CALLS: usize = 200;
 const FLOOD_LINES: u64 = 2_000_000;
 const SLEEPERS: usize = 300;
 const LIST_CALLS: usize = 100;
+const TTY_BYTES: u64 = 50_000_000;
+const TTY_TASKS: usize = 50;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -96,6 +100,39 @@ fn flood() -> (Duration, u64) {
     (took, peak)
 }
 
+/// (bytes per second written through a terminal task, as the task wrote them)
+fn tty_throughput() -> f64 {
+    let mut server = RawServer::initialized(LATEST);
+    let started = Instant::now();
+    let command = format!("yes | head -c {TTY_BYTES}");
+    let id = id_of(&server.call("start", json!({"command": command, "tty": true})));
+    let waited = server.call("wait", json!({"id": id, "timeout_ms": 300_000}));
+    let took = started.elapsed();
+    assert_eq!(waited["reason"], "exited", "{waited}");
+    let status = server.call("status", json!({"id": id, "tail": 0}));
+    // The terminal turns each "y\n" into "y\r\n" (ONLCR): count what the task wrote.
+    let lines = status["output"]["lines"].as_u64().unwrap_or_default();
+    assert_eq!(lines, TTY_BYTES / 2, "status: {status}");
+    server.finish();
+    TTY_BYTES as f64 / took.as_secs_f64()
+}
+
+/// Server VmRSS in KiB with `TTY_TASKS` terminal tasks running (each with its screen).
+fn tty_tasks_rss() -> u64 {
+    let mut server = RawServer::initialized(LATEST);
+    for _ in 0..TTY_TASKS {
+        server.call(
+            "start",
+            json!({"command": "printf 'ready\\n'; sleep 1000", "tty": true}),
+        );
+    }
+    let listed = server.call("list", json!({"state": "running"}));
+    assert_eq!(listed["tasks"].as_array().map_or(0, Vec::len), TTY_TASKS);
+    let rss = vm_kib(server.pid, "VmRSS");
+    server.finish();
+    rss
+}
+
 /// With `SLEEPERS` running tasks.
 struct Sleepers {
     /// Server VmRSS, KiB.
@@ -168,6 +205,8 @@ fn main() {
     let start = start_round_trip();
     let (flood_time, flood_peak) = flood();
     let sleepers = sleepers();
+    let tty = tty_throughput();
+    let tty_rss = tty_tasks_rss();
 
     let figures = [
         Figure {
@@ -216,6 +255,18 @@ fn main() {
             name: "list_changed notifications for 300 starts (+100 lists)",
             value: sleepers.list_changed as f64,
             unit: "",
+            goal: None,
+        },
+        Figure {
+            name: "`yes | head -c 50M` through a terminal task",
+            value: tty / 1e6,
+            unit: "MB/s",
+            goal: None,
+        },
+        Figure {
+            name: "server RSS (VmRSS) with 50 terminal tasks",
+            value: mb(tty_rss),
+            unit: "MB",
             goal: None,
         },
     ];
