@@ -7,11 +7,12 @@ use rmcp::model::ProtocolVersion;
 use serde_json::Value;
 
 /// The v1 tool set (wait, write, signal and restart come later).
-const TOOLS: [&str; 10] = [
-    "list", "logs", "remove", "restart", "signal", "start", "status", "stop", "wait", "write",
+const TOOLS: [&str; 12] = [
+    "list", "logs", "remove", "resize", "restart", "screen", "signal", "start", "status", "stop",
+    "wait", "write",
 ];
 
-/// Handshake at `version`: the server echoes it, and `tools/list` names exactly the v1 tools.
+/// Handshake at `version`: the server echoes it, and `tools/list` names exactly the tools.
 async fn assert_handshake(version: ProtocolVersion) {
     let client = Client::connect(version.clone()).await;
     let info = client.server_info();
@@ -92,7 +93,7 @@ async fn every_tool_has_title_schemas_and_honest_annotations() {
         let hint = |h: &str| hints.get(h).cloned().unwrap_or(Value::Null);
         assert_eq!(hint("openWorldHint"), false, "{name}: annotations {hints}");
         match name {
-            "status" | "logs" | "list" | "wait" => {
+            "status" | "logs" | "list" | "wait" | "screen" => {
                 assert_eq!(
                     hint("readOnlyHint"),
                     true,
@@ -111,7 +112,7 @@ async fn every_tool_has_title_schemas_and_honest_annotations() {
                     "{name} is destructive: annotations {hints}"
                 );
             }
-            "start" | "write" => assert_ne!(
+            "start" | "write" | "resize" => assert_ne!(
                 hint("readOnlyHint"),
                 true,
                 "{name} is not read-only: annotations {hints}"

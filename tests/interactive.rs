@@ -571,6 +571,7 @@ fn tools_list_pages_with_next_cursor_and_rejects_a_bad_cursor() {
     assert_eq!(unique.len(), names.len(), "a tool listed twice: {names:?}");
     let expected = [
         "start", "status", "logs", "wait", "write", "signal", "stop", "restart", "list", "remove",
+        "screen", "resize",
     ];
     assert_eq!(unique, expected.into_iter().collect(), "tools");
 

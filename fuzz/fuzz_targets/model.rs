@@ -22,7 +22,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use proc_state::{
     Config, EscapedProcess, ExitStatus, Input, Instant, Now, Output, ProbeId, RunId, Server,
-    Signal, Stream,
+    Signal, Stdio, Stream,
 };
 use serde_json::{Value, json};
 
@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 enum ToolOp {
     Start {
         stdin: bool,
+        tty: bool,
         wait_for: bool,
         max_runtime: Option<u8>,
         notify: bool,
@@ -53,6 +54,18 @@ enum ToolOp {
         task: u8,
         len: u8,
         eof: bool,
+        keys: bool,
+        /// 0: answered once written; 1: then `prompt`; 2: then `quiet_ms`; 3: then `wait_for`.
+        then: u8,
+    },
+    Screen {
+        task: u8,
+        png: bool,
+    },
+    Resize {
+        task: u8,
+        rows: u8,
+        cols: u8,
     },
     Signal {
         task: u8,
@@ -126,6 +139,11 @@ enum Op {
         which: u8,
         open: bool,
     },
+    /// The answer to an `Output::QueryInput`.
+    InputAnswer {
+        which: u8,
+        wanted: Option<bool>,
+    },
     Sweep {
         which: u8,
         found: u8,
@@ -152,6 +170,8 @@ const VERSIONS: [&str; 5] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-
 #[derive(Debug, Default)]
 struct Run {
     exited: bool,
+    /// On a terminal: its one stream is `Stream::Tty` (kept in `streams[0]`).
+    tty: bool,
     streams: [bool; 2],
     /// A `WriteStdin` not yet reported.
     writing: Option<usize>,
@@ -170,6 +190,10 @@ struct Model {
     /// Every run ever spawned, with its task number.
     task_of: BTreeMap<RunId, u32>,
     probes: Vec<ProbeId>,
+    /// Runs whose `QueryInput` is not answered yet.
+    queries: Vec<RunId>,
+    /// Runs spawned on a terminal.
+    terminals: BTreeSet<RunId>,
     sweeps: Vec<RunId>,
     escaped: Vec<(RunId, u32)>,
     next_escapee: u32,
@@ -233,6 +257,8 @@ impl Model {
             released: BTreeSet::new(),
             task_of: BTreeMap::new(),
             probes: Vec::new(),
+            queries: Vec::new(),
+            terminals: BTreeSet::new(),
             sweeps: Vec::new(),
             escaped: Vec::new(),
             next_escapee: 1000,
@@ -322,6 +348,9 @@ impl Model {
                 );
                 self.task_of.insert(run, task);
                 self.spawning.push((run, task));
+                if matches!(spec.stdio, Stdio::Terminal(_)) {
+                    self.terminals.insert(run);
+                }
             }
             Output::Signal { run, .. } => {
                 assert!(
@@ -351,6 +380,25 @@ impl Model {
                 assert!(self.live.contains_key(&run));
             }
             Output::ProbePort { probe, .. } => self.probes.push(probe),
+            Output::Resize { run, size } => {
+                assert!(
+                    !self.released.contains(&run),
+                    "resize after release of {run}"
+                );
+                assert!(
+                    self.terminals.contains(&run),
+                    "resize of {run}, no terminal"
+                );
+                assert!(size.rows >= 1 && size.cols >= 1);
+            }
+            Output::QueryInput { run } => {
+                assert!(!self.released.contains(&run), "input query after release");
+                assert!(self.live.contains_key(&run), "input query about {run}");
+                // Asked again only once the question out went unanswered too long.
+                if !self.queries.contains(&run) {
+                    self.queries.push(run);
+                }
+            }
             Output::Sweep { run, .. } => {
                 assert!(self.task_of.contains_key(&run), "sweep of an unknown run");
                 self.sweeps.push(run);
@@ -360,6 +408,7 @@ impl Model {
             }
             Output::Release { run } => {
                 assert!(self.released.insert(run), "{run} released twice");
+                self.queries.retain(|r| *r != run);
                 self.live.remove(&run);
                 self.spawning.retain(|(r, _)| *r != run);
             }
@@ -518,6 +567,7 @@ impl Model {
         match op {
             ToolOp::Start {
                 stdin,
+                tty,
                 wait_for,
                 max_runtime,
                 notify,
@@ -527,7 +577,11 @@ impl Model {
                 self.next_task += 1;
                 let command = format!("cmd-{n}");
                 let mut a = json!({"command": command, "name": format!("t{n}"), "stdin": stdin,
-                    "notify_on_exit": notify});
+                    "notify_on_exit": notify, "tty": tty});
+                if tty {
+                    a["rows"] = json!(3);
+                    a["cols"] = json!(10);
+                }
                 if args {
                     a["command"] = json!("prog");
                     a["args"] = json!([command]);
@@ -565,9 +619,40 @@ impl Model {
                 }
                 ("wait", a)
             }
-            ToolOp::Write { task: t, len, eof } => (
-                "write",
-                json!({"id": task(t), "data": "w".repeat(usize::from(len) * 3), "eof": eof}),
+            ToolOp::Write {
+                task: t,
+                len,
+                eof,
+                keys,
+                then,
+            } => {
+                let mut a =
+                    json!({"id": task(t), "data": "w".repeat(usize::from(len) * 3), "eof": eof});
+                if keys {
+                    a["keys"] = json!(["Enter", "Up", "Ctrl-C"]);
+                }
+                match then % 4 {
+                    1 => a["prompt"] = json!(true),
+                    2 => a["quiet_ms"] = json!(u64::from(len) + 1),
+                    3 => a["wait_for"] = json!("ready"),
+                    _ => {}
+                }
+                if then % 4 != 0 {
+                    a["timeout_ms"] = json!(u64::from(len) * 10 + 1);
+                }
+                ("write", a)
+            }
+            ToolOp::Screen { task: t, png } => (
+                "screen",
+                json!({"id": task(t), "format": if png { "png" } else { "text" }}),
+            ),
+            ToolOp::Resize {
+                task: t,
+                rows,
+                cols,
+            } => (
+                "resize",
+                json!({"id": task(t), "rows": u64::from(rows % 8) + 1, "cols": u64::from(cols % 40) + 1}),
             ),
             ToolOp::Signal { task: t } => ("signal", json!({"id": task(t), "signal": "SIGINT"})),
             ToolOp::Logs {
@@ -696,10 +781,12 @@ impl Model {
                 let (run, _) = self
                     .spawning
                     .remove(usize::from(which) % self.spawning.len());
+                let tty = self.terminals.contains(&run);
                 self.live.insert(
                     run,
                     Run {
-                        streams: [true, true],
+                        tty,
+                        streams: [true, !tty],
                         ..Run::default()
                     },
                 );
@@ -728,10 +815,11 @@ impl Model {
                 let Some(run) = self.pick_run(which, |r| r.streams.iter().any(|s| *s)) else {
                     return;
                 };
-                let stream = if stderr {
-                    Stream::Stderr
-                } else {
-                    Stream::Stdout
+                let tty = self.live.get(&run).is_some_and(|r| r.tty);
+                let stream = match (tty, stderr) {
+                    (true, _) => Stream::Tty,
+                    (false, true) => Stream::Stderr,
+                    (false, false) => Stream::Stdout,
                 };
                 let bytes = match text % 4 {
                     0 => b"ready\n".to_vec(),
@@ -753,10 +841,11 @@ impl Model {
                 if let Some(r) = self.live.get_mut(&run) {
                     r.streams[index] = false;
                 }
-                let stream = if stderr {
-                    Stream::Stderr
-                } else {
-                    Stream::Stdout
+                let tty = self.live.get(&run).is_some_and(|r| r.tty);
+                let stream = match (tty, stderr) {
+                    (true, _) => Stream::Tty,
+                    (false, true) => Stream::Stderr,
+                    (false, false) => Stream::Stdout,
                 };
                 self.input(Input::StreamClosed { run, stream });
             }
@@ -818,6 +907,13 @@ impl Model {
                 }
                 let probe = self.probes.remove(usize::from(which) % self.probes.len());
                 self.input(Input::PortProbed { probe, open });
+            }
+            Op::InputAnswer { which, wanted } => {
+                if self.queries.is_empty() {
+                    return;
+                }
+                let run = self.queries.remove(usize::from(which) % self.queries.len());
+                self.input(Input::InputWanted { run, wanted });
             }
             Op::Sweep { which, found } => {
                 if self.sweeps.is_empty() {

@@ -301,6 +301,12 @@ impl Task {
         true
     }
 
+    /// Its current run's process is started and not released yet: commands about it (signals,
+    /// writes, resizes, questions) may still go to the driver.
+    pub fn is_live(&self) -> bool {
+        self.spawned().is_some()
+    }
+
     /// Whether something can be written to it: a terminal, or a stdin pipe.
     pub fn interactive(&self) -> bool {
         interactive(&self.command.spec)

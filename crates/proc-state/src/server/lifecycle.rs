@@ -83,7 +83,7 @@ impl Server {
     /// or `None` when there is nothing to ask about (no stdin or terminal, or no process).
     pub(super) fn ask_input(&mut self, now: Now, key: u64) -> Option<Question> {
         let task = self.tasks.get_mut(key)?;
-        if !task.interactive() || task.pid().is_none() || task.state().is_ended() {
+        if !task.interactive() || !task.is_live() || task.state().is_ended() {
             return None;
         }
         // A question out (not one the driver left unanswered too long) is answered for all.

@@ -359,7 +359,7 @@ impl Server {
                 }
                 Owner::Subscriptions => match self.subscriptions.pop_due(now.instant) {
                     Some(Due::Update(key)) => self.resource_update_due(now, key),
-                    Some(Due::ListChanged) => self.list_changed_due(),
+                    Some(Due::ListChanged) => self.list_changed_due(now),
                     None => {}
                 },
             }
@@ -862,8 +862,9 @@ const INSTRUCTIONS: &str = "proc-mcp runs commands in the background so they nev
 Use `start` for anything long-running (dev servers, watchers, builds, test suites), with `wait_for` to return \
 once it is ready; `wait` to block until a pattern appears, a port opens or it exits, instead of polling; \
 `logs` with `since` set to the previous `next_cursor` to read only new output; `write` to talk to a task \
-started with `stdin: true`; and `stop` to end it and everything it started. Tasks can be referred to by id \
-or by the `name` given at start.";
+started with `stdin: true`; and `stop` to end it and everything it started. For REPLs, prompts and \
+full-screen programs, start with `tty: true`: `screen` shows the terminal, and `write` with `keys` and \
+`prompt: true` answers a prompt in one call. Tasks can be referred to by id or by the `name` given at start.";
 
 fn supported_versions() -> String {
     ProtocolVersion::ALL.map(ProtocolVersion::as_str).join(", ")

@@ -36,8 +36,9 @@ pub(super) struct Subscriptions {
     /// Open `subscriptions/listen` streams (2026-07-28), by a key of their own.
     pub(super) listeners: BTreeMap<u64, Listener>,
     pub(super) next_listener: u64,
-    /// The first change to the task list not notified yet (see `resources_list_changed`).
-    list_changed_since: Option<Instant>,
+    /// The first and the last change to the task list not notified yet (see
+    /// `resources_list_changed`).
+    list_changed: Option<(Instant, Instant)>,
     timers: Timers<Due>,
 }
 
@@ -258,19 +259,37 @@ impl Server {
     /// `notifications/resources/list_changed` (each invites the client to list the resources
     /// again): it goes out once the list has been quiet for [`LIST_QUIET`], and at the latest
     /// [`LIST_MAX_DELAY`] after the burst's first change.
+    ///
+    /// The deadline is set by the burst's first change and only moved when it comes due (to
+    /// the last change plus [`LIST_QUIET`]), not by every change: re-arming a timer costs the
+    /// driver a reactor wake-up, which a burst of starts would pay per call.
     pub(super) fn resources_list_changed(&mut self, now: Now) {
         let subscriptions = &mut self.subscriptions;
-        let first = *subscriptions.list_changed_since.get_or_insert(now.instant);
-        let due = now
-            .instant
-            .saturating_add(LIST_QUIET)
-            .min(first.saturating_add(LIST_MAX_DELAY));
-        subscriptions.timers.set(Due::ListChanged, Some(due));
+        match &mut subscriptions.list_changed {
+            Some((_, last)) => *last = now.instant,
+            None => {
+                subscriptions.list_changed = Some((now.instant, now.instant));
+                let due = now.instant.saturating_add(LIST_QUIET);
+                subscriptions.timers.set(Due::ListChanged, Some(due));
+            }
+        }
     }
 
-    /// The coalesced `notifications/resources/list_changed` came due.
-    pub(super) fn list_changed_due(&mut self) {
-        self.subscriptions.list_changed_since = None;
+    /// The deadline of the coalesced `notifications/resources/list_changed` came: it goes out
+    /// if the list has been quiet long enough (or the burst has lasted long enough), else the
+    /// deadline moves to when it will have been.
+    pub(super) fn list_changed_due(&mut self, now: Now) {
+        let Some((first, last)) = self.subscriptions.list_changed else {
+            return;
+        };
+        let due = last
+            .saturating_add(LIST_QUIET)
+            .min(first.saturating_add(LIST_MAX_DELAY));
+        if now.instant < due {
+            self.subscriptions.timers.set(Due::ListChanged, Some(due));
+            return;
+        }
+        self.subscriptions.list_changed = None;
         self.send_list_changed();
     }
 

@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn characters_cut_between_chunks_and_invalid_bytes_do_not_depend_on_the_cut() {
-        let bytes = [&"ľ+".as_bytes()[..], b"\xff\xff", "é".as_bytes()].concat();
+        let bytes = ["ľ+".as_bytes(), &b"\xff\xff"[..], "é".as_bytes()].concat();
         let whole = screen(&bytes).snapshot();
         assert_eq!(whole.rows[0], "ľ+??é");
         for cut in 0..=bytes.len() {

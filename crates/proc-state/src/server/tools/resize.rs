@@ -62,7 +62,7 @@ pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result
     screen.resize(size);
     // A later run (restart) starts at this size too.
     task.command.spec.stdio = Stdio::Terminal(size);
-    if task.pid().is_some() {
+    if task.is_live() {
         let run = task.run();
         server.outputs.push_back(Output::Resize { run, size });
     }

@@ -41,8 +41,7 @@ pub(super) struct Args {
     /// The task's id or its name.
     id: String,
     /// Text written as is (add \n yourself).
-    #[serde(default)]
-    data: String,
+    data: Option<String>,
     /// Keys sent after `data` (tty tasks), e.g. ["Enter"], ["Ctrl-C"], ["Up", "Tab"].
     #[serde(default)]
     keys: Vec<String>,
@@ -125,7 +124,12 @@ pub(super) fn call(
     if let Some(prompt) = current_prompt(task) {
         task.prompt = Some(prompt);
     }
-    let mut bytes = args.data.into_bytes();
+    if args.data.is_none() && args.keys.is_empty() && !args.eof && then.is_none() {
+        return Err(ToolError(
+            "invalid arguments for `write`: give `data`, `keys` or `eof`".into(),
+        ));
+    }
+    let mut bytes = args.data.unwrap_or_default().into_bytes();
     let mut eof = args.eof;
     if let Some(screen) = &task.screen {
         let application_cursor = screen.application_cursor();
