@@ -226,8 +226,8 @@ struct Trees {
 }
 
 impl Trees {
-    /// `sh -c 'sleep 1000 & sleep 1000 & wait'`, a task whose child runs `setsid`, and a task
-    /// that double-forks in Python.
+    /// `sh -c 'sleep 1000 & sleep 1000 & wait'`, a task whose child runs `setsid`, a task
+    /// that double-forks in Python, and the first one again on a terminal (`tty: true`).
     fn start(server: &mut RawServer, dir: &TempDir) -> Trees {
         let plain = server.call(
             "start",
@@ -235,7 +235,16 @@ impl Trees {
         );
         let setsid = server.call("start", setsid_task(dir));
         let python = server.call("start", double_fork_task(dir));
-        let tasks = vec![pid_of(&plain), pid_of(&setsid), pid_of(&python)];
+        let terminal = server.call(
+            "start",
+            json!({"command": "sh", "args": ["-c", "sleep 1000 & sleep 1000 & wait"], "tty": true}),
+        );
+        let tasks = vec![
+            pid_of(&plain),
+            pid_of(&setsid),
+            pid_of(&python),
+            pid_of(&terminal),
+        ];
         let mut daemons = read_pids(&dir.path().join("setsid.pids"));
         daemons.extend(read_pids(&dir.path().join("py.pid")));
         for &daemon in &daemons {
@@ -245,31 +254,33 @@ impl Trees {
                 "daemon {daemon} should have left its task's group: {s:?}"
             );
         }
-        // The plain task's sleeps are forked by now (or soon): wait for the group to fill.
+        // The plain tasks' sleeps are forked by now (or soon): wait for the groups to fill.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while processes()
-            .iter()
-            .filter(|s| s.is_live() && s.pgrp == tasks[0])
-            .count()
-            < 3
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the plain task's sleeps never started"
-            );
-            thread::sleep(Duration::from_millis(10));
+        for group in [tasks[0], tasks[3]] {
+            while processes()
+                .iter()
+                .filter(|s| s.is_live() && s.pgrp == group)
+                .count()
+                < 3
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the sleeps of task {group} never started"
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
         }
         Trees { tasks, daemons }
     }
 
-    /// [`Trees::processes`] of the three trees: at least 8 (3 + 3 + 2).
+    /// [`Trees::processes`] of the four trees: at least 11 (3 + 3 + 2 + 3).
     #[track_caller]
     fn capture(&self, server: u32) -> BTreeSet<Proc> {
         let procs = self.processes(server);
         let shown: Vec<String> = procs.iter().map(|p| p.describe()).collect();
         assert!(
-            procs.len() >= 8,
-            "expected at least 8 processes in the trees: {shown:#?}"
+            procs.len() >= 11,
+            "expected at least 11 processes in the trees: {shown:#?}"
         );
         procs
     }
