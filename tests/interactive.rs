@@ -11,35 +11,13 @@ use std::time::Duration;
 
 use common::{LATEST, RESPONSE_TIMEOUT, RawServer, TempDir, id_of, pid_of};
 use serde_json::{Value, json};
-use support::{collect_until_response, method_with, notified, send_call, wait};
+use support::{collect_until_response, method_with, notified, send_call, wait_exit, wait_line};
 
 /// Bound for a notification the server should send "soon".
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn server() -> RawServer {
     RawServer::initialized(LATEST)
-}
-
-/// `wait` for a line matching `pattern` from `since`; the matched line.
-#[track_caller]
-fn wait_line(s: &mut RawServer, id: &str, pattern: &str, since: u64) -> Value {
-    let result = wait(
-        s,
-        json!({"id": id, "pattern": pattern, "since": since, "timeout_ms": 20000}),
-    );
-    assert_eq!(
-        result["reason"], "matched",
-        "wait for {pattern:?}: {result}"
-    );
-    result["line"].clone()
-}
-
-/// `wait` for the task to exit; the wait result.
-#[track_caller]
-fn wait_exit(s: &mut RawServer, id: &str) -> Value {
-    let result = wait(s, json!({"id": id, "timeout_ms": 30000}));
-    assert_eq!(result["reason"], "exited", "wait for exit: {result}");
-    result
 }
 
 #[track_caller]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{LATEST, RawServer, id_of};
 use serde_json::{Value, json};
-use support::{call_blocking, wait};
+use support::{call_blocking, wait, wait_exit, wait_line};
 
 fn server() -> RawServer {
     RawServer::initialized(LATEST)
@@ -19,27 +19,6 @@ fn start_tty(s: &mut RawServer, arguments: Value) -> String {
     let mut arguments = arguments;
     arguments["tty"] = json!(true);
     id_of(&s.call("start", arguments))
-}
-
-/// `wait` for a line (or a settled prompt) matching `pattern` from `since`; the line.
-#[track_caller]
-fn wait_line(s: &mut RawServer, id: &str, pattern: &str, since: u64) -> Value {
-    let result = wait(
-        s,
-        json!({"id": id, "pattern": pattern, "since": since, "timeout_ms": 20000}),
-    );
-    assert_eq!(
-        result["reason"], "matched",
-        "wait for {pattern:?}: {result}"
-    );
-    result["line"].clone()
-}
-
-#[track_caller]
-fn wait_exit(s: &mut RawServer, id: &str) -> Value {
-    let result = wait(s, json!({"id": id, "timeout_ms": 20000}));
-    assert_eq!(result["reason"], "exited", "{result}");
-    result
 }
 
 /// `write` with a wait condition (answered once it holds): its result.

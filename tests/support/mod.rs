@@ -1,4 +1,4 @@
-//! Helpers for the issue-3 tests (`wait.rs`, `interactive.rs`, `interop.rs`), on top of
+//! Helpers for the end-to-end tests (`wait.rs`, `interactive.rs`, `terminal.rs`, `interop.rs`), on top of
 //! [`crate::common`]:
 //! - raw requests whose messages are collected with their arrival times ([`Exchange`]);
 //! - ports and HTTP for dev-server scenarios;
@@ -148,6 +148,28 @@ pub fn call_blocking(
 pub fn wait(server: &mut RawServer, arguments: Value) -> Value {
     let blocks = arguments["timeout_ms"].as_u64().unwrap_or(30_000);
     call_blocking(server, "wait", arguments, Duration::from_millis(blocks))
+}
+
+/// `wait` for a line (or a settled partial line) matching `pattern` from `since`; the line.
+#[track_caller]
+pub fn wait_line(server: &mut RawServer, id: &str, pattern: &str, since: u64) -> Value {
+    let result = wait(
+        server,
+        json!({"id": id, "pattern": pattern, "since": since, "timeout_ms": 20000}),
+    );
+    assert_eq!(
+        result["reason"], "matched",
+        "wait for {pattern:?}: {result}"
+    );
+    result["line"].clone()
+}
+
+/// `wait` for the task to exit; the wait result.
+#[track_caller]
+pub fn wait_exit(server: &mut RawServer, id: &str) -> Value {
+    let result = wait(server, json!({"id": id, "timeout_ms": 30000}));
+    assert_eq!(result["reason"], "exited", "wait for exit: {result}");
+    result
 }
 
 /// The first message from the server (seen before, in [`RawServer::notifications`], or arriving

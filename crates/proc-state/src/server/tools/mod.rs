@@ -24,8 +24,9 @@ use super::{Config, Pending, Reply, Server, ToolError, ToolResult};
 use crate::escaped::Fate;
 use crate::log::Line;
 use crate::mcp::jsonrpc::Error;
-use crate::process::Stream;
+use crate::process::{Stream, WindowSize};
 use crate::task::{State, Task};
+use crate::terminal;
 use crate::time::{self, Now};
 
 mod list;
@@ -355,6 +356,24 @@ fn bad_argument(tool: Tool, field: &str, why: impl core::fmt::Display) -> ToolEr
         "invalid arguments for `{}`: `{field}` {why}",
         tool.name()
     ))
+}
+
+/// A terminal window size from `rows` and `cols` arguments, each checked against its bound
+/// ([`terminal::MAX_ROWS`], [`terminal::MAX_COLS`]), the error naming the field.
+fn window_size(tool: Tool, rows: u16, cols: u16) -> Result<WindowSize, ToolError> {
+    for (field, value, max) in [
+        ("rows", rows, terminal::MAX_ROWS),
+        ("cols", cols, terminal::MAX_COLS),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err(bad_argument(
+                tool,
+                field,
+                format_args!("must be 1 to {max}"),
+            ));
+        }
+    }
+    Ok(WindowSize { rows, cols })
 }
 
 /// Checks an optional duration argument in milliseconds against `1..=max`.

@@ -4,8 +4,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::screen::not_a_terminal;
-use super::{Annotations, Spec, no_config_defaults};
-use crate::process::{Stdio, WindowSize};
+use super::{Annotations, Spec, Tool, no_config_defaults};
+use crate::process::Stdio;
 use crate::server::{Pending, Reply, Server, ToolError};
 use crate::shared::Output;
 use crate::terminal::{MAX_COLS, MAX_ROWS};
@@ -44,15 +44,7 @@ pub(super) struct Structured<'a> {
 
 pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result<Reply, ToolError> {
     let key = server.tasks.find(&args.id)?;
-    let size = WindowSize {
-        rows: args.rows,
-        cols: args.cols,
-    };
-    if !(1..=MAX_ROWS).contains(&size.rows) || !(1..=MAX_COLS).contains(&size.cols) {
-        return Err(ToolError(format!(
-            "invalid arguments for `resize`: `rows` must be 1 to {MAX_ROWS} and `cols` 1 to {MAX_COLS}"
-        )));
-    }
+    let size = super::window_size(Tool::Resize, args.rows, args.cols)?;
     let Some(task) = server.tasks.get_mut(key) else {
         return Err(ToolError("the task was removed".into()));
     };

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Annotations, MAX_WAIT_MS, Spec, Tool, bad_argument, millis_arg, no_config_defaults};
 use crate::log::LogLimits;
-use crate::process::{SpawnSpec, StdinMode, Stdio, WindowSize};
+use crate::process::{SpawnSpec, StdinMode, Stdio};
 use crate::server::render;
 use crate::server::waiters::Kind;
 use crate::server::{Pending, Reply, Server, Shutdown, ToolError, ToolResult};
@@ -235,21 +235,11 @@ fn stdio(args: &Args) -> Result<Stdio, ToolError> {
     let default = terminal::DEFAULT_SIZE;
     let rows = args.rows.unwrap_or(default.rows);
     let cols = args.cols.unwrap_or(default.cols);
-    if !(1..=terminal::MAX_ROWS).contains(&rows) {
-        return Err(bad_argument(
-            Tool::Start,
-            "rows",
-            format!("must be 1 to {}", terminal::MAX_ROWS),
-        ));
-    }
-    if !(1..=terminal::MAX_COLS).contains(&cols) {
-        return Err(bad_argument(
-            Tool::Start,
-            "cols",
-            format!("must be 1 to {}", terminal::MAX_COLS),
-        ));
-    }
-    Ok(Stdio::Terminal(WindowSize { rows, cols }))
+    Ok(Stdio::Terminal(super::window_size(
+        Tool::Start,
+        rows,
+        cols,
+    )?))
 }
 
 /// The `start`/`restart` result for a task that was spawned.

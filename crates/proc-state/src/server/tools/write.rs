@@ -120,9 +120,12 @@ pub(super) fn call(
             task.id
         )));
     }
-    let then = then(task, &args, now)?;
-    if let Some(prompt) = current_prompt(task) {
-        task.prompt = Some(prompt);
+    // The partial line the task sits at, read once: the prompt `prompt: true` waits for, and
+    // the one a later `prompt` waits for while the task is busy.
+    let sitting_at = current_prompt(task);
+    let then = then(task, &args, sitting_at.as_deref(), now)?;
+    if sitting_at.is_some() {
+        task.prompt = sitting_at;
     }
     if args.data.is_none() && args.keys.is_empty() && !args.eof && then.is_none() {
         return Err(ToolError(
@@ -177,7 +180,12 @@ pub(super) fn call(
 }
 
 /// The wait the arguments ask for after the write, if any: from the output after the write.
-fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Box<Then>>, ToolError> {
+fn then(
+    task: &Task,
+    args: &Args,
+    sitting_at: Option<&str>,
+    now: Now,
+) -> Result<Option<Box<Then>>, ToolError> {
     let wait_for = optional_regex(Tool::Write, "wait_for", args.wait_for.as_deref())?;
     let quiet = match args.quiet_ms {
         None => None,
@@ -203,10 +211,10 @@ fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Box<Then>>, ToolErr
         // The partial line the task sits at completes with this write (its line number is
         // `next_cursor`); the same text as a later partial line is the prompt back. A task that
         // is busy (its output ends with a newline) waits for the prompt it showed last.
-        let (prompt, first) = match current_prompt(task) {
+        let (prompt, first) = match sitting_at {
             Some(prompt) => (prompt, next_cursor + 1),
             None => match &task.prompt {
-                Some(prompt) => (prompt.clone(), next_cursor),
+                Some(prompt) => (prompt.as_str(), next_cursor),
                 None => {
                     return Err(ToolError(format!(
                         "task {} has shown no prompt (a line without a newline) to wait for; use `wait_for` or `quiet_ms`",
@@ -215,7 +223,7 @@ fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Box<Then>>, ToolErr
                 }
             },
         };
-        let regex = Regex::new(&format!("^{}$", regex::escape(&prompt)))
+        let regex = Regex::new(&format!("^{}$", regex::escape(prompt)))
             .map_err(|err| ToolError(format!("the prompt cannot be matched: {err}")))?;
         Watch::new(Some((regex, first)), None, now, timeout).prompt()
     } else {
@@ -229,7 +237,7 @@ fn then(task: &Task, args: &Args, now: Now) -> Result<Option<Box<Then>>, ToolErr
 }
 
 /// The text of the partial line `task` sits at, if its output does not end with a newline.
-pub(in crate::server) fn current_prompt(task: &Task) -> Option<String> {
+fn current_prompt(task: &Task) -> Option<String> {
     let page = task.log.read(&Query {
         since: Some(task.log.next_cursor()),
         ..Query::default()
