@@ -43,8 +43,9 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal, killpg, raise, s
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::{Pid, getpid, getppid, pipe, setsid};
 use proc_state::{
-    Config, ExitStatus, IdGenerator, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, RunId,
-    Server, Signal, SpawnSpec, StdinMode, Stdio as SpawnStdio, Stream,
+    Config, ExitStatus, IdGenerator, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId,
+    ProbeOutcome, ProbeTarget, RunId, Server, Signal, SpawnSpec, StdinMode, Stdio as SpawnStdio,
+    Stream,
 };
 
 /// Events in flight to the loop at most; a thread that finds the channel full waits (so a
@@ -84,7 +85,7 @@ enum Event {
     },
     Probed {
         probe: ProbeId,
-        open: bool,
+        outcome: ProbeOutcome,
     },
     Terminate,
 }
@@ -288,7 +289,7 @@ impl Driver {
                 }
             },
             Event::StdinReady { run } => Input::StdinReady { run },
-            Event::Probed { probe, open } => Input::PortProbed { probe, open },
+            Event::Probed { probe, outcome } => Input::Probed { probe, outcome },
             Event::Terminate => Input::Terminate,
         };
         self.server.handle_input(now, input);
@@ -330,13 +331,28 @@ impl Driver {
                     self.own.push_back(Input::Escaped { run, processes });
                 }
                 Output::SignalEscaped { .. } => {}
-                Output::ProbePort { probe, port } => {
+                Output::Probe { probe, target } => {
                     let events = self.events.clone();
                     thread::spawn(move || {
-                        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                        let open = TcpStream::connect_timeout(&address, PROBE_TIMEOUT).is_ok();
-                        let _ = events.send(Event::Probed { probe, open });
+                        let outcome = match target {
+                            ProbeTarget::Port(port) => {
+                                let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+                                match TcpStream::connect_timeout(&address, PROBE_TIMEOUT) {
+                                    Ok(_) => ProbeOutcome::Open,
+                                    Err(error) => ProbeOutcome::Failed(error.to_string()),
+                                }
+                            }
+                            // This driver speaks no HTTP: a `wait` on a URL times out.
+                            ProbeTarget::Http(_) => {
+                                ProbeOutcome::Failed("this driver has no HTTP client".into())
+                            }
+                        };
+                        let _ = events.send(Event::Probed { probe, outcome });
                     });
+                }
+                // This driver does not look into /proc: no run's usage is known.
+                Output::Inspect { .. } => {
+                    self.own.push_back(Input::Inspected { usage: Vec::new() });
                 }
                 // It starts no terminal task (see `spawn`), so there is no terminal to resize.
                 Output::Resize { .. } => {}

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use proc_state::{
-    Config, EscapedProcess, ExitStatus, Input, Instant, Now, Output, ProbeId, RunId, Server,
+    Config, EscapedProcess, ExitStatus, Input, Instant, Now, Output, ProbeId, ProbeOutcome, RunId, Server,
     Signal, Stdio, Stream,
 };
 use serde_json::{Value, json};
@@ -190,6 +190,8 @@ struct Model {
     /// Every run ever spawned, with its task number.
     task_of: BTreeMap<RunId, u32>,
     probes: Vec<ProbeId>,
+    /// `Inspect`s not answered yet.
+    inspections: usize,
     /// Runs whose `QueryInput` is not answered yet.
     queries: Vec<RunId>,
     /// Runs spawned on a terminal.
@@ -257,6 +259,7 @@ impl Model {
             released: BTreeSet::new(),
             task_of: BTreeMap::new(),
             probes: Vec::new(),
+            inspections: 0,
             queries: Vec::new(),
             terminals: BTreeSet::new(),
             sweeps: Vec::new(),
@@ -379,7 +382,8 @@ impl Model {
                 assert!(!self.released.contains(&run), "stdin close after release");
                 assert!(self.live.contains_key(&run));
             }
-            Output::ProbePort { probe, .. } => self.probes.push(probe),
+            Output::Probe { probe, .. } => self.probes.push(probe),
+            Output::Inspect { .. } => self.inspections += 1,
             Output::Resize { run, size } => {
                 assert!(
                     !self.released.contains(&run),
@@ -906,7 +910,12 @@ impl Model {
                     return;
                 }
                 let probe = self.probes.remove(usize::from(which) % self.probes.len());
-                self.input(Input::PortProbed { probe, open });
+                let outcome = if open {
+                    ProbeOutcome::Open
+                } else {
+                    ProbeOutcome::Failed("refused".into())
+                };
+                self.input(Input::Probed { probe, outcome });
             }
             Op::InputAnswer { which, wanted } => {
                 if self.queries.is_empty() {

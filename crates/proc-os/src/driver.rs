@@ -34,8 +34,8 @@ use async_channel::{Receiver, Sender};
 use async_signal::{Signal as OsSignal, Signals};
 use futures_lite::StreamExt as _;
 use proc_state::{
-    Config, EscapedProcess, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, RunId, Server,
-    Signal, Stream,
+    Config, EscapedProcess, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, ProbeOutcome,
+    ProbeTarget, RunId, Server, Signal, Stream,
 };
 
 use crate::contain::{ContainOptions, Containment};
@@ -157,12 +157,12 @@ pub enum Event {
         /// The run whose stdin it is.
         run: RunId,
     },
-    /// A port probe answered.
-    PortProbed {
+    /// A probe answered.
+    Probed {
         /// The core's probe.
         probe: ProbeId,
-        /// Whether 127.0.0.1:port accepted a connection.
-        open: bool,
+        /// What it found.
+        outcome: ProbeOutcome,
     },
     /// The writer thread wrote and flushed one line of this many bytes to the client.
     Transmitted {
@@ -489,10 +489,10 @@ impl<Rt: Runtime> Driver<Rt> {
                     self.server.handle_input(now, Input::StdinReady { run });
                 }
             }
-            Event::PortProbed { probe, open } => {
+            Event::Probed { probe, outcome } => {
                 self.probes.remove(&probe);
                 self.server
-                    .handle_input(now, Input::PortProbed { probe, open });
+                    .handle_input(now, Input::Probed { probe, outcome });
             }
             Event::Transmitted { bytes } => {
                 self.server.handle_input(now, Input::Transmitted { bytes });
@@ -581,13 +581,26 @@ impl<Rt: Runtime> Driver<Rt> {
                     let wanted = self.runs.input_wanted(run);
                     self.pending.push_back(Input::InputWanted { run, wanted });
                 }
-                Output::ProbePort { probe, port } => {
+                Output::Probe { probe, target } => {
                     let events = self.events.clone();
                     let task = self.runtime.spawn(async move {
-                        let open = probe_port(port, PROBE_TIMEOUT).await;
-                        let _ = events.send(Event::PortProbed { probe, open }).await;
+                        let outcome = match target {
+                            ProbeTarget::Port(port) => {
+                                if probe_port(port, PROBE_TIMEOUT).await {
+                                    ProbeOutcome::Open
+                                } else {
+                                    ProbeOutcome::Failed("closed".into())
+                                }
+                            }
+                            ProbeTarget::Http(_) => ProbeOutcome::Failed("not yet".into()),
+                        };
+                        let _ = events.send(Event::Probed { probe, outcome }).await;
                     });
                     self.probes.insert(probe, task);
+                }
+                Output::Inspect { .. } => {
+                    self.pending
+                        .push_back(Input::Inspected { usage: Vec::new() });
                 }
                 Output::Sweep { run, pgid } => {
                     self.sweeps.insert(run, pgid);

@@ -114,7 +114,8 @@
 //!   (`waitid(2)` with `WNOWAIT`); [`ExitStatus::Lost`] when its status cannot be had.
 //! - `StdinWritten`: the answer to each `WriteStdin`, fed next. `StdinReady`: after a short
 //!   write, once the pipe has room (or its reader is gone, so that the next write fails).
-//! - `PortProbed`: the answer to each `ProbePort`, within [`PROBE_TIMEOUT`].
+//! - `Probed`: the answer to each `Probe`, within [`PROBE_TIMEOUT`] or [`HTTP_PROBE_TIMEOUT`].
+//! - `Inspected`: the answer to each `Inspect`, in order.
 //! - `Escaped`: the answer to each `Sweep`, possibly empty. `EscapedExited`: when an escaped
 //!   process reported there is gone.
 //!
@@ -133,7 +134,10 @@
 //!   survives pid reuse (a pidfd), queue `Escaped` with those not reported before, and report
 //!   each one's end. A driver that does not track them answers every sweep with none, as the
 //!   example does. `SignalEscaped`: signal the ones held.
-//! - `ProbePort`: connect to `127.0.0.1:port` elsewhere, giving up after [`PROBE_TIMEOUT`].
+//! - `Probe`: connect to `127.0.0.1:port`, or send an HTTP `GET`, elsewhere, giving up after
+//!   [`PROBE_TIMEOUT`] or [`HTTP_PROBE_TIMEOUT`].
+//! - `Inspect`: measure the runs' processes (count, CPU time, resident memory, listening
+//!   sockets) elsewhere and answer with one `Inspected`.
 //! - `Release`: stop reading the run's pipes and close them, reap the process (`waitpid(2)`,
 //!   at once: it is a zombie by now), forget the run.
 //! - `Exit`: stop the loop, give the client's writer a bounded moment for the lines already
@@ -147,7 +151,7 @@
 //!   process.
 //! - The leader is checked before each `killpg`, so a task that ended on its own just before a
 //!   stop is not reported as stopped.
-//! - Every request-like output is answered: `Spawn`, `WriteStdin`, `ProbePort`, `Sweep`. An
+//! - Every request-like output is answered: `Spawn`, `WriteStdin`, `Probe`, `Sweep`, `Inspect`. An
 //!   unanswered one leaves something waiting for good: a task that never starts (nor stops), a
 //!   stdin queue that never moves, a port that is never seen open, a task that never settles
 //!   (so `Exit` never comes).
@@ -171,7 +175,7 @@
 //! - The process prints or exits before the driver has fed `Spawned`: hold those events until
 //!   after it (both drivers spawn in the loop and feed `Spawned` before any new event).
 //! - A timer that fires early (timer slack) or twice: `handle_timeout` is then a no-op.
-//! - `StdinReady` after `CloseStdin` or a failed write; `PortProbed` for a `wait` that was
+//! - `StdinReady` after `CloseStdin` or a failed write; `Probed` for a `wait` that was
 //!   cancelled or timed out; `Escaped` after `Release` (sweeps outlive their run): ignored or
 //!   handled as usual.
 //!
@@ -220,9 +224,13 @@ pub mod limits {
 
 pub use mcp::protocol::ProtocolVersion;
 pub use process::{
-    EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stdio, Stream, WindowSize,
+    EscapedProcess, ExitStatus, Listener, Protocol, RunId, Signal, SpawnSpec, StdinMode, Stdio,
+    Stream, Usage, WindowSize,
 };
 pub use server::Server;
 pub use server::tools;
-pub use shared::{BATCH_REPLY_FACTOR, Config, IdGenerator, Input, Output, PROBE_TIMEOUT, ProbeId};
+pub use shared::{
+    BATCH_REPLY_FACTOR, Config, HTTP_PROBE_TIMEOUT, IdGenerator, Input, Output, PROBE_TIMEOUT,
+    ProbeId, ProbeOutcome, ProbeTarget,
+};
 pub use time::{Instant, Now};

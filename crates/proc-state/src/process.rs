@@ -207,6 +207,51 @@ impl EscapedProcess {
     pub const COMMAND_CHARS: usize = 120;
 }
 
+/// A transport protocol of a socket (see [`Listener`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// `"tcp"` or `"udp"`, as the tools spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// A socket a process listens on: a TCP socket in the `LISTEN` state, or an unconnected bound
+/// UDP socket (Linux: `/proc/net/{tcp,tcp6,udp,udp6}`, proc(5), matched to the socket inodes
+/// among the process's file descriptors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Listener {
+    pub protocol: Protocol,
+    /// The local address it is bound to (`0.0.0.0` or `::` for every interface).
+    pub address: core::net::IpAddr,
+    pub port: u16,
+}
+
+/// What a run's live processes use, summed over them (see
+/// [`Output::Inspect`](crate::Output::Inspect)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// How many processes: the group's and those that left it.
+    pub processes: u32,
+    /// CPU time, user plus system, in milliseconds (`utime + stime` of proc(5)'s
+    /// `/proc/<pid>/stat`), of the processes alive now (children already reaped are not
+    /// counted).
+    pub cpu_ms: u64,
+    /// Resident set size in bytes (`VmRSS`), summed; pages shared between the processes count
+    /// once per process.
+    pub rss_bytes: u64,
+    /// The sockets they listen on, each once, sorted.
+    pub listening: Vec<Listener>,
+}
+
 /// How a process ended, as `waitid(2)` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -6,7 +6,7 @@ use core::time::Duration;
 
 #[cfg(doc)]
 use crate::Server;
-use crate::process::{EscapedProcess, ExitStatus, RunId, SpawnSpec, Stream};
+use crate::process::{EscapedProcess, ExitStatus, RunId, SpawnSpec, Stream, Usage};
 use crate::time::Instant;
 
 /// Makes task ids: short strings, unique for the server's life (the core retries on a clash).
@@ -60,6 +60,9 @@ pub struct Config {
     /// One sentence on how the driver keeps tasks' processes contained, appended to the
     /// `instructions` (empty: nothing said).
     pub containment: String,
+    /// Whether `wait`'s `url` may name any host; otherwise only loopback addresses and
+    /// `localhost`. Default `false`.
+    pub probe_any_host: bool,
 }
 
 /// A JSON-RPC batch's reply holds at most this many times [`Config::max_message_bytes`];
@@ -84,6 +87,7 @@ impl Default for Config {
             server_name: "proc-mcp".to_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             containment: String::new(),
+            probe_any_host: false,
         }
     }
 }
@@ -139,9 +143,12 @@ pub enum Input<'a> {
     },
     /// The stdin pipe of `run` can take more bytes after a short write.
     StdinReady { run: RunId },
-    /// The answer to [`Output::ProbePort`]: whether a TCP connection to 127.0.0.1:port was
-    /// accepted.
-    PortProbed { probe: ProbeId, open: bool },
+    /// The answer to [`Output::Probe`], within [`PROBE_TIMEOUT`] (a TCP connection) or
+    /// [`HTTP_PROBE_TIMEOUT`] (an HTTP request).
+    Probed {
+        probe: ProbeId,
+        outcome: ProbeOutcome,
+    },
     /// The answer to one [`Output::Sweep`]: the escaped processes of `run` found that were
     /// not reported before (possibly none).
     Escaped {
@@ -152,9 +159,37 @@ pub enum Input<'a> {
     EscapedExited { run: RunId, pid: u32 },
     /// The answer to [`Output::QueryInput`].
     InputWanted { run: RunId, wanted: Option<bool> },
+    /// The answer to one [`Output::Inspect`]: what each run asked about uses now. A run left
+    /// out could not be measured (it has no process left, or the driver cannot tell); its
+    /// usage is then unknown. Exactly one per `Inspect`, in order.
+    Inspected { usage: Vec<(RunId, Usage)> },
 }
 
-/// Identifies one [`Output::ProbePort`] so its answer finds its way back.
+/// What an [`Output::Probe`] tries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeTarget {
+    /// A TCP connection to `127.0.0.1:port`, closed at once.
+    Port(u16),
+    /// An HTTP/1.1 `GET` of this absolute `http://` URL (RFC 9110 §9.3.1), without following
+    /// redirects and without a proxy; the status code is the answer. The core only asks for
+    /// URLs whose host is a loopback address or `localhost` unless
+    /// [`Config::probe_any_host`] is set.
+    Http(String),
+}
+
+/// What an [`Output::Probe`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The TCP connection was accepted.
+    Open,
+    /// The HTTP request was answered with this status code.
+    Http(u16),
+    /// No connection, or no answer in time (refused, unreachable, reset, timed out, not
+    /// HTTP); the reason, for people.
+    Failed(String),
+}
+
+/// Identifies one [`Output::Probe`] so its answer finds its way back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ProbeId(pub u64);
 
@@ -205,9 +240,15 @@ pub enum Output {
         run: RunId,
         signal: crate::process::Signal,
     },
-    /// Try a TCP connection to `127.0.0.1:port` (closing it at once) and report with
-    /// [`Input::PortProbed`]. A probe should give up after [`PROBE_TIMEOUT`].
-    ProbePort { probe: ProbeId, port: u16 },
+    /// Try `target` elsewhere (never on the loop) and report with [`Input::Probed`]: a TCP
+    /// connection gives up after [`PROBE_TIMEOUT`], an HTTP request after
+    /// [`HTTP_PROBE_TIMEOUT`].
+    Probe { probe: ProbeId, target: ProbeTarget },
+    /// Measure what each run's processes use now (see [`Usage`]) and answer with one
+    /// [`Input::Inspected`]. A run's processes are those in its process group `pgid` and those
+    /// it started that left the group (the ones [`Output::Sweep`] finds). Done off the loop: it
+    /// reads `/proc` (proc(5)).
+    Inspect { runs: Vec<(RunId, u32)> },
     /// Find out whether the run's foreground process is blocked waiting to read its terminal
     /// (or, for pipes, its stdin) and answer at once with [`Input::InputWanted`]. Best effort,
     /// and never a guess: `Some(true)` only when a thread of a process in the terminal's
@@ -229,5 +270,10 @@ pub enum Output {
     Timeout(Option<Instant>),
 }
 
-/// How long a port probe ([`Output::ProbePort`]) may take before the driver reports it closed.
+/// How long a TCP probe ([`ProbeTarget::Port`]) may take before the driver reports it failed.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long an HTTP probe ([`ProbeTarget::Http`]) may take, connection and answer's head
+/// together, before the driver reports it failed: a dev server may compile a page on its first
+/// request.
+pub const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);

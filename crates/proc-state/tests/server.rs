@@ -9,7 +9,8 @@ use harness::{
     Harness, error_code, notifications, output, spawned, transmitted, without_list_changed,
 };
 use proc_state::{
-    Config, ExitStatus, Input, Output, RunId, Server, Signal, StdinMode, Stdio, Stream,
+    Config, ExitStatus, Input, Output, ProbeOutcome, ProbeTarget, RunId, Server, Signal, StdinMode,
+    Stdio, Stream,
 };
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -659,13 +660,19 @@ fn wait_for_a_port_probes_until_it_opens() {
     let mut h = Harness::initialized("2025-11-25");
     let _ = h.start(json!({"command": "server"}), 5);
     let outputs = h.call(7, "wait", json!({"id": "t00001", "port": 8080}));
-    let [Output::ProbePort { probe, port: 8080 }] = outputs.as_slice() else {
+    let [
+        Output::Probe {
+            probe,
+            target: ProbeTarget::Port(8080),
+        },
+    ] = outputs.as_slice()
+    else {
         panic!("{outputs:?}")
     };
     assert!(
-        h.input(Input::PortProbed {
+        h.input(Input::Probed {
             probe: *probe,
-            open: false
+            outcome: ProbeOutcome::Failed("refused".into()),
         })
         .is_empty()
     );
@@ -674,12 +681,12 @@ fn wait_for_a_port_probes_until_it_opens() {
         "probes are spaced"
     );
     let outputs = without_list_changed(h.advance(1));
-    let [Output::ProbePort { probe, .. }] = outputs.as_slice() else {
+    let [Output::Probe { probe, .. }] = outputs.as_slice() else {
         panic!("{outputs:?}")
     };
-    let replies = transmitted(&h.input(Input::PortProbed {
+    let replies = transmitted(&h.input(Input::Probed {
         probe: *probe,
-        open: true,
+        outcome: ProbeOutcome::Open,
     }));
     assert_eq!(
         replies[0]["result"]["structuredContent"]["reason"],

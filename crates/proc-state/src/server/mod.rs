@@ -322,10 +322,11 @@ impl Server {
             } => self.exited(now, run, status, signalled),
             Input::StdinWritten { run, result } => self.stdin_written(now, run, result),
             Input::StdinReady { run } => self.stdin_ready(now, run),
-            Input::PortProbed { probe, open } => self.port_probed(now, probe, open),
+            Input::Probed { probe, outcome } => self.probed(now, probe, outcome),
             Input::Escaped { run, processes } => self.escaped_found(now, run, processes),
             Input::EscapedExited { run, pid } => self.escaped_exited(now, run, pid),
             Input::InputWanted { run, wanted } => self.input_answered(now, run, wanted),
+            Input::Inspected { usage } => self.inspected(now, usage),
         }
         self.maybe_exit();
     }

@@ -22,6 +22,7 @@ use super::{Output, Pending, ProbeId, Server, Shutdown, ToolResult, error_result
 use crate::log::{Line, Query};
 use crate::mcp::jsonrpc::RequestId;
 use crate::process::RunId;
+use crate::shared::{ProbeOutcome, ProbeTarget};
 use crate::stdin::SegmentId;
 use crate::task::{Phase, Question, Task};
 use crate::time::{Instant, Now};
@@ -29,7 +30,7 @@ use crate::timers::Timers;
 
 /// How often a waiting request with a `progressToken` hears about it.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// Pause between two port probes that found the port closed.
+/// Pause between two probes (of a port or a URL) that did not succeed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an answer waits for the driver to say whether the task waits for input; past it,
 /// the answer leaves `input_wanted` out.
@@ -185,30 +186,61 @@ pub(super) struct Watch {
     /// When to look again although nothing came: a partial line that matched settles, or
     /// the task has been quiet long enough.
     recheck_at: Option<Instant>,
-    port: Option<PortWatch>,
+    /// Probes to repeat until one succeeds.
+    probes: Vec<ProbeWatch>,
     pub(super) started: Instant,
     deadline: Instant,
     next_progress: Instant,
     progress_sent: u64,
 }
 
+/// A probe a watch repeats until it succeeds: a port, or a URL.
 #[derive(Debug)]
-struct PortWatch {
-    port: u16,
+struct ProbeWatch {
+    target: ProbeTarget,
     /// The probe in flight, if any.
     probe: Option<ProbeId>,
     /// When the next probe may go out.
     retry_at: Instant,
-    open: bool,
+    /// What the last probe found.
+    last: Option<ProbeOutcome>,
+}
+
+impl ProbeWatch {
+    fn new(target: ProbeTarget, now: Now) -> Self {
+        Self {
+            target,
+            probe: None,
+            retry_at: now.instant,
+            last: None,
+        }
+    }
+
+    /// The condition holds: the port took a connection, or the URL answered with a status
+    /// below 500.
+    fn met(&self) -> Option<Outcome> {
+        match self.last {
+            Some(ProbeOutcome::Open) => Some(Outcome::PortOpen),
+            Some(ProbeOutcome::Http(status)) if status < 500 => Some(Outcome::Url { status }),
+            _ => None,
+        }
+    }
 }
 
 /// How a watch resolved.
 #[derive(Debug)]
 pub(super) enum Outcome {
-    Matched { line: Line, next_cursor: u64 },
+    Matched {
+        line: Line,
+        next_cursor: u64,
+    },
     Screen,
     Quiet,
     PortOpen,
+    /// The URL answered with this status code (below 500).
+    Url {
+        status: u16,
+    },
     Exited,
     Timeout,
 }
@@ -221,6 +253,7 @@ impl Outcome {
             Outcome::Screen => "screen",
             Outcome::Quiet => "quiet",
             Outcome::PortOpen => "port_open",
+            Outcome::Url { .. } => "url_ok",
             Outcome::Exited => "exited",
             Outcome::Timeout => "timeout",
         }
@@ -242,12 +275,10 @@ impl Watch {
             quiet: None,
             checked_bytes: None,
             recheck_at: None,
-            port: port.map(|port| PortWatch {
-                port,
-                probe: None,
-                retry_at: now.instant,
-                open: false,
-            }),
+            probes: port
+                .map(|port| ProbeWatch::new(ProbeTarget::Port(port), now))
+                .into_iter()
+                .collect(),
             started: now.instant,
             deadline: now.instant.saturating_add(timeout),
             next_progress: now.instant.saturating_add(PROGRESS_INTERVAL),
@@ -264,6 +295,13 @@ impl Watch {
     /// Also resolves once a terminal task's screen matches `regex`.
     pub(super) fn screen(mut self, regex: Option<Regex>) -> Self {
         self.screen = regex;
+        self
+    }
+
+    /// Also resolves once `url` answers an HTTP `GET` with a status below 500.
+    pub(super) fn url(mut self, url: Option<String>, now: Now) -> Self {
+        self.probes
+            .extend(url.map(|url| ProbeWatch::new(ProbeTarget::Http(url), now)));
         self
     }
 
@@ -290,8 +328,8 @@ impl Watch {
                 return Some(Outcome::Screen);
             }
         }
-        if self.port.as_ref().is_some_and(|p| p.open) {
-            return Some(Outcome::PortOpen);
+        if let Some(outcome) = self.probes.iter().find_map(ProbeWatch::met) {
+            return Some(outcome);
         }
         if let Some(quiet) = self.quiet {
             let last = task
@@ -360,11 +398,10 @@ impl Watch {
         if with_progress {
             at = at.min(self.next_progress);
         }
-        if let Some(port) = &self.port
-            && port.probe.is_none()
-            && !port.open
-        {
-            at = at.min(port.retry_at);
+        for probe in &self.probes {
+            if probe.probe.is_none() && probe.met().is_none() {
+                at = at.min(probe.retry_at);
+            }
         }
         at
     }
@@ -480,7 +517,7 @@ impl Server {
             Step::AskInput(waiter) | Step::Keep(waiter) => {
                 let mut waiter = waiter;
                 self.send_progress(&mut waiter, now);
-                self.start_probe(id, &mut waiter, now);
+                self.start_probes(id, &mut waiter, now);
                 // A waiter kept although its deadline has passed waits for its task (a `start`
                 // whose spawn is not answered yet): the task's next event looks at it again.
                 // Arming a deadline in the past would make the driver call back at once,
@@ -742,8 +779,8 @@ impl Server {
         ))
     }
 
-    /// Asks the driver for a port probe when one is due.
-    fn start_probe(&mut self, id: u64, waiter: &mut Waiter, now: Now) {
+    /// Asks the driver for the watch's probes that are due.
+    fn start_probes(&mut self, id: u64, waiter: &mut Waiter, now: Now) {
         let Kind::Wait {
             watch,
             finish: None,
@@ -752,24 +789,24 @@ impl Server {
         else {
             return;
         };
-        let Some(port) = watch.port.as_mut() else {
-            return;
-        };
-        if port.open || port.probe.is_some() || port.retry_at > now.instant {
-            return;
+        for watched in &mut watch.probes {
+            if watched.met().is_some() || watched.probe.is_some() || watched.retry_at > now.instant
+            {
+                continue;
+            }
+            let probe = ProbeId(self.waiters.next_probe);
+            self.waiters.next_probe += 1;
+            watched.probe = Some(probe);
+            self.waiters.probes.insert(probe, id);
+            self.outputs.push_back(Output::Probe {
+                probe,
+                target: watched.target.clone(),
+            });
         }
-        let probe = ProbeId(self.waiters.next_probe);
-        self.waiters.next_probe += 1;
-        port.probe = Some(probe);
-        self.waiters.probes.insert(probe, id);
-        self.outputs.push_back(Output::ProbePort {
-            probe,
-            port: port.port,
-        });
     }
 
-    /// The driver answered a probe: the port is open, or try again shortly.
-    pub(super) fn port_probed(&mut self, now: Now, probe: ProbeId, open: bool) {
+    /// The driver answered a probe: its condition holds, or it is tried again shortly.
+    pub(super) fn probed(&mut self, now: Now, probe: ProbeId, outcome: ProbeOutcome) {
         let Some(id) = self.waiters.probes.remove(&probe) else {
             return;
         };
@@ -777,12 +814,11 @@ impl Server {
             kind: Kind::Wait { watch, .. },
             ..
         }) = self.waiters.all.get_mut(&id)
-            && let Some(port) = watch.port.as_mut()
-            && port.probe == Some(probe)
+            && let Some(watched) = watch.probes.iter_mut().find(|w| w.probe == Some(probe))
         {
-            port.probe = None;
-            port.open = open;
-            port.retry_at = now.instant.saturating_add(PROBE_INTERVAL);
+            watched.probe = None;
+            watched.last = Some(outcome);
+            watched.retry_at = now.instant.saturating_add(PROBE_INTERVAL);
         }
         self.progress_waiter(now, id);
     }
