@@ -211,6 +211,7 @@ mod task;
 pub mod terminal;
 pub mod time;
 mod timers;
+mod urls;
 
 /// Bounds and intervals that are part of the tools' contract (`docs/tools.md` states them; its
 /// test reads them here).

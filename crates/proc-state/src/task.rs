@@ -25,17 +25,47 @@
 //! A task counts as ended only when its exit status is known *and* both pipes reached EOF (or
 //! the drain deadline passed), so output printed just before exit is in the buffer by the time
 //! anyone hears the task ended.
+//!
+//! A task may also end or start again on its own, each by a deadline it owns:
+//! - its **restart policy** ([`RestartPolicy`]): a run that ended on its own (or was stopped for
+//!   using too much memory) is started again after a backoff that doubles from
+//!   [`BACKOFF_FIRST`] to [`BACKOFF_MAX`] and starts over after a run of [`BACKOFF_RESET`]; the
+//!   ended phase then says `Then::Retry { at }`, and any `stop` ends the policy;
+//! - its **idle lease** (`idle_timeout`): stopped when nothing referred to it for that long;
+//! - its **memory limit** (`max_memory`): while it runs it is measured every
+//!   [`MEMORY_CHECK_INTERVAL`], and stopped once two measurements in a row are above the limit.
+//!
+//! Every stop records its [`StopCause`], so `status` can say why a task ended.
 
 use core::time::Duration;
+
+use std::collections::VecDeque;
 
 use crate::escaped::{self, Escaped};
 use crate::log::{LogBuffer, LogLimits};
 use crate::process::{
-    EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stdio, Stream,
+    EscapedProcess, ExitStatus, RunId, Signal, SpawnSpec, StdinMode, Stdio, Stream, Usage,
 };
 use crate::stdin::{Stdin, StdinAction};
 use crate::terminal::Screen;
 use crate::time::{Instant, Now};
+use crate::urls::Urls;
+
+/// The first delay of a restart policy, doubled for each restart that follows a short run.
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest delay of a restart policy.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run that lasted this long resets the backoff to [`BACKOFF_FIRST`].
+pub const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// Restarts by the policy this close together make a crash loop: [`CRASH_LOOP_RESTARTS`]
+/// within this window.
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
+/// See [`CRASH_LOOP_WINDOW`].
+pub const CRASH_LOOP_RESTARTS: usize = 3;
+/// How often a task with a memory limit is measured while it runs.
+pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// How many measurements in a row above the limit stop a task.
+const MEMORY_STRIKES: u32 = 2;
 
 /// Where a task is in its life, as the tools show it (`state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +107,58 @@ pub enum Then {
     Rest,
     /// It is started again (same id, name, command and buffer).
     Restart,
+    /// Its restart policy starts it again at `at` (a stop in between ends the policy).
+    Retry { at: Instant },
+}
+
+/// Who or what stopped a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    /// A `stop` or `restart` request (or a signal ending the run through the `signal` tool is
+    /// not a stop at all).
+    Request,
+    /// The server is shutting down.
+    Shutdown,
+    /// `max_runtime_ms` passed.
+    MaxRuntime,
+    /// Its resident memory stayed above `max_memory_bytes`.
+    MaxMemory,
+    /// Nothing referred to it for `idle_timeout_ms`.
+    Idle,
+}
+
+impl StopCause {
+    /// As `status` spells it (`stop_reason`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StopCause::Request => "stop",
+            StopCause::Shutdown => "shutdown",
+            StopCause::MaxRuntime => "max_runtime",
+            StopCause::MaxMemory => "max_memory",
+            StopCause::Idle => "idle",
+        }
+    }
+}
+
+/// When a task is started again after a run ends on its own (`start`'s `restart`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestartMode {
+    /// Never (the default).
+    #[default]
+    No,
+    /// After a run that failed: an exit code other than 0, a signal, a spawn that failed, or a
+    /// stop for using too much memory.
+    OnFailure,
+    /// After every run that was not stopped by a request, the shutdown or the idle lease.
+    Always,
+}
+
+/// `start`'s restart policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub mode: RestartMode,
+    /// Most restarts the policy makes (`None`: no limit).
+    pub max_restarts: Option<u32>,
 }
 
 /// A stop under way, or asked for before the spawn answered.
@@ -90,6 +172,8 @@ pub struct Stop {
     pub then: Then,
     /// The grace period ran out and `SIGKILL` was sent.
     pub escalated: bool,
+    /// Why it was asked for.
+    pub cause: StopCause,
 }
 
 /// The spawned process: its pid (also its process group id) and which pipes are still open.
@@ -113,6 +197,8 @@ pub struct Exit {
     pub stopped: bool,
     /// `SIGKILL` was needed after the grace period.
     pub escalated: bool,
+    /// Why a stop was under way when it ended (whether or not its signal ended it).
+    pub cause: Option<StopCause>,
 }
 
 /// A task's phase. Each carries what only it needs; see the [module docs](self).
@@ -155,6 +241,8 @@ pub enum Action {
     Stdin(StdinAction),
     /// Look for, or signal, the run's escaped processes.
     Escaped(escaped::Action),
+    /// Measure what the run's processes use (see [`Task::on_usage`]).
+    Inspect,
     /// The run is over: the driver reaps its process and forgets it.
     Release,
 }
@@ -195,18 +283,31 @@ pub struct Options {
     /// The compiled `wait_for`: a new output line must match it before `start`/`restart`
     /// answer.
     pub wait_for: Option<regex::Regex>,
-    /// Bound for `wait_for`.
+    /// An `http://` URL that must answer (a status below 500) before `start`/`restart`
+    /// answer.
+    pub wait_url: Option<String>,
+    /// Bound for `wait_for` and `wait_url`.
     pub wait_timeout: Duration,
     /// Stop the task once it has run this long.
     pub max_runtime: Option<Duration>,
     /// The grace period between SIGTERM and SIGKILL when `max_runtime` or a `restart` stops
     /// the task.
     pub grace: Duration,
+    /// When a run that ended on its own is started again.
+    pub restart: RestartPolicy,
+    /// Stop the task once its resident memory stays above this many bytes.
+    pub max_memory: Option<u64>,
+    /// Stop the task once nothing referred to it for this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl PartialEq for Options {
     fn eq(&self, other: &Self) -> bool {
-        self.notify_on_exit == other.notify_on_exit
+        self.restart == other.restart
+            && self.max_memory == other.max_memory
+            && self.idle_timeout == other.idle_timeout
+            && self.wait_url == other.wait_url
+            && self.notify_on_exit == other.notify_on_exit
             && self.wait_for.as_ref().map(regex::Regex::as_str)
                 == other.wait_for.as_ref().map(regex::Regex::as_str)
             && self.wait_timeout == other.wait_timeout
@@ -242,10 +343,77 @@ pub struct Task {
     /// Whether its foreground process waits for input: the driver's last answer and when it
     /// came, and when the question now out was asked (see `Output::QueryInput`).
     pub input: InputQuery,
+    /// What its processes use, as the driver last measured it.
+    pub usage: Measured,
+    /// The URLs it printed.
+    pub urls: Urls,
+    /// When a tool call or a resource read last referred to it (the idle lease).
+    pub touched: Instant,
+    /// Its restart policy's record.
+    pub supervision: Supervision,
     run: RunId,
     phase: Phase,
     started: Now,
     restarts: u32,
+}
+
+/// What a task's processes use, as the driver last measured it, and the measurement asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Measured {
+    /// The last measurement of the current run and when it came (`None` inside: the run had no
+    /// process left, or the driver cannot tell).
+    pub last: Option<(Option<Usage>, Instant)>,
+    /// When the measurement now out was asked for.
+    pub asked: Option<Instant>,
+    /// When the memory limit is checked next, while the task runs.
+    check_at: Option<Instant>,
+    /// Measurements in a row above the memory limit.
+    strikes: u32,
+}
+
+impl Measured {
+    /// The last usage measured, if known.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.last.as_ref().and_then(|(usage, _)| usage.as_ref())
+    }
+
+    /// Whether a measurement at or after `since` came.
+    pub fn fresh_since(&self, since: Instant) -> bool {
+        self.last.as_ref().is_some_and(|(_, at)| *at >= since)
+    }
+}
+
+/// What a task's restart policy has done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Supervision {
+    /// Restarts the policy made.
+    pub restarts: u32,
+    /// Restarts since the last run that lasted [`BACKOFF_RESET`] (sets the next delay).
+    consecutive: u32,
+    /// When the last [`CRASH_LOOP_RESTARTS`] restarts by the policy happened.
+    recent: VecDeque<Instant>,
+    /// How the last run ended (kept across restarts) and when.
+    pub last_exit: Option<(ExitStatus, Now)>,
+    /// The policy gave up: `max_restarts` reached.
+    pub exhausted: bool,
+}
+
+impl Supervision {
+    /// Restarted [`CRASH_LOOP_RESTARTS`] times within [`CRASH_LOOP_WINDOW`], and no run since
+    /// lasted [`BACKOFF_RESET`].
+    pub fn crash_loop(&self) -> bool {
+        self.consecutive as usize >= CRASH_LOOP_RESTARTS
+            && self.recent.len() == CRASH_LOOP_RESTARTS
+            && self.recent[CRASH_LOOP_RESTARTS - 1].saturating_duration_since(self.recent[0])
+                <= CRASH_LOOP_WINDOW
+    }
+
+    /// The delay before the next restart: [`BACKOFF_FIRST`] doubled per restart in a row, at
+    /// most [`BACKOFF_MAX`].
+    fn delay(&self) -> Duration {
+        let doubled = BACKOFF_FIRST.saturating_mul(1u32 << self.consecutive.min(16));
+        doubled.min(BACKOFF_MAX)
+    }
 }
 
 impl Task {
@@ -274,6 +442,10 @@ impl Task {
             last_output: None,
             prompt: None,
             input: InputQuery::default(),
+            usage: Measured::default(),
+            urls: Urls::default(),
+            touched: now.instant,
+            supervision: Supervision::default(),
             run,
             phase: Phase::Starting { stop: None },
             started: now,
@@ -289,6 +461,7 @@ impl Task {
             return false;
         }
         self.escaped = Escaped::default();
+        self.usage = Measured::default();
         // A new terminal: blank, at the size the task has now.
         if let Some(screen) = &mut self.screen {
             *screen = Screen::new(screen.size());
@@ -445,6 +618,9 @@ impl Task {
         };
         let process = Spawned { pid, open };
         self.stdin.spawned();
+        if self.command.options.max_memory.is_some() {
+            self.usage.check_at = Some(now.instant);
+        }
         self.phase = match stop {
             Some(stop) => self.send_stop(process, stop, now, out),
             None => Phase::Running {
@@ -465,7 +641,10 @@ impl Task {
         let Phase::Starting { stop } = self.phase else {
             return Progress::Unchanged;
         };
-        let then = stop.map_or(Then::Rest, |stop| stop.then);
+        let then = match stop {
+            Some(stop) => stop.then,
+            None => self.policy_then(None, now),
+        };
         self.phase = Phase::Failed {
             error,
             at: now,
@@ -481,6 +660,7 @@ impl Task {
         if self.spawned().is_some() {
             self.last_output = Some(at);
             let _ = self.log.push(stream, bytes);
+            self.urls.observe(bytes, &self.log);
             if let (Stream::Tty, Some(screen)) = (stream, &mut self.screen) {
                 screen.feed(bytes);
             }
@@ -525,16 +705,24 @@ impl Task {
                 .stop(Signal::Term, grace, now.instant, now, &mut escaped);
         }
         out.extend(escaped.into_iter().map(Action::Escaped));
+        self.usage.check_at = None;
+        let exit = Exit {
+            status,
+            at: now,
+            stopped: stop.is_some() && signalled,
+            escalated: stop.is_some_and(|stop| stop.escalated),
+            cause: stop.map(|stop| stop.cause),
+        };
+        let then = match stop {
+            Some(stop) if stop.cause != StopCause::MaxMemory => stop.then,
+            _ => self.policy_then(Some(&exit), now),
+        };
+        self.supervision.last_exit = Some((status, now));
         self.phase = Phase::Draining {
             process,
-            exit: Exit {
-                status,
-                at: now,
-                stopped: stop.is_some() && signalled,
-                escalated: stop.is_some_and(|stop| stop.escalated),
-            },
+            exit,
             until: now.instant.saturating_add(drain),
-            then: stop.map_or(Then::Rest, |stop| stop.then),
+            then,
         };
         self.finish_if_drained(out)
     }
@@ -542,8 +730,15 @@ impl Task {
     /// Asks the task to stop: `signal` to its group now, `SIGKILL` after `grace` if it still
     /// runs; the task then stays ended (a pending restart is superseded). A second stop may
     /// only make things faster. A no-op for an ended task.
-    pub fn stop(&mut self, signal: Signal, grace: Duration, now: Now, out: &mut Vec<Action>) {
-        self.request_stop(signal, grace, Then::Rest, now, out);
+    pub fn stop(
+        &mut self,
+        signal: Signal,
+        grace: Duration,
+        cause: StopCause,
+        now: Now,
+        out: &mut Vec<Action>,
+    ) {
+        self.request_stop(signal, grace, Then::Rest, cause, now, out);
     }
 
     /// Asks the task to start again once the current run has ended (and its escaped
@@ -553,7 +748,14 @@ impl Task {
         if self.is_settled() {
             return false;
         }
-        self.request_stop(Signal::Term, grace, Then::Restart, now, out);
+        self.request_stop(
+            Signal::Term,
+            grace,
+            Then::Restart,
+            StopCause::Request,
+            now,
+            out,
+        );
         true
     }
 
@@ -562,6 +764,7 @@ impl Task {
         signal: Signal,
         grace: Duration,
         then: Then,
+        cause: StopCause,
         now: Now,
         out: &mut Vec<Action>,
     ) {
@@ -570,6 +773,7 @@ impl Task {
             grace,
             then,
             escalated: false,
+            cause,
         };
         match &mut self.phase {
             Phase::Starting { stop } => {
@@ -587,6 +791,7 @@ impl Task {
             }
             Phase::Stopping { stop, kill_at, .. } => {
                 stop.then = then;
+                stop.cause = cause;
                 if signal == Signal::Kill {
                     if kill_at.take().is_some() {
                         out.push(Action::Signal(Signal::Kill));
@@ -668,7 +873,14 @@ impl Task {
     /// Kills the group at once (a second shutdown request), whatever the grace; the task then
     /// stays ended.
     pub fn kill_now(&mut self, now: Now, out: &mut Vec<Action>) {
-        self.request_stop(Signal::Kill, Duration::ZERO, Then::Rest, now, out);
+        self.request_stop(
+            Signal::Kill,
+            Duration::ZERO,
+            Then::Rest,
+            StopCause::Shutdown,
+            now,
+            out,
+        );
     }
 
     /// Stdin became writable again, or the driver wrote a chunk: feeds the next.
@@ -688,9 +900,128 @@ impl Task {
             } => *runtime_limit_at,
             Phase::Stopping { kill_at, .. } => *kill_at,
             Phase::Draining { until, .. } => Some(*until),
+            Phase::Exited {
+                then: Then::Retry { at },
+                ..
+            }
+            | Phase::Failed {
+                then: Then::Retry { at },
+                ..
+            } => Some(*at),
             _ => None,
         };
-        own.into_iter().chain(self.escaped.next_deadline()).min()
+        own.into_iter()
+            .chain(self.idle_deadline())
+            .chain(self.usage.check_at)
+            .chain(self.escaped.next_deadline())
+            .min()
+    }
+
+    /// When the idle lease runs out, while it can: the task runs or waits to be restarted.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        let timeout = self.command.options.idle_timeout?;
+        let leased = match &self.phase {
+            Phase::Starting { stop: None } | Phase::Running { .. } => true,
+            Phase::Exited { then, .. } | Phase::Failed { then, .. } => {
+                matches!(then, Then::Retry { .. })
+            }
+            _ => false,
+        };
+        leased.then(|| self.touched.saturating_add(timeout))
+    }
+
+    /// When the restart policy starts it again, while it waits to.
+    pub fn next_attempt(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Exited {
+                then: Then::Retry { at },
+                ..
+            }
+            | Phase::Failed {
+                then: Then::Retry { at },
+                ..
+            } => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// Why the last run was stopped, if a stop was under way when it ended.
+    pub fn stop_cause(&self) -> Option<StopCause> {
+        match &self.phase {
+            Phase::Stopping { stop, .. } => Some(stop.cause),
+            _ => self.exit().and_then(|exit| exit.cause),
+        }
+    }
+
+    /// What follows a run that ended (`exit`; `None`: the spawn failed) without a stop asked
+    /// for, by the restart policy: `Retry` after the backoff, or `Rest`.
+    fn policy_then(&mut self, exit: Option<&Exit>, now: Now) -> Then {
+        let policy = self.command.options.restart;
+        let failed = match exit {
+            None => true,
+            Some(exit) => {
+                exit.cause == Some(StopCause::MaxMemory)
+                    || !matches!(exit.status, ExitStatus::Code(0))
+            }
+        };
+        let wanted = match policy.mode {
+            RestartMode::No => false,
+            RestartMode::OnFailure => failed,
+            RestartMode::Always => true,
+        };
+        if !wanted {
+            return Then::Rest;
+        }
+        let supervision = &mut self.supervision;
+        if policy
+            .max_restarts
+            .is_some_and(|max| supervision.restarts >= max)
+        {
+            supervision.exhausted = true;
+            return Then::Rest;
+        }
+        if now.instant.saturating_duration_since(self.started.instant) >= BACKOFF_RESET {
+            supervision.consecutive = 0;
+        }
+        let at = now.instant.saturating_add(supervision.delay());
+        Then::Retry { at }
+    }
+
+    /// The restart policy starts the task again now: counted for the backoff and the crash
+    /// loop.
+    fn policy_restarts(&mut self, now: Now) {
+        let supervision = &mut self.supervision;
+        supervision.restarts += 1;
+        supervision.consecutive += 1;
+        if supervision.recent.len() == CRASH_LOOP_RESTARTS {
+            supervision.recent.pop_front();
+        }
+        supervision.recent.push_back(now.instant);
+    }
+
+    /// A tool call or a resource read referred to the task: the idle lease starts over.
+    pub fn touch(&mut self, now: Instant) {
+        self.touched = self.touched.max(now);
+    }
+
+    /// The driver measured the current run (`None`: it could not). Returns whether the memory
+    /// limit now stops the task.
+    pub fn on_usage(&mut self, usage: Option<Usage>, now: Now, out: &mut Vec<Action>) {
+        self.usage.asked = None;
+        if let (Some(limit), Some(measured), Phase::Running { .. }) =
+            (self.command.options.max_memory, usage.as_ref(), &self.phase)
+        {
+            if measured.rss_bytes > limit {
+                self.usage.strikes += 1;
+            } else {
+                self.usage.strikes = 0;
+            }
+            if self.usage.strikes >= MEMORY_STRIKES {
+                let grace = self.command.options.grace;
+                self.stop(Signal::Term, grace, StopCause::MaxMemory, now, out);
+            }
+        }
+        self.usage.last = Some((usage, now.instant));
     }
 
     /// Fires the deadlines that passed; early calls are no-ops.
@@ -698,13 +1029,33 @@ impl Task {
         let mut escaped = Vec::new();
         self.escaped.on_timeout(now, &mut escaped);
         out.extend(escaped.into_iter().map(Action::Escaped));
+        if self.idle_deadline().is_some_and(|at| at <= now.instant) {
+            let grace = self.command.options.grace;
+            self.stop(Signal::Term, grace, StopCause::Idle, now, out);
+        }
+        if let Some(at) = self.usage.check_at
+            && at <= now.instant
+        {
+            self.usage.check_at = Some(now.instant.saturating_add(MEMORY_CHECK_INTERVAL));
+            if self.usage.asked.is_none() {
+                self.usage.asked = Some(now.instant);
+                out.push(Action::Inspect);
+            }
+        }
+        if self.next_attempt().is_some_and(|at| at <= now.instant) {
+            if let Phase::Exited { then, .. } | Phase::Failed { then, .. } = &mut self.phase {
+                *then = Then::Restart;
+            }
+            self.policy_restarts(now);
+            return Progress::Unchanged;
+        }
         match &mut self.phase {
             Phase::Running {
                 runtime_limit_at: Some(at),
                 ..
             } if *at <= now.instant => {
                 let grace = self.command.options.grace;
-                self.stop(Signal::Term, grace, now, out);
+                self.stop(Signal::Term, grace, StopCause::MaxRuntime, now, out);
                 Progress::Unchanged
             }
             Phase::Stopping {
@@ -944,7 +1295,7 @@ mod tests {
     fn stop_sends_signal_then_escalates_to_sigkill_after_grace() {
         let mut t = running();
         let mut out = Vec::new();
-        t.stop(Signal::Term, GRACE, at(10), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(10), &mut out);
         assert_eq!(own(&out), [&signal(Signal::Term)]);
         assert_eq!(t.state(), State::Stopping);
         assert_eq!(t.next_deadline(), Some(at(5010).instant));
@@ -998,7 +1349,7 @@ mod tests {
     fn stop_while_starting_is_applied_on_spawn() {
         let mut t = task();
         let mut out = Vec::new();
-        t.stop(Signal::Int, GRACE, at(1), &mut out);
+        t.stop(Signal::Int, GRACE, StopCause::Request, at(1), &mut out);
         assert!(out.is_empty());
         let _ = t.on_spawned(7, at(2), &mut out);
         assert_eq!(own(&out), [&signal(Signal::Int)]);
@@ -1017,7 +1368,7 @@ mod tests {
     fn sigkill_stop_sets_no_grace_timer() {
         let mut t = running();
         let mut out = Vec::new();
-        t.stop(Signal::Kill, GRACE, at(0), &mut out);
+        t.stop(Signal::Kill, GRACE, StopCause::Request, at(0), &mut out);
         assert_eq!(own(&out), [&signal(Signal::Kill)]);
         assert_eq!(t.next_deadline(), None);
     }
@@ -1065,11 +1416,11 @@ mod tests {
     fn forced_second_stop_kills_at_once() {
         let mut t = running();
         let mut out = Vec::new();
-        t.stop(Signal::Term, GRACE, at(0), &mut out);
-        t.stop(Signal::Kill, GRACE, at(1), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(0), &mut out);
+        t.stop(Signal::Kill, GRACE, StopCause::Request, at(1), &mut out);
         assert_eq!(own(&out), [&signal(Signal::Term), &signal(Signal::Kill)]);
         assert!(!t.escalated(), "a forced stop is not an escalation");
-        t.stop(Signal::Kill, GRACE, at(2), &mut out);
+        t.stop(Signal::Kill, GRACE, StopCause::Request, at(2), &mut out);
         assert_eq!(own(&out).len(), 2, "SIGKILL goes out once");
     }
 
@@ -1097,7 +1448,7 @@ mod tests {
         );
         let _ = close_both(&mut t, &mut out);
         out.clear();
-        t.stop(Signal::Term, GRACE, at(6), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(6), &mut out);
         assert!(out.is_empty());
         assert!(!t.stopped());
         assert_eq!(t.exit_signal(), Some(Signal::Segv));
@@ -1107,7 +1458,7 @@ mod tests {
     fn an_exit_that_came_before_the_stop_signal_is_not_a_stop() {
         let mut t = running();
         let mut out = Vec::new();
-        t.stop(Signal::Term, GRACE, at(1), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(1), &mut out);
         // The driver found the leader already gone when it came to signal it.
         let _ = t.on_exited(ExitStatus::Code(3), false, at(2), DRAIN, &mut out);
         let _ = close_both(&mut t, &mut out);
@@ -1121,14 +1472,14 @@ mod tests {
         // restart, then stop: stays stopped.
         let mut t = running();
         assert!(t.restart(GRACE, at(0), &mut out));
-        t.stop(Signal::Term, GRACE, at(1), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(1), &mut out);
         terminated(&mut t, 2, &mut out);
         assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
         none_escaped(&mut t);
         assert!(!t.take_restart());
         // stop, then restart (even while draining): starts again.
         let mut t = running();
-        t.stop(Signal::Term, GRACE, at(0), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(0), &mut out);
         terminated(&mut t, 1, &mut out);
         assert!(t.restart(GRACE, at(2), &mut out));
         assert_eq!(close_both(&mut t, &mut out), Progress::Finished);
@@ -1172,7 +1523,7 @@ mod tests {
     fn a_stop_looks_for_escaped_processes_and_stops_them_with_the_group() {
         let mut t = running();
         let mut out = Vec::new();
-        t.stop(Signal::Term, GRACE, at(0), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(0), &mut out);
         assert!(out.contains(&Action::Escaped(escaped::Action::Sweep)));
         out.clear();
         let _ = t.on_escaped(daemon(99), &mut out);
@@ -1206,7 +1557,7 @@ mod tests {
     fn a_daemon_holding_the_pipes_does_not_hold_up_the_exit() {
         let mut t = running();
         let mut out = Vec::new();
-        t.stop(Signal::Term, GRACE, at(0), &mut out);
+        t.stop(Signal::Term, GRACE, StopCause::Request, at(0), &mut out);
         terminated(&mut t, 1, &mut out);
         // The pipes stay open: the daemon has them. Once it is found, the run ends at once.
         let _ = t.on_escaped(Vec::new(), &mut out);
@@ -1227,7 +1578,7 @@ mod tests {
         assert_eq!(t.escaped.next_deadline(), Some(at(5000).instant));
         // A `stop` of the ended task hurries it along.
         out.clear();
-        t.stop(Signal::Kill, GRACE, at(100), &mut out);
+        t.stop(Signal::Kill, GRACE, StopCause::Request, at(100), &mut out);
         assert_eq!(escaped_signals(&out), [Signal::Kill]);
         assert!(!t.stopped(), "the task itself ended on its own");
     }

@@ -5,10 +5,18 @@
 //! actions, re-arms the task's timer and moves on whoever waits on it, so none of those can be
 //! forgotten by one code path.
 
+use core::time::Duration;
+
 use super::{Output, Server, Shutdown, ToolError};
 use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, Stream, Usage};
-use crate::task::{Action, Progress, Question, Task};
-use crate::time::Now;
+use crate::task::{Action, Progress, Question, StopCause, Task};
+use crate::time::{Instant, Now};
+
+/// A measurement of what a task uses this recent is good enough for `status`.
+pub(super) const USAGE_FRESH: Duration = Duration::from_millis(250);
+/// `list` shows measurements up to this old, and asks for new ones (without waiting) when
+/// they are older.
+pub(super) const USAGE_TTL: Duration = Duration::from_secs(2);
 
 impl Server {
     pub(super) fn spawned(&mut self, now: Now, run: RunId, pid: u32) {
@@ -104,7 +112,39 @@ impl Server {
     /// The driver's answer to an `Output::Inspect`: kept with each task (a run it asked about
     /// and did not report has no process left), and the waiters that wanted it move on.
     pub(super) fn inspected(&mut self, now: Now, usage: Vec<(RunId, Usage)>) {
-        let _ = (now, usage);
+        for (key, usage) in self.tasks.inspected(usage) {
+            self.with_task(now, key, |task, out| {
+                task.on_usage(usage, now, out);
+                Progress::Unchanged
+            });
+        }
+    }
+
+    /// The task a tool call names by id or name; the call refers to it, so its idle lease
+    /// starts over.
+    pub(super) fn lookup(&mut self, reference: &str, now: Now) -> Result<u64, ToolError> {
+        let key = self.tasks.find(reference)?;
+        if let Some(task) = self.tasks.get_mut(key) {
+            task.touch(now.instant);
+        }
+        Ok(key)
+    }
+
+    /// Asks the driver to measure task `key` unless a measurement younger than
+    /// [`USAGE_FRESH`] is at hand; returns since when a measurement counts as the answer (the
+    /// one asked for now, or the one out already), or `None` when there is nothing to wait for
+    /// (a fresh one, or no live process).
+    pub(super) fn measure(&mut self, now: Now, key: u64) -> Option<Instant> {
+        let task = self.tasks.get(key)?;
+        if !task.is_live() {
+            return None;
+        }
+        if let Some(asked) = task.usage.asked {
+            return Some(asked);
+        }
+        let inspect = self.tasks.inspect(&[key], USAGE_FRESH, now)?;
+        self.outputs.push_back(inspect);
+        Some(now.instant)
     }
 
     pub(super) fn task_timeout(&mut self, now: Now, key: u64) {
@@ -221,7 +261,7 @@ impl Server {
         let keys = self.tasks.keys();
         for key in keys {
             self.with_task(now, key, |task, out| {
-                task.stop(Signal::Term, grace, now, out);
+                task.stop(Signal::Term, grace, StopCause::Shutdown, now, out);
                 Progress::Unchanged
             });
         }

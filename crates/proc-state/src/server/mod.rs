@@ -642,7 +642,7 @@ impl Server {
             }
             "resources/list" => self.list_resources(&params).map(Reply::Now),
             "resources/templates/list" => Ok(Reply::Now(resources::templates())),
-            "resources/read" => self.read_resource(&params, false).map(Reply::Now),
+            "resources/read" => self.read_resource(now, &params, false).map(Reply::Now),
             "resources/subscribe" => self.subscribe(&params, true).map(Reply::Now),
             "resources/unsubscribe" => self.subscribe(&params, false).map(Reply::Now),
             _ => Err(jsonrpc::error(

@@ -124,7 +124,7 @@ impl Server {
             "tools/call" => return self.call_tool(now, request, params),
             "resources/list" => cacheable(self.list_resources(&params)?, Cache::Live),
             "resources/templates/list" => cacheable(super::resources::templates(), Cache::Static),
-            "resources/read" => cacheable(self.read_resource(&params, true)?, Cache::Live),
+            "resources/read" => cacheable(self.read_resource(now, &params, true)?, Cache::Live),
             "subscriptions/listen" => return self.listen(request, &params),
             _ => {
                 return Err(Error {

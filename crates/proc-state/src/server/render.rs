@@ -84,6 +84,85 @@ pub(super) fn state_phrase_at(t: &Task, now: Now) -> String {
     }
 }
 
+/// What the task's processes use, as last measured, for a dashboard line: ` · :5173 ·
+/// 21.5 MB · cpu 0.4s` (with `listeners`: each socket as `127.0.0.1:5173/tcp`, and the
+/// process count). Empty when nothing was measured.
+pub(super) fn usage_brief(t: &Task, listeners: bool) -> String {
+    let Some(usage) = t.usage.usage() else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if listeners {
+        for l in &usage.listening {
+            let address = match l.address {
+                core::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            text.push_str(&format!(" · {address}:{}/{}", l.port, l.protocol.as_str()));
+        }
+    } else {
+        let mut ports: Vec<u16> = usage.listening.iter().map(|l| l.port).collect();
+        ports.dedup();
+        for port in ports {
+            text.push_str(&format!(" · :{port}"));
+        }
+    }
+    text.push_str(&format!(
+        " · {} · cpu {}",
+        megabytes(usage.rss_bytes),
+        seconds(Duration::from_millis(usage.cpu_ms))
+    ));
+    if listeners {
+        text.push_str(&format!(
+            " · {} process{}",
+            usage.processes,
+            if usage.processes == 1 { "" } else { "es" }
+        ));
+    }
+    text
+}
+
+/// What keeps the task going or ends it, for a dashboard line: ` · restarts 3 (crash loop,
+/// next in 4.0s) · idle stop in 9.5s · stopped: max_memory`. Empty when none applies.
+pub(super) fn lifecycle_brief(t: &Task, now: Now) -> String {
+    let mut text = String::new();
+    let policy = t.command.options.restart.mode != crate::task::RestartMode::No;
+    if t.restarts() > 0 || policy {
+        let mut notes = Vec::new();
+        if t.supervision.crash_loop() {
+            notes.push("crash loop".to_owned());
+        }
+        if let Some(at) = t.next_attempt() {
+            notes.push(format!(
+                "next in {}",
+                seconds(at.saturating_duration_since(now.instant))
+            ));
+        }
+        if t.supervision.exhausted {
+            notes.push("max_restarts reached".to_owned());
+        }
+        text.push_str(&format!(" · restarts {}", t.restarts()));
+        if !notes.is_empty() {
+            text.push_str(&format!(" ({})", notes.join(", ")));
+        }
+    }
+    if let Some(at) = t.idle_deadline() {
+        text.push_str(&format!(
+            " · idle stop in {}",
+            seconds(at.saturating_duration_since(now.instant))
+        ));
+    }
+    if let Some(cause) = t.stop_cause() {
+        text.push_str(&format!(" · stopped: {}", cause.as_str()));
+    }
+    text
+}
+
+/// `21.5 MB` (decimal megabytes).
+pub(super) fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
 /// `1.5s`.
 pub(super) fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())

@@ -156,11 +156,15 @@ impl Server {
     }
 
     pub(super) fn read_resource(
-        &self,
+        &mut self,
+        now: Now,
         params: &Map<String, Value>,
         modern: bool,
     ) -> Result<Value, Error> {
         let key = self.resource(params, modern)?;
+        if let Some(task) = self.tasks.get_mut(key) {
+            task.touch(now.instant);
+        }
         let t = self.tasks.task(key);
         let page = t.log.read(&Query {
             since: None,

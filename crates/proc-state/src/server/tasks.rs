@@ -8,14 +8,16 @@
 //! when the task says so. What follows for the rest of the server (answers, notifications, a
 //! respawn) is the server's to route.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::ToolError;
 use crate::escaped;
-use crate::process::{RunId, SpawnSpec, Stream};
+use crate::process::{RunId, SpawnSpec, Stream, Usage};
 use crate::shared::{IdGenerator, Output};
 use crate::stdin::StdinAction;
 use crate::task::{Action, Progress, Task};
+use core::time::Duration;
+
 use crate::time::{Instant, Now};
 use crate::timers::Timers;
 
@@ -35,6 +37,9 @@ pub(super) struct Tasks {
     /// [`LogBuffer::allocated_bytes`]: crate::log::LogBuffer::allocated_bytes
     output_bytes: usize,
     total_budget: usize,
+    /// The runs of each `Output::Inspect` not answered yet, oldest first (answers come in
+    /// order).
+    inspections: VecDeque<Vec<RunId>>,
 }
 
 /// What one [`Tasks::apply`] led to.
@@ -60,6 +65,7 @@ impl Tasks {
             timers: Timers::new(),
             output_bytes: 0,
             total_budget,
+            inspections: VecDeque::new(),
         }
     }
 
@@ -277,11 +283,60 @@ impl Tasks {
             Action::Escaped(escaped::Action::Signal(signal)) => {
                 Output::SignalEscaped { run, signal }
             }
+            Action::Inspect => self.inspect_runs(vec![(run, pid?)])?,
             Action::Release => {
                 self.runs.remove(&run);
                 Output::Release { run }
             }
         })
+    }
+
+    /// Asks the driver to measure the live tasks among `keys` whose last measurement is older
+    /// than `fresh` (and that have no measurement out already): one `Output::Inspect`, or
+    /// `None` when there is nothing to ask.
+    pub(super) fn inspect(&mut self, keys: &[u64], fresh: Duration, now: Now) -> Option<Output> {
+        let mut runs = Vec::new();
+        for key in keys {
+            let Some(task) = self.all.get_mut(key) else {
+                continue;
+            };
+            let (Some(pid), true) = (task.pid(), task.is_live()) else {
+                continue;
+            };
+            let recent = task
+                .usage
+                .last
+                .as_ref()
+                .is_some_and(|(_, at)| now.instant.saturating_duration_since(*at) < fresh);
+            if recent || task.usage.asked.is_some() {
+                continue;
+            }
+            task.usage.asked = Some(now.instant);
+            runs.push((task.run(), pid));
+        }
+        self.inspect_runs(runs)
+    }
+
+    fn inspect_runs(&mut self, runs: Vec<(RunId, u32)>) -> Option<Output> {
+        if runs.is_empty() {
+            return None;
+        }
+        self.inspections
+            .push_back(runs.iter().map(|(run, _)| *run).collect());
+        Some(Output::Inspect { runs })
+    }
+
+    /// The answer to the oldest `Output::Inspect`: each run asked about, with its usage
+    /// (`None`: not measured), and the task whose current run it still is.
+    pub(super) fn inspected(&mut self, usage: Vec<(RunId, Usage)>) -> Vec<(u64, Option<Usage>)> {
+        let Some(asked) = self.inspections.pop_front() else {
+            return Vec::new();
+        };
+        let mut usage: BTreeMap<RunId, Usage> = usage.into_iter().collect();
+        asked
+            .into_iter()
+            .filter_map(|run| Some((self.of_run(run)?, usage.remove(&run))))
+            .collect()
     }
 
     /// Keeps the output of all tasks within the total budget: while it is over, the oldest

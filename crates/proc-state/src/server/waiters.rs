@@ -35,6 +35,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an answer waits for the driver to say whether the task waits for input; past it,
 /// the answer leaves `input_wanted` out.
 pub(super) const INPUT_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long `status` waits for the driver to measure what a task uses; past it, the answer
+/// gives the last measurement (or none).
+pub(super) const INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Waiters, a sub-machine of the server: every waiting request, indexed, with its one
 /// deadline (timeout, progress or the next probe), the port probes in flight, and the
@@ -145,12 +148,14 @@ pub(super) enum Kind {
         watch: Watch,
         finish: Option<(Outcome, Option<Question>)>,
     },
-    /// `status` of a task that can be written to: answered once the driver said whether it
-    /// waits for input (asked at `asked`), or the run ended, or that took too long.
+    /// `status` of a live task: answered once the driver measured what it uses (asked for at
+    /// `measured`) and, for a task that can be written to, said whether it waits for input
+    /// (`asked`); or once the run ended, or that took too long.
     Status {
         run: RunId,
         tail: usize,
-        asked: Question,
+        asked: Option<Question>,
+        measured: Option<Instant>,
     },
     /// `write`: answered once the bytes of `segment` are settled (in the pipe, or queued
     /// behind a full pipe).
@@ -163,6 +168,24 @@ pub(super) enum Kind {
         /// A condition to wait for once the bytes are settled, before answering.
         then: Option<Box<Then>>,
     },
+}
+
+impl Kind {
+    /// The watch whose probes go out: a `wait` not resolved yet, or a `start` waiting to be
+    /// ready.
+    fn probing(&mut self) -> Option<&mut Watch> {
+        match self {
+            Kind::Wait {
+                watch,
+                finish: None,
+                ..
+            }
+            | Kind::Start {
+                ready: Some(watch), ..
+            } => Some(watch),
+            _ => None,
+        }
+    }
 }
 
 /// How long a task must have printed nothing before its partial line (a prompt without a
@@ -437,8 +460,14 @@ impl Waiter {
             Kind::Wait {
                 finish: Some((_, Some(asked))),
                 ..
+            } => Some(asked.at.saturating_add(INPUT_QUERY_TIMEOUT)),
+            Kind::Status {
+                asked, measured, ..
+            } => {
+                let input = asked.map(|q| q.at.saturating_add(INPUT_QUERY_TIMEOUT));
+                let usage = measured.map(|at| at.saturating_add(INSPECT_TIMEOUT));
+                input.into_iter().chain(usage).max()
             }
-            | Kind::Status { asked, .. } => Some(asked.at.saturating_add(INPUT_QUERY_TIMEOUT)),
             Kind::Wait {
                 finish: Some((_, None)),
                 ..
@@ -657,12 +686,28 @@ impl Server {
                     Step::Answer(request, result)
                 }
             },
-            Kind::Status { run, tail, asked } => {
-                let Some(input_wanted) = input_answer(task, run, Some(asked), now) else {
+            Kind::Status {
+                run,
+                tail,
+                asked,
+                measured,
+            } => {
+                let input_wanted = input_answer(task, run, asked, now);
+                let usage_known = measured.is_none_or(|since| {
+                    task.usage.fresh_since(since)
+                        || run_over(run, task)
+                        || now.instant >= since.saturating_add(INSPECT_TIMEOUT)
+                });
+                let (Some(input_wanted), true) = (input_wanted, usage_known) else {
                     return Step::Keep(Waiter {
                         task: key,
                         request,
-                        kind: Kind::Status { run, tail, asked },
+                        kind: Kind::Status {
+                            run,
+                            tail,
+                            asked,
+                            measured,
+                        },
                     });
                 };
                 let result = status_result(&request, task, tail, now, input_wanted);
@@ -766,27 +811,26 @@ impl Server {
         }
     }
 
-    /// The `wait_for` watch of task `key`'s options, for a `start` or `restart` answer.
+    /// The `wait_for` and `wait_url` watch of task `key`'s options, for a `start` or `restart`
+    /// answer.
     pub(super) fn ready_watch(&self, key: u64, now: Now) -> Option<Watch> {
         let task = self.tasks.get(key)?;
         let options = &task.command.options;
-        let regex = options.wait_for.clone()?;
-        Some(Watch::new(
-            Some((regex, task.log.next_cursor())),
-            None,
-            now,
-            options.wait_timeout,
-        ))
+        if options.wait_for.is_none() && options.wait_url.is_none() {
+            return None;
+        }
+        let pattern = options
+            .wait_for
+            .clone()
+            .map(|regex| (regex, task.log.next_cursor()));
+        Some(
+            Watch::new(pattern, None, now, options.wait_timeout).url(options.wait_url.clone(), now),
+        )
     }
 
     /// Asks the driver for the watch's probes that are due.
     fn start_probes(&mut self, id: u64, waiter: &mut Waiter, now: Now) {
-        let Kind::Wait {
-            watch,
-            finish: None,
-            ..
-        } = &mut waiter.kind
-        else {
+        let Some(watch) = waiter.kind.probing() else {
             return;
         };
         for watched in &mut watch.probes {
@@ -810,10 +854,11 @@ impl Server {
         let Some(id) = self.waiters.probes.remove(&probe) else {
             return;
         };
-        if let Some(Waiter {
-            kind: Kind::Wait { watch, .. },
-            ..
-        }) = self.waiters.all.get_mut(&id)
+        if let Some(watch) = self
+            .waiters
+            .all
+            .get_mut(&id)
+            .and_then(|waiter| waiter.kind.probing())
             && let Some(watched) = watch.probes.iter_mut().find(|w| w.probe == Some(probe))
         {
             watched.probe = None;

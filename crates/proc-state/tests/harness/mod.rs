@@ -2,7 +2,7 @@
 //! [`Server`] on virtual time, and helpers to read what it sent.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use proc_state::{Config, ExitStatus, Input, Instant, Now, Output, RunId, Server, Stream};
+use proc_state::{Config, ExitStatus, Input, Instant, Now, Output, RunId, Server, Stream, Usage};
 use serde_json::{Value, json};
 
 /// A scripted driver around one server, on virtual time.
@@ -26,6 +26,14 @@ pub struct Harness {
     pub auto_sweep: bool,
     /// Sweeps not answered yet (when `auto_sweep` is off).
     pub sweeps: Vec<RunId>,
+    /// Answer every `Inspect` at once with what [`Harness::usage`] says of each run, and leave
+    /// the inspections out of what [`Harness::drain`] returns.
+    pub auto_inspect: bool,
+    /// What each run uses, as the auto-answered inspections report it (a run not here is left
+    /// out: not measured).
+    pub usage: std::collections::BTreeMap<RunId, Usage>,
+    /// Inspections not answered yet (when `auto_inspect` is off).
+    pub inspections: Vec<Vec<(RunId, u32)>>,
     /// The tool of every `tools/call` sent, by its id (as JSON text): each result's
     /// `structuredContent` is checked against that tool's `outputSchema`.
     calls: std::collections::HashMap<String, String>,
@@ -50,6 +58,9 @@ impl Harness {
             unread: 0,
             auto_sweep: true,
             sweeps: Vec::new(),
+            auto_inspect: true,
+            usage: std::collections::BTreeMap::new(),
+            inspections: Vec::new(),
             calls: std::collections::HashMap::new(),
         }
     }
@@ -88,6 +99,7 @@ impl Harness {
     pub fn drain(&mut self) -> Vec<Output> {
         let mut outputs = Vec::new();
         let mut swept = Vec::new();
+        let mut inspected: Vec<Vec<(RunId, u32)>> = Vec::new();
         loop {
             match self.server.poll_output() {
                 Output::Timeout(deadline) => {
@@ -97,6 +109,15 @@ impl Harness {
                         let processes = Vec::new();
                         self.server
                             .handle_input(now, Input::Escaped { run, processes });
+                        continue;
+                    }
+                    if !inspected.is_empty() {
+                        let runs = inspected.remove(0);
+                        let usage = runs
+                            .iter()
+                            .filter_map(|(run, _)| Some((*run, self.usage.get(run)?.clone())))
+                            .collect();
+                        self.server.handle_input(now, Input::Inspected { usage });
                         continue;
                     }
                     if self.stalled || self.unread == 0 {
@@ -117,6 +138,11 @@ impl Harness {
                             continue;
                         }
                         Output::Sweep { run, .. } => self.sweeps.push(*run),
+                        Output::Inspect { runs } if self.auto_inspect => {
+                            inspected.push(runs.clone());
+                            continue;
+                        }
+                        Output::Inspect { runs } => self.inspections.push(runs.clone()),
                         _ => {}
                     }
                     outputs.push(other);

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Annotations, Spec, TaskSummary, no_config_defaults};
+use crate::server::lifecycle::USAGE_TTL;
 use crate::server::render;
 use crate::server::{Pending, Reply, Server, ToolError};
 use crate::task::Task;
@@ -12,7 +13,7 @@ use crate::time::Now;
 pub(super) const SPEC: Spec = Spec {
     title: "List tasks",
     description: "List the tasks this server knows, oldest first, with id, name, pid, state, exit code or signal, \
-command, start time and runtime. Use it to find a task id or name you lost track of. \
+command, runtime, ports and memory. Use it to find a task id or name you lost track of. \
 Example: {\"state\": \"running\"}.",
     annotations: Annotations {
         read_only: true,
@@ -54,6 +55,12 @@ pub(super) fn call(
     request: &Pending,
     args: Args,
 ) -> Result<Reply, ToolError> {
+    // What they use: as last measured, and measured again (without waiting) when older than
+    // USAGE_TTL.
+    let keys = server.tasks.keys();
+    if let Some(inspect) = server.tasks.inspect(&keys, USAGE_TTL, now) {
+        server.outputs.push_back(inspect);
+    }
     let tasks: Vec<&Task> = server
         .tasks
         .iter()
@@ -79,10 +86,12 @@ fn list_text(tasks: &[&Task], now: Now) -> String {
     };
     for t in tasks {
         text.push_str(&format!(
-            "\n{}{}: {}: {}",
+            "\n{}{}: {}{}{}: {}",
             t.id,
             render::name_suffix(t),
             render::state_phrase_at(t, now),
+            render::usage_brief(t, false),
+            render::lifecycle_brief(t, now),
             render::display_command(t)
         ));
     }

@@ -12,13 +12,14 @@ use crate::process::Stream;
 use crate::server::render;
 use crate::server::{Pending, Reply, Server, ToolError};
 use crate::task::{State, Task};
+use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Read task output",
     description: "Read a task's output (stdout and stderr, interleaved in arrival order). Every line has an absolute \
 number `n`; pass the previous result's `next_cursor` as `since` to get only lines printed since, without \
-repeats or gaps. With no `since`, `head` or `tail`, returns the last 100 lines. ANSI colours are removed. If \
-the process printed more than the buffer holds, the oldest lines are gone and counted in `skipped`. \
+repeats or gaps. With no `since`, `head` or `tail`, returns the last 100 lines. ANSI colours are removed; \
+evicted lines are counted in `skipped`. \
 Example: {\"id\": \"web\", \"since\": 120, \"grep\": \"error|warn\"}.",
     annotations: Annotations {
         read_only: true,
@@ -90,7 +91,12 @@ pub(super) struct Structured<'a> {
     truncated: bool,
 }
 
-pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result<Reply, ToolError> {
+pub(super) fn call(
+    server: &mut Server,
+    now: Now,
+    request: &Pending,
+    args: Args,
+) -> Result<Reply, ToolError> {
     let max_bytes = args.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
     if !(1..=MAX_READ_BYTES).contains(&max_bytes) {
         return Err(bad_argument(
@@ -105,7 +111,8 @@ pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result
         ));
     }
     let grep = optional_regex(Tool::Logs, "grep", args.grep.as_deref())?;
-    let t = server.tasks.task(server.tasks.find(&args.id)?);
+    let key = server.lookup(&args.id, now)?;
+    let t = server.tasks.task(key);
     let page = t.log.read(&Query {
         since: args.since,
         tail: args.tail,

@@ -24,8 +24,9 @@ use super::{Config, Pending, Reply, Server, ToolError, ToolResult};
 use crate::escaped::Fate;
 use crate::log::Line;
 use crate::mcp::jsonrpc::Error;
+use crate::process::ExitStatus;
 use crate::process::{Stream, WindowSize};
-use crate::task::{State, Task};
+use crate::task::{RestartMode, State, StopCause, Task};
 use crate::terminal;
 use crate::time::{self, Now};
 
@@ -313,10 +314,12 @@ impl Server {
             Tool::Status => {
                 parse(tool, arguments).and_then(|a| status::call(self, now, request, a))
             }
-            Tool::Logs => parse(tool, arguments).and_then(|a| logs::call(self, request, a)),
+            Tool::Logs => parse(tool, arguments).and_then(|a| logs::call(self, now, request, a)),
             Tool::Wait => parse(tool, arguments).and_then(|a| wait::call(self, now, request, a)),
             Tool::Write => parse(tool, arguments).and_then(|a| write::call(self, now, request, a)),
-            Tool::Signal => parse(tool, arguments).and_then(|a| signal::call(self, request, a)),
+            Tool::Signal => {
+                parse(tool, arguments).and_then(|a| signal::call(self, now, request, a))
+            }
             Tool::Stop => parse(tool, arguments).and_then(|a| stop::call(self, now, request, a)),
             Tool::Restart => {
                 parse(tool, arguments).and_then(|a| restart::call(self, now, request, a))
@@ -325,8 +328,12 @@ impl Server {
             Tool::Remove => {
                 parse(tool, arguments).and_then(|a| remove::call(self, now, request, a))
             }
-            Tool::Screen => parse(tool, arguments).and_then(|a| screen::call(self, request, a)),
-            Tool::Resize => parse(tool, arguments).and_then(|a| resize::call(self, request, a)),
+            Tool::Screen => {
+                parse(tool, arguments).and_then(|a| screen::call(self, now, request, a))
+            }
+            Tool::Resize => {
+                parse(tool, arguments).and_then(|a| resize::call(self, now, request, a))
+            }
         };
         Ok(outcome.unwrap_or_else(|ToolError(reason)| Reply::Tool(ToolResult::error(reason))))
     }
@@ -445,6 +452,35 @@ fn optional_regex(
     pattern.map(|p| regex_arg(tool, field, p)).transpose()
 }
 
+/// Checks a URL argument to probe with HTTP (`wait.url`, `start.wait_url`): absolute, `http`
+/// (this server probes without TLS), with a host that is a loopback address or `localhost`
+/// unless [`Config::probe_any_host`]. Returns it as parsed (normalised, RFC 3986).
+fn probe_url(tool: Tool, field: &str, text: &str, config: &Config) -> Result<String, ToolError> {
+    let url = url::Url::parse(text)
+        .map_err(|error| bad_argument(tool, field, format_args!("is not a URL: {error}")))?;
+    if url.scheme() != "http" {
+        return Err(bad_argument(
+            tool,
+            field,
+            format_args!("must be an http:// URL, not {}://", url.scheme()),
+        ));
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !loopback && !config.probe_any_host {
+        return Err(bad_argument(
+            tool,
+            field,
+            "must name a loopback host (127.0.0.1, [::1], localhost); the server's --probe-any-host allows others",
+        ));
+    }
+    Ok(url.into())
+}
+
 /// Largest `wait.timeout_ms` and `start.wait_timeout_ms` accepted (5 minutes).
 pub const MAX_WAIT_MS: u64 = 300_000;
 
@@ -499,10 +535,39 @@ struct TaskSummary<'a> {
     #[schemars(extend("format" = "date-time"))]
     started_at: String,
     runtime_ms: u64,
+    /// Ports its processes listen on (TCP and UDP).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<u16>,
+    /// What its live processes use, as last measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+    /// Its restart policy restarted it 3 times within a minute.
+    #[serde(skip_serializing_if = "core::ops::Not::not")]
+    crash_loop: bool,
+    /// Milliseconds until the idle lease stops it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_left_ms: Option<u64>,
+}
+
+/// What a task's live processes use.
+#[derive(Serialize, JsonSchema)]
+struct UsageOut {
+    /// Processes: its group's and those that left it.
+    processes: u32,
+    /// CPU time, user plus system, of the live processes.
+    cpu_ms: u64,
+    /// Resident memory, summed.
+    rss_bytes: u64,
 }
 
 impl<'a> TaskSummary<'a> {
     fn of(t: &'a Task, now: Now) -> Self {
+        let usage = t.usage.usage();
+        let mut ports: Vec<u16> = usage
+            .map(|u| u.listening.iter().map(|l| l.port).collect())
+            .unwrap_or_default();
+        ports.sort_unstable();
+        ports.dedup();
         Self {
             id: &t.id,
             name: t.name.as_deref(),
@@ -513,6 +578,16 @@ impl<'a> TaskSummary<'a> {
             command: &t.command.command,
             started_at: time::rfc3339(t.started().unix_ms),
             runtime_ms: super::millis(t.runtime(now)),
+            ports,
+            usage: usage.map(|u| UsageOut {
+                processes: u.processes,
+                cpu_ms: u.cpu_ms,
+                rss_bytes: u.rss_bytes,
+            }),
+            crash_loop: t.supervision.crash_loop(),
+            idle_left_ms: t
+                .idle_deadline()
+                .map(|at| super::millis(at.saturating_duration_since(now.instant))),
         }
     }
 }
@@ -535,6 +610,83 @@ struct TaskFields<'a> {
     ended_at: Option<String>,
     restarts: u32,
     output: OutputCounters,
+    /// Sockets its processes listen on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    listening: Vec<ListenerOut>,
+    /// URLs it printed, most recent last.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<&'a str>,
+    /// Why a stop ended it (or is ending it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["stop", "shutdown", "max_runtime", "max_memory", "idle"]))]
+    stop_reason: Option<&'static str>,
+    /// Its restart policy: how the last run ended and when the next one starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart_policy: Option<PolicyOut>,
+}
+
+/// A listening socket.
+#[derive(Serialize, JsonSchema)]
+struct ListenerOut {
+    #[schemars(extend("enum" = ["tcp", "udp"]))]
+    protocol: &'static str,
+    /// Local address (0.0.0.0 or :: for all interfaces).
+    address: String,
+    port: u16,
+}
+
+/// A task's restart policy at work.
+#[derive(Serialize, JsonSchema)]
+struct PolicyOut {
+    #[schemars(extend("enum" = ["on-failure", "always"]))]
+    mode: &'static str,
+    /// Restarts the policy made.
+    restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_restarts: Option<u32>,
+    /// The last run's exit code or signal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_signal: Option<String>,
+    /// When the next run starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    next_attempt_at: Option<String>,
+    /// `max_restarts` reached: it stays ended.
+    #[serde(skip_serializing_if = "core::ops::Not::not")]
+    exhausted: bool,
+}
+
+impl PolicyOut {
+    fn of(t: &Task, now: Now) -> Option<Self> {
+        let policy = t.command.options.restart;
+        let mode = match policy.mode {
+            RestartMode::No => return None,
+            RestartMode::OnFailure => "on-failure",
+            RestartMode::Always => "always",
+        };
+        let supervision = &t.supervision;
+        let last = supervision.last_exit.map(|(status, _)| status);
+        Some(Self {
+            mode,
+            restarts: supervision.restarts,
+            max_restarts: policy.max_restarts,
+            last_exit_code: match last {
+                Some(ExitStatus::Code(code)) => Some(code),
+                _ => None,
+            },
+            last_signal: match last {
+                Some(ExitStatus::Signaled(signal)) => Some(signal.name()),
+                _ => None,
+            },
+            next_attempt_at: t.next_attempt().map(|at| {
+                let wait = at.saturating_duration_since(now.instant);
+                time::rfc3339(now.unix_ms + super::millis(wait))
+            }),
+            exhausted: supervision.exhausted,
+        })
+    }
 }
 
 impl<'a> TaskFields<'a> {
@@ -561,6 +713,23 @@ impl<'a> TaskFields<'a> {
                 dropped_lines: t.log.dropped_lines(),
                 next_cursor: t.log.next_cursor(),
             },
+            listening: t
+                .usage
+                .usage()
+                .map(|u| {
+                    u.listening
+                        .iter()
+                        .map(|l| ListenerOut {
+                            protocol: l.protocol.as_str(),
+                            address: l.address.to_string(),
+                            port: l.port,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            urls: t.urls.iter().collect(),
+            stop_reason: t.stop_cause().map(StopCause::as_str),
+            restart_policy: PolicyOut::of(t, now),
         }
     }
 }
@@ -661,6 +830,7 @@ mod tests {
             .collect();
         let read: usize = sizes.iter().map(|(_, size)| size).sum();
         assert!(read < 12 * 1024, "{read} bytes: {sizes:?}");
+        eprintln!("{read} bytes");
     }
 
     /// The MCP conformance suite checks this: each schema is valid JSON Schema 2020-12.

@@ -40,7 +40,7 @@ pub(super) fn call(
     request: &Pending,
     args: Args,
 ) -> Result<Reply, ToolError> {
-    let key = server.tasks.find(&args.id)?;
+    let key = server.lookup(&args.id, now)?;
     let t = server.tasks.task(key);
     if !t.state().is_ended() {
         return Err(ToolError(format!(

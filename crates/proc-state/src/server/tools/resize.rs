@@ -9,6 +9,7 @@ use crate::process::Stdio;
 use crate::server::{Pending, Reply, Server, ToolError};
 use crate::shared::Output;
 use crate::terminal::{MAX_COLS, MAX_ROWS};
+use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Resize a terminal task",
@@ -42,8 +43,13 @@ pub(super) struct Structured<'a> {
     cols: u16,
 }
 
-pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result<Reply, ToolError> {
-    let key = server.tasks.find(&args.id)?;
+pub(super) fn call(
+    server: &mut Server,
+    now: Now,
+    request: &Pending,
+    args: Args,
+) -> Result<Reply, ToolError> {
+    let key = server.lookup(&args.id, now)?;
     let size = super::window_size(Tool::Resize, args.rows, args.cols)?;
     let Some(task) = server.tasks.get_mut(key) else {
         return Err(ToolError("the task was removed".into()));

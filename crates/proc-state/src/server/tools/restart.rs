@@ -12,9 +12,8 @@ use crate::time::Now;
 pub(super) const SPEC: Spec = Spec {
     title: "Restart a task",
     description: "Stop a task if it runs (SIGTERM to its group, SIGKILL after the grace period), then start it \
-again with the same command, arguments, directory, environment and options. The id and name stay, `restarts` \
-counts up, and the output continues in the same buffer, so cursors stay valid. With the task's `wait_for`, \
-returns once it is ready again. Example: {\"id\": \"web\"}.",
+again the same way. Id, name and output buffer stay, so cursors stay valid; `restarts` counts up. With the \
+task's `wait_for`, returns once it is ready again. Example: {\"id\": \"web\"}.",
     annotations: Annotations {
         read_only: false,
         destructive: true,
@@ -42,7 +41,7 @@ pub(super) fn call(
             "the server is shutting down; nothing can restart".into(),
         ));
     }
-    let key = server.tasks.find(&args.id)?;
+    let key = server.lookup(&args.id, now)?;
     let run = server.tasks.task(key).run();
     let grace = server.config.default_grace;
     let mut pending = false;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Annotations, Spec, no_config_defaults};
 use crate::server::{Pending, Reply, Server, ToolError};
 use crate::terminal::Snapshot;
+use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Show a terminal task's screen",
@@ -71,8 +72,13 @@ struct Size {
     cols: u16,
 }
 
-pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result<Reply, ToolError> {
-    let key = server.tasks.find(&args.id)?;
+pub(super) fn call(
+    server: &mut Server,
+    now: Now,
+    request: &Pending,
+    args: Args,
+) -> Result<Reply, ToolError> {
+    let key = server.lookup(&args.id, now)?;
     let t = server.tasks.task(key);
     let Some(screen) = &t.screen else {
         return Err(not_a_terminal(&t.id));

@@ -8,12 +8,12 @@ use crate::process::Signal;
 use crate::server::render;
 use crate::server::{Output, Pending, Reply, Server, ToolError};
 use crate::task::State;
+use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Send a signal to a task",
     description: "Send one signal to a task's whole process group and return at once, without waiting: SIGINT to \
-interrupt a REPL or a running command, SIGHUP to make a server reload, SIGSTOP/SIGCONT to pause and resume. To \
-end a task use `stop`, which also waits and escalates. Example: {\"id\": \"web\", \"signal\": \"SIGHUP\"}.",
+interrupt, SIGHUP to reload, SIGSTOP/SIGCONT to pause and resume. To end a task use `stop`. Example: {\"id\": \"web\", \"signal\": \"SIGHUP\"}.",
     annotations: Annotations {
         read_only: false,
         destructive: true,
@@ -46,7 +46,12 @@ pub(super) struct Structured<'a> {
     state: State,
 }
 
-pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result<Reply, ToolError> {
+pub(super) fn call(
+    server: &mut Server,
+    now: Now,
+    request: &Pending,
+    args: Args,
+) -> Result<Reply, ToolError> {
     let signal = Signal::from_name(&args.signal)
         .filter(|_| SIGNALS.contains(&args.signal.as_str()))
         .ok_or_else(|| {
@@ -56,7 +61,7 @@ pub(super) fn call(server: &mut Server, request: &Pending, args: Args) -> Result
                 format_args!("{:?} is not one of {}", args.signal, SIGNALS.join(", ")),
             )
         })?;
-    let key = server.tasks.find(&args.id)?;
+    let key = server.lookup(&args.id, now)?;
     let task = server.tasks.task(key);
     if task.pid().is_none() || task.exit().is_some() || task.state().is_ended() {
         return Err(ToolError(format!(

@@ -13,18 +13,18 @@ use crate::process::{SpawnSpec, StdinMode, Stdio};
 use crate::server::render;
 use crate::server::waiters::Kind;
 use crate::server::{Pending, Reply, Server, Shutdown, ToolError, ToolResult};
-use crate::task::{Command, Options, State, Task};
+use crate::task::{Command, Options, RestartMode, RestartPolicy, State, Task};
 use crate::terminal;
 use crate::time::{self, Now};
 
 pub(super) const SPEC: Spec = Spec {
     title: "Start a background process",
-    description: "Start a long-running command in the background and return at once with its task id, \
-so the conversation is never blocked: dev servers, watchers, builds, test suites. \
+    description: "Run a long-running command in the background (dev servers, watchers, builds, tests) and \
+return at once with its task id, so the conversation is never blocked. \
 `command` is run by `/bin/sh -c`; give `args` to run a program directly without a shell. \
 The process gets its own process group, stdin from /dev/null, and NO_COLOR=1, PAGER=cat, GIT_PAGER=cat, \
-PYTHONUNBUFFERED=1 in its environment (override them with `env`). Its output is kept (bounded) for `logs`. \
-When the process exits, anything it left running in its process group is killed. \
+PYTHONUNBUFFERED=1 in its environment (override them with `env`). \
+When it exits, what it left in its process group is killed. \
 Example: {\"command\": \"npm run dev\", \"cwd\": \"/home/me/app\", \"name\": \"web\"}.",
     annotations: Annotations {
         read_only: false,
@@ -49,11 +49,10 @@ const DEFAULT_ENV: [(&str, &str); 4] = [
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Args {
-    /// Shell command line, run as `/bin/sh -c command`; with `args`, the program to run
-    /// directly.
+    /// Shell command line; with `args`, the program to run.
     #[schemars(length(min = 1))]
     command: String,
-    /// Arguments for `command`, run without a shell (no quoting or injection issues).
+    /// Arguments: run `command` without a shell.
     args: Option<Vec<String>>,
     /// Working directory (must exist); default: the server's.
     cwd: Option<String>,
@@ -76,18 +75,42 @@ pub(super) struct Args {
     /// With tty: terminal columns.
     #[schemars(range(min = 1, max = terminal::MAX_COLS), extend("default" = terminal::DEFAULT_SIZE.cols))]
     cols: Option<u16>,
-    /// Send a notification (notifications/message) when the task ends.
+    /// Notify (notifications/message) when it ends.
     #[serde(default)]
     notify_on_exit: bool,
-    /// Regex: return only once a new output line matches (or the process exits, or
-    /// wait_timeout_ms passes); the result's `ready` says which.
+    /// Regex: return once a new output line matches (or on exit or timeout: `ready` says
+    /// which).
     wait_for: Option<String>,
-    /// Bound for `wait_for`, in milliseconds.
+    /// Bound for `wait_for` and `wait_url`.
     #[schemars(range(min = 1, max = MAX_WAIT_MS), extend("default" = DEFAULT_READY_MS))]
     wait_timeout_ms: Option<u64>,
-    /// Stop the task (SIGTERM, then SIGKILL after the grace period) once it has run this long.
+    /// Return once this http:// URL answers (status < 500).
+    wait_url: Option<String>,
+    /// Stop it after this long.
     #[schemars(range(min = 1))]
     max_runtime_ms: Option<u64>,
+    /// Stop it when its resident memory stays above this.
+    #[schemars(range(min = 1))]
+    max_memory_bytes: Option<u64>,
+    /// Stop it when no call has named it for this long.
+    #[schemars(range(min = 1))]
+    idle_timeout_ms: Option<u64>,
+    /// Start it again when it exits on its own (backoff 1 s doubling to 30 s).
+    #[serde(default)]
+    restart: RestartArg,
+    /// Limit for `restart`.
+    #[schemars(range(min = 1))]
+    max_restarts: Option<u32>,
+}
+
+/// `start.restart`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum RestartArg {
+    #[default]
+    No,
+    OnFailure,
+    Always,
 }
 
 /// The `start` (and `restart`) result.
@@ -106,6 +129,9 @@ pub(super) struct Structured<'a> {
     #[schemars(extend("format" = "date-time"))]
     started_at: String,
     restarts: u32,
+    /// URLs it printed so far, most recent last.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<&'a str>,
     /// With `wait_for`: whether the pattern matched before the process exited or the timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     ready: Option<Ready>,
@@ -118,7 +144,7 @@ pub(in crate::server) struct Ready {
     /// The matching line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(in crate::server) line: Option<String>,
-    #[schemars(extend("enum" = ["matched", "exited", "timeout"]))]
+    #[schemars(extend("enum" = ["matched", "url_ok", "exited", "timeout"]))]
     pub(in crate::server) reason: &'static str,
 }
 
@@ -145,16 +171,37 @@ pub(super) fn call(
         MAX_WAIT_MS,
     )?;
     let wait_for = super::optional_regex(Tool::Start, "wait_for", args.wait_for.as_deref())?;
-    let max_runtime = match args.max_runtime_ms {
-        Some(0) => {
-            return Err(bad_argument(
-                Tool::Start,
-                "max_runtime_ms",
-                "must be at least 1",
-            ));
-        }
-        ms => ms.map(Duration::from_millis),
+    let at_least_one = |field: &str, value: Option<u64>| match value {
+        Some(0) => Err(bad_argument(Tool::Start, field, "must be at least 1")),
+        value => Ok(value),
     };
+    let max_runtime =
+        at_least_one("max_runtime_ms", args.max_runtime_ms)?.map(Duration::from_millis);
+    let idle_timeout =
+        at_least_one("idle_timeout_ms", args.idle_timeout_ms)?.map(Duration::from_millis);
+    let max_memory = at_least_one("max_memory_bytes", args.max_memory_bytes)?;
+    let max_restarts =
+        at_least_one("max_restarts", args.max_restarts.map(u64::from))?.map(|n| n as u32);
+    let restart = RestartPolicy {
+        mode: match args.restart {
+            RestartArg::No => RestartMode::No,
+            RestartArg::OnFailure => RestartMode::OnFailure,
+            RestartArg::Always => RestartMode::Always,
+        },
+        max_restarts,
+    };
+    if max_restarts.is_some() && restart.mode == RestartMode::No {
+        return Err(bad_argument(
+            Tool::Start,
+            "max_restarts",
+            "needs `restart` (\"on-failure\" or \"always\")",
+        ));
+    }
+    let wait_url = args
+        .wait_url
+        .as_deref()
+        .map(|url| super::probe_url(Tool::Start, "wait_url", url, &server.config))
+        .transpose()?;
     if let Some(name) = &args.name {
         server.tasks.check_name(name)?;
     }
@@ -197,6 +244,10 @@ pub(super) fn call(
             wait_timeout,
             max_runtime,
             grace: server.config.default_grace,
+            restart,
+            max_memory,
+            idle_timeout,
+            wait_url,
         },
     };
     let limits = LogLimits {
@@ -263,10 +314,16 @@ pub(in crate::server) fn start_result(
     if let Some(ready) = &ready {
         text.push_str(&match ready.reason {
             "matched" => format!("\nReady: {}", ready.line.as_deref().unwrap_or_default()),
+            "url_ok" => "\nReady: `wait_url` answered.".to_owned(),
             "exited" => "\nNot ready: the process exited before `wait_for` matched.".to_owned(),
-            _ => "\nNot ready yet: `wait_for` did not match before `wait_timeout_ms`; it keeps running."
-                .to_owned(),
+            _ => {
+                "\nNot ready yet: not ready before `wait_timeout_ms`; it keeps running.".to_owned()
+            }
         });
+    }
+    if !t.urls.is_empty() {
+        text.push_str("\nurls: ");
+        text.push_str(&t.urls.iter().collect::<Vec<_>>().join(" "));
     }
     text.push_str(&format!(
         "\nRead its output with logs {{\"id\": \"{}\"}}; end it with stop.",
@@ -282,6 +339,7 @@ pub(in crate::server) fn start_result(
         cwd: &t.command.cwd,
         started_at: time::rfc3339(t.started().unix_ms),
         restarts: t.restarts(),
+        urls: t.urls.iter().collect(),
         ready,
     };
     Server::tool_result(request, &structured, text)

@@ -16,9 +16,8 @@ use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Task status",
-    description: "Everything about one task: state (starting, running, stopping, exited, failed), pid, exit code or \
-signal, start and end times, runtime, restarts, output counters with `next_cursor`, and its last `tail` \
-lines of output. \
+    description: "Everything about one task: state, pid, exit code or signal, times, listening ports, CPU and \
+memory, URLs it printed, restarts, output counters with `next_cursor`, and its last `tail` lines of output. \
 Example: {\"id\": \"web\", \"tail\": 20}.",
     annotations: Annotations {
         read_only: true,
@@ -70,11 +69,20 @@ pub(super) fn call(
             format_args!("must be at most {MAX_TAIL}"),
         ));
     }
-    let key = server.tasks.find(&args.id)?;
-    // A task that can be written to: first ask whether it waits for input.
-    if let Some(asked) = server.ask_input(now, key) {
+    let key = server.lookup(&args.id, now)?;
+    // A live task: first measure it and, if it can be written to, ask whether it waits for
+    // input.
+    let measured = server.measure(now, key);
+    let asked = server.ask_input(now, key);
+    if measured.is_some() || asked.is_some() {
         let run = server.tasks.task(key).run();
-        server.add_waiter(now, key, request.clone(), Kind::Status { run, tail, asked });
+        let kind = Kind::Status {
+            run,
+            tail,
+            asked,
+            measured,
+        };
+        server.add_waiter(now, key, request.clone(), kind);
         return Ok(Reply::Later);
     }
     Ok(Reply::Tool(status_result(
@@ -125,11 +133,17 @@ pub(in crate::server) fn status_result(
 
 fn status_text(t: &Task, now: Now) -> String {
     let mut text = format!(
-        "Task {}{}: {}{}\ncommand: {} (cwd {})\noutput: {} lines, {} bytes, {} dropped; next_cursor {}",
+        "Task {}{}: {}{}{}{}\ncommand: {} (cwd {})\noutput: {} lines, {} bytes, {} dropped; next_cursor {}",
         t.id,
         render::name_suffix(t),
         render::state_phrase_at(t, now),
-        if t.stopped() { " (stopped)" } else { "" },
+        if t.stopped() && t.stop_cause().is_none() {
+            " (stopped)"
+        } else {
+            ""
+        },
+        render::usage_brief(t, true),
+        render::lifecycle_brief(t, now),
         render::display_command(t),
         t.command.cwd,
         t.log.total_lines(),
@@ -137,8 +151,9 @@ fn status_text(t: &Task, now: Now) -> String {
         t.log.dropped_lines(),
         t.log.next_cursor(),
     );
-    if t.restarts() > 0 {
-        text.push_str(&format!("\nrestarts: {}", t.restarts()));
+    if !t.urls.is_empty() {
+        text.push_str("\nurls: ");
+        text.push_str(&t.urls.iter().collect::<Vec<_>>().join(" "));
     }
     if let Some(escaped) = render::escaped_text(t) {
         text.push('\n');

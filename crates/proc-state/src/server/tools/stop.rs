@@ -11,15 +11,14 @@ use crate::process::Signal;
 use crate::server::render;
 use crate::server::waiters::Kind;
 use crate::server::{Config, Pending, Reply, Server, ToolError, ToolResult, millis};
-use crate::task::{Progress, Task};
+use crate::task::{Progress, StopCause, Task};
 use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Stop a task and its process group",
     description: "Stop a task and everything it started: sends `signal` (default SIGTERM) to its whole process group, \
-waits up to `grace_ms` for it to exit, then sends SIGKILL to the group. Returns once the process has \
-exited, with its final status and `escalated: true` if SIGKILL was needed. Stopping a task that already \
-ended just returns its status. Example: {\"id\": \"web\"} or {\"id\": \"web\", \"force\": true}.",
+waits up to `grace_ms` for it to exit, then sends SIGKILL to the group. Returns once it has \
+exited, with `escalated: true` if SIGKILL was needed. Ends a `restart` policy. Example: {\"id\": \"web\"} or {\"id\": \"web\", \"force\": true}.",
     annotations: Annotations {
         read_only: false,
         destructive: true,
@@ -105,10 +104,10 @@ pub(super) fn call(
         Some(ms) => Duration::from_millis(ms),
         None => server.config.default_grace,
     };
-    let key = server.tasks.find(&args.id)?;
+    let key = server.lookup(&args.id, now)?;
     let run = server.tasks.task(key).run();
     server.with_task(now, key, |task, out| {
-        task.stop(signal, grace, now, out);
+        task.stop(signal, grace, StopCause::Request, now, out);
         Progress::Unchanged
     });
     // An ended task is answered at once.

@@ -18,12 +18,10 @@ use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Wait for output, a port or exit",
-    description: "Block until something happens to a task instead of polling: until an output line matches `pattern` \
-(a regex; lines printed before the call count, from `since` or else the oldest line still held; a prompt \
-without a newline matches once output pauses), until a TCP \
-connection to 127.0.0.1:`port` succeeds, or, with neither, until the task exits. Always returns when the task \
-exits, and at the latest after `timeout_ms`, with `reason` saying which happened (matched, port_open, exited, \
-timeout) and the matching `line`. Example: {\"id\": \"web\", \"pattern\": \"compiled|error\", \"timeout_ms\": 60000}.",
+    description: "Block until something happens to a task instead of polling: an output line matches `pattern` \
+(earlier lines count, from `since` or the oldest held; a prompt matches once output pauses), `port` takes a \
+TCP connection, `url` answers, output pauses `quiet_ms`, or, with none of these, the task exits. Returns on \
+exit or after `timeout_ms` at the latest; `reason` says which happened. Example: {\"id\": \"web\", \"pattern\": \"compiled|error\", \"timeout_ms\": 60000}.",
     annotations: Annotations {
         read_only: true,
         destructive: false,
@@ -46,11 +44,16 @@ pub(super) struct Args {
     /// Cursor where matching starts; default: the oldest line still held, so earlier output
     /// counts.
     since: Option<u64>,
-    /// Until a TCP connection to 127.0.0.1:port succeeds.
+    /// Until 127.0.0.1:port accepts a TCP connection.
     #[schemars(range(min = 1, max = 65535))]
     port: Option<u64>,
     /// Regex the screen of a tty task must match (rows joined by newlines).
     screen: Option<String>,
+    /// Until this http:// URL answers a GET (status < 500).
+    url: Option<String>,
+    /// Until nothing was printed for this long.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
+    quiet_ms: Option<u64>,
     #[schemars(range(min = 1, max = MAX_WAIT_MS), extend("default" = DEFAULT_TIMEOUT_MS))]
     timeout_ms: Option<u64>,
 }
@@ -59,7 +62,7 @@ pub(super) struct Args {
 #[derive(Serialize, JsonSchema)]
 pub(super) struct Structured<'a> {
     id: &'a str,
-    #[schemars(extend("enum" = ["matched", "screen", "port_open", "exited", "timeout"]))]
+    #[schemars(extend("enum" = ["matched", "screen", "port_open", "url_ok", "quiet", "exited", "timeout"]))]
     reason: &'static str,
     /// The matching line.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +73,12 @@ pub(super) struct Structured<'a> {
     /// Pass as `since` to read on after the match.
     next_cursor: u64,
     waited_ms: u64,
+    /// With `url`: the status code it answered with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_status: Option<u16>,
+    /// URLs the task printed, most recent last.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<&'a str>,
     /// A task with stdin or a terminal: its foreground process is blocked reading it (absent
     /// when that cannot be known).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,14 +111,26 @@ pub(super) fn call(
     };
     let regex = optional_regex(Tool::Wait, "pattern", args.pattern.as_deref())?;
     let screen = optional_regex(Tool::Wait, "screen", args.screen.as_deref())?;
-    let key = server.tasks.find(&args.id)?;
+    let quiet = args
+        .quiet_ms
+        .map(|ms| millis_arg(Tool::Wait, "quiet_ms", Some(ms), ms, MAX_WAIT_MS))
+        .transpose()?;
+    let url = args
+        .url
+        .as_deref()
+        .map(|url| super::probe_url(Tool::Wait, "url", url, &server.config))
+        .transpose()?;
+    let key = server.lookup(&args.id, now)?;
     let task = server.tasks.task(key);
     if screen.is_some() && task.screen.is_none() {
         return Err(super::screen::not_a_terminal(&task.id));
     }
     let (first, run) = (task.log.first_retained(), task.run());
     let pattern = regex.map(|regex| (regex, args.since.unwrap_or(first).max(first)));
-    let watch = Watch::new(pattern, port, now, timeout).screen(screen);
+    let watch = Watch::new(pattern, port, now, timeout)
+        .screen(screen)
+        .quiet(quiet)
+        .url(url, now);
     let kind = Kind::Wait {
         run,
         watch,
@@ -133,7 +154,14 @@ pub(in crate::server) fn wait_result(
         Outcome::Matched { line, next_cursor } => (Some(line), *next_cursor),
         _ => (None, task.log.next_cursor()),
     };
+    let http_status = match outcome {
+        Outcome::Url { status } => Some(*status),
+        _ => None,
+    };
     let mut text = wait_text(task, outcome.reason(), line, waited, next_cursor, now);
+    if let Some(status) = http_status {
+        text.push_str(&format!("; HTTP {status}"));
+    }
     if input_wanted == Some(true) {
         text.push_str("; waiting for input");
     }
@@ -145,6 +173,8 @@ pub(in crate::server) fn wait_result(
         exit_code: task.exit_code(),
         next_cursor,
         waited_ms: crate::server::millis(waited),
+        http_status,
+        urls: task.urls.iter().collect(),
         input_wanted,
     };
     Server::tool_result(request, &structured, text)
@@ -165,6 +195,7 @@ pub(super) fn wait_text(
             text
         }
         ("port_open", _) => "the port is open".to_owned(),
+        ("url_ok", _) => "the URL answered".to_owned(),
         ("screen", _) => "the screen matched".to_owned(),
         ("quiet", _) => "the output went quiet".to_owned(),
         // The task's own runtime, not the wait's: "killed by SIGTERM after 9.8s".

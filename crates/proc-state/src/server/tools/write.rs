@@ -21,8 +21,8 @@ use crate::time::Now;
 
 pub(super) const SPEC: Spec = Spec {
     title: "Write to a task's stdin",
-    description: "Write text to the stdin of a task started with `stdin: true` or `tty: true` (a REPL, `cat`, a \
-program that prompts), and `keys` to a tty task. The text is written as is: add \"\\n\" to end a line. Returns once \
+    description: "Write text to the stdin of a task started with `stdin: true` or `tty: true`, and `keys` \
+to a tty task. The text is written as is: add \"\\n\" to end a line. Returns once \
 written; what the process has not read yet stays queued (`bytes_queued`). `eof: true` closes stdin afterwards. \
 With `prompt`, `wait_for` or `quiet_ms` it then waits and returns the output after the write: one call per REPL \
 step. Example: {\"id\": \"repl\", \"data\": \"print(6*7)\", \"keys\": [\"Enter\"], \"prompt\": true}.",
@@ -110,7 +110,7 @@ pub(super) fn call(
     request: &Pending,
     args: Args,
 ) -> Result<Reply, ToolError> {
-    let key = server.tasks.find(&args.id)?;
+    let key = server.lookup(&args.id, now)?;
     let Some(task) = server.tasks.get_mut(key) else {
         return Err(ToolError("the task was removed".into()));
     };
