@@ -342,6 +342,15 @@ impl Server {
             "signal": t.exit_signal().map(crate::Signal::name),
             "runtime_ms": super::millis(t.runtime(now)),
         });
+        let mut data = data;
+        if let Some(at) = t.next_attempt() {
+            // The restart policy starts it again: say when.
+            data["restarting_in_ms"] =
+                json!(super::millis(at.saturating_duration_since(now.instant)));
+        }
+        if let Some(cause) = t.stop_cause() {
+            data["stop_reason"] = json!(cause.as_str());
+        }
         let status = match (t.state(), t.exit_signal()) {
             (State::Failed, _) => "failed",
             (_, Some(_)) => "killed",

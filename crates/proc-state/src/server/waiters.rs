@@ -830,7 +830,12 @@ impl Server {
 
     /// Asks the driver for the watch's probes that are due.
     fn start_probes(&mut self, id: u64, waiter: &mut Waiter, now: Now) {
-        let Some(watch) = waiter.kind.probing() else {
+        // Nothing listens before the process is spawned.
+        let spawning = self
+            .tasks
+            .get(waiter.task)
+            .is_none_or(|t| matches!(t.phase(), Phase::Starting { .. }));
+        let Some(watch) = waiter.kind.probing().filter(|_| !spawning) else {
             return;
         };
         for watched in &mut watch.probes {
