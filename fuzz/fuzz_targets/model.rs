@@ -6,6 +6,7 @@
 //!
 //! - no `Signal`, `WriteStdin`, `CloseStdin` or second `Release` for a run after its `Release`,
 //!   and at most one `WriteStdin` in flight per run;
+//! - `Inspect` only of runs spawned and not released, never empty (answered in order);
 //! - exactly one response per request id (none for a cancelled one), and only for ids sent;
 //! - no `Spawn` after the shutdown began, nor for a task whose latest request was `stop`;
 //! - `Exit` only once every run is released, with every request answered, and nothing after it;
@@ -21,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use proc_state::{
-    Config, EscapedProcess, ExitStatus, Input, Instant, Now, Output, ProbeId, ProbeOutcome, RunId, Server,
-    Signal, Stdio, Stream,
+    Config, EscapedProcess, ExitStatus, Input, Instant, Listener, Now, Output, ProbeId,
+    ProbeOutcome, Protocol, RunId, Server, Signal, Stdio, Stream, Usage,
 };
 use serde_json::{Value, json};
 
@@ -35,6 +36,11 @@ enum ToolOp {
         max_runtime: Option<u8>,
         notify: bool,
         args: bool,
+        /// 0: no restart policy; 1: on-failure; 2: always; 3: on-failure, at most 2.
+        policy: u8,
+        idle: Option<u8>,
+        max_memory: bool,
+        wait_url: bool,
     },
     Stop {
         task: u8,
@@ -48,6 +54,8 @@ enum ToolOp {
         task: u8,
         pattern: bool,
         port: bool,
+        url: bool,
+        quiet: Option<u8>,
         timeout: u8,
     },
     Write {
@@ -138,6 +146,14 @@ enum Op {
     Probe {
         which: u8,
         open: bool,
+        status: u16,
+    },
+    /// The answer to the oldest `Output::Inspect`: each run measured (by the bits of `found`)
+    /// or left out.
+    Inspected {
+        found: u8,
+        rss: u8,
+        port: bool,
     },
     /// The answer to an `Output::QueryInput`.
     InputAnswer {
@@ -190,8 +206,8 @@ struct Model {
     /// Every run ever spawned, with its task number.
     task_of: BTreeMap<RunId, u32>,
     probes: Vec<ProbeId>,
-    /// `Inspect`s not answered yet.
-    inspections: usize,
+    /// The runs of each `Inspect` not answered yet, oldest first.
+    inspections: VecDeque<Vec<RunId>>,
     /// Runs whose `QueryInput` is not answered yet.
     queries: Vec<RunId>,
     /// Runs spawned on a terminal.
@@ -259,7 +275,7 @@ impl Model {
             released: BTreeSet::new(),
             task_of: BTreeMap::new(),
             probes: Vec::new(),
-            inspections: 0,
+            inspections: VecDeque::new(),
             queries: Vec::new(),
             terminals: BTreeSet::new(),
             sweeps: Vec::new(),
@@ -383,7 +399,17 @@ impl Model {
                 assert!(self.live.contains_key(&run));
             }
             Output::Probe { probe, .. } => self.probes.push(probe),
-            Output::Inspect { .. } => self.inspections += 1,
+            Output::Inspect { runs } => {
+                assert!(!runs.is_empty(), "an empty inspection");
+                for (run, _) in &runs {
+                    assert!(
+                        self.live.contains_key(run) && !self.released.contains(run),
+                        "inspection of {run}, not a spawned run"
+                    );
+                }
+                self.inspections
+                    .push_back(runs.into_iter().map(|(run, _)| run).collect());
+            }
             Output::Resize { run, size } => {
                 assert!(
                     !self.released.contains(&run),
@@ -576,6 +602,10 @@ impl Model {
                 max_runtime,
                 notify,
                 args,
+                policy,
+                idle,
+                max_memory,
+                wait_url,
             } => {
                 let n = self.next_task;
                 self.next_task += 1;
@@ -597,6 +627,25 @@ impl Model {
                 if let Some(ms) = max_runtime {
                     a["max_runtime_ms"] = json!(u64::from(ms) * 10 + 1);
                 }
+                match policy % 4 {
+                    1 => a["restart"] = json!("on-failure"),
+                    2 => a["restart"] = json!("always"),
+                    3 => {
+                        a["restart"] = json!("on-failure");
+                        a["max_restarts"] = json!(2);
+                    }
+                    _ => {}
+                }
+                if let Some(ms) = idle {
+                    a["idle_timeout_ms"] = json!(u64::from(ms) * 20 + 1);
+                }
+                if max_memory {
+                    a["max_memory_bytes"] = json!(1_000_000);
+                }
+                if wait_url {
+                    a["wait_url"] = json!("http://127.0.0.1:8080/");
+                    a["wait_timeout_ms"] = json!(700);
+                }
                 ("start", a)
             }
             ToolOp::Stop {
@@ -612,6 +661,8 @@ impl Model {
                 task: t,
                 pattern,
                 port,
+                url,
+                quiet,
                 timeout,
             } => {
                 let mut a = json!({"id": task(t), "timeout_ms": u64::from(timeout) * 10 + 1});
@@ -620,6 +671,12 @@ impl Model {
                 }
                 if port {
                     a["port"] = json!(8080);
+                }
+                if url {
+                    a["url"] = json!("http://localhost:8080/health");
+                }
+                if let Some(ms) = quiet {
+                    a["quiet_ms"] = json!(u64::from(ms) + 1);
                 }
                 ("wait", a)
             }
@@ -905,17 +962,49 @@ impl Model {
                 }
                 self.input(Input::StdinReady { run });
             }
-            Op::Probe { which, open } => {
+            Op::Probe {
+                which,
+                open,
+                status,
+            } => {
                 if self.probes.is_empty() {
                     return;
                 }
                 let probe = self.probes.remove(usize::from(which) % self.probes.len());
-                let outcome = if open {
-                    ProbeOutcome::Open
-                } else {
-                    ProbeOutcome::Failed("refused".into())
+                let outcome = match (open, status % 700) {
+                    (true, 0..100) => ProbeOutcome::Open,
+                    (true, status) => ProbeOutcome::Http(status),
+                    (false, _) => ProbeOutcome::Failed("refused".into()),
                 };
                 self.input(Input::Probed { probe, outcome });
+            }
+            Op::Inspected { found, rss, port } => {
+                let Some(runs) = self.inspections.pop_front() else {
+                    return;
+                };
+                let usage = runs
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| found & (1 << (i % 8)) != 0)
+                    .map(|(_, run)| {
+                        let listening = port
+                            .then(|| Listener {
+                                protocol: Protocol::Tcp,
+                                address: std::net::IpAddr::from([127, 0, 0, 1]),
+                                port: 8080,
+                            })
+                            .into_iter()
+                            .collect();
+                        let usage = Usage {
+                            processes: 1,
+                            cpu_ms: 10,
+                            rss_bytes: u64::from(rss) * 10_000,
+                            listening,
+                        };
+                        (run, usage)
+                    })
+                    .collect();
+                self.input(Input::Inspected { usage });
             }
             Op::InputAnswer { which, wanted } => {
                 if self.queries.is_empty() {

@@ -92,6 +92,10 @@ struct Cli {
     )]
     cgroups: Cgroups,
 
+    /// Let `wait`'s `url` and `start`'s `wait_url` name any host, not only loopback ones
+    #[arg(long, env = "PROC_MCP_PROBE_ANY_HOST")]
+    probe_any_host: bool,
+
     /// Async runtime that drives the server; both behave the same (smol is the primary one,
     /// async-std is discontinued upstream)
     #[arg(
@@ -144,6 +148,7 @@ impl Cli {
         config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
         config.max_tasks = self.max_tasks;
         config.page_size = self.page_size;
+        config.probe_any_host = self.probe_any_host;
         config.server_version = env!("CARGO_PKG_VERSION").to_owned();
         config
     }
@@ -202,6 +207,7 @@ mod tests {
         assert_eq!(config.shutdown_grace, core.shutdown_grace);
         assert_eq!(config.max_tasks, core.max_tasks);
         assert_eq!(config.exit_drain, core.exit_drain);
+        assert_eq!(config.probe_any_host, core.probe_any_host);
         assert_eq!(config.server_name, "proc-mcp");
         assert_eq!(config.server_version, env!("CARGO_PKG_VERSION"));
     }
@@ -242,6 +248,12 @@ mod tests {
         assert_eq!(config.shutdown_grace, Duration::ZERO);
         assert_eq!(config.max_tasks, 3);
         assert!(parse(&["--max-tasks", "0"]).is_err());
+        assert!(
+            parse(&["--probe-any-host"])
+                .expect("a flag")
+                .config()
+                .probe_any_host
+        );
         assert!(parse(&["--stop-grace-ms", "soon"]).is_err());
     }
 

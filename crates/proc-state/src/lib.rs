@@ -221,6 +221,11 @@ pub mod limits {
     };
     pub use crate::log::{DEFAULT_MAX_BYTES, DEFAULT_TAIL_LINES, INDEX_ENTRY_BYTES};
     pub use crate::stdin::CHUNK_BYTES as STDIN_CHUNK_BYTES;
+    pub use crate::task::{
+        BACKOFF_FIRST, BACKOFF_MAX, BACKOFF_RESET, CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW,
+        MEMORY_CHECK_INTERVAL, MEMORY_STRIKES,
+    };
+    pub use crate::urls::{MAX_URL_BYTES, MAX_URLS};
 }
 
 pub use mcp::protocol::ProtocolVersion;

@@ -65,7 +65,7 @@ pub const CRASH_LOOP_RESTARTS: usize = 3;
 /// How often a task with a memory limit is measured while it runs.
 pub const MEMORY_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// How many measurements in a row above the limit stop a task.
-const MEMORY_STRIKES: u32 = 2;
+pub const MEMORY_STRIKES: u32 = 2;
 
 /// Where a task is in its life, as the tools show it (`state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

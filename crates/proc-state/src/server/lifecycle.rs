@@ -5,18 +5,10 @@
 //! actions, re-arms the task's timer and moves on whoever waits on it, so none of those can be
 //! forgotten by one code path.
 
-use core::time::Duration;
-
 use super::{Output, Server, Shutdown, ToolError};
 use crate::process::{EscapedProcess, ExitStatus, RunId, Signal, Stream, Usage};
 use crate::task::{Action, Progress, Question, StopCause, Task};
 use crate::time::{Instant, Now};
-
-/// A measurement of what a task uses this recent is good enough for `status`.
-pub(super) const USAGE_FRESH: Duration = Duration::from_millis(250);
-/// `list` shows measurements up to this old, and asks for new ones (without waiting) when
-/// they are older.
-pub(super) const USAGE_TTL: Duration = Duration::from_secs(2);
 
 impl Server {
     pub(super) fn spawned(&mut self, now: Now, run: RunId, pid: u32) {
@@ -131,7 +123,7 @@ impl Server {
     }
 
     /// Asks the driver to measure task `key` unless a measurement younger than
-    /// [`USAGE_FRESH`] is at hand; returns since when a measurement counts as the answer (the
+    /// [`USAGE_FRESH`](super::tools::USAGE_FRESH) is at hand; returns since when a measurement counts as the answer (the
     /// one asked for now, or the one out already), or `None` when there is nothing to wait for
     /// (a fresh one, or no live process).
     pub(super) fn measure(&mut self, now: Now, key: u64) -> Option<Instant> {
@@ -142,7 +134,7 @@ impl Server {
         if let Some(asked) = task.usage.asked {
             return Some(asked);
         }
-        let inspect = self.tasks.inspect(&[key], USAGE_FRESH, now)?;
+        let inspect = self.tasks.inspect(&[key], super::tools::USAGE_FRESH, now)?;
         self.outputs.push_back(inspect);
         Some(now.instant)
     }

@@ -16,7 +16,8 @@ use serde_json::json;
 
 use super::tasks::Tasks;
 use super::tools::{
-    Ready, Then, start_result, status_result, stop_result, wait_result, write_result,
+    INSPECT_TIMEOUT, Ready, Then, start_result, status_result, stop_result, wait_result,
+    write_result,
 };
 use super::{Output, Pending, ProbeId, Server, Shutdown, ToolResult, error_result};
 use crate::log::{Line, Query};
@@ -35,9 +36,6 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an answer waits for the driver to say whether the task waits for input; past it,
 /// the answer leaves `input_wanted` out.
 pub(super) const INPUT_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long `status` waits for the driver to measure what a task uses; past it, the answer
-/// gives the last measurement (or none).
-pub(super) const INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Waiters, a sub-machine of the server: every waiting request, indexed, with its one
 /// deadline (timeout, progress or the next probe), the port probes in flight, and the

@@ -4,7 +4,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Annotations, Spec, TaskSummary, no_config_defaults};
-use crate::server::lifecycle::USAGE_TTL;
 use crate::server::render;
 use crate::server::{Pending, Reply, Server, ToolError};
 use crate::task::Task;
@@ -58,7 +57,7 @@ pub(super) fn call(
     // What they use: as last measured, and measured again (without waiting) when older than
     // USAGE_TTL.
     let keys = server.tasks.keys();
-    if let Some(inspect) = server.tasks.inspect(&keys, USAGE_TTL, now) {
+    if let Some(inspect) = server.tasks.inspect(&keys, super::USAGE_TTL, now) {
         server.outputs.push_back(inspect);
     }
     let tasks: Vec<&Task> = server

@@ -481,6 +481,16 @@ fn probe_url(tool: Tool, field: &str, text: &str, config: &Config) -> Result<Str
     Ok(url.into())
 }
 
+/// A measurement of what a task uses this recent is good enough for `status`; an older one is
+/// asked for again.
+pub const USAGE_FRESH: core::time::Duration = core::time::Duration::from_millis(250);
+/// `list` shows measurements up to this old, and asks for new ones (without waiting for them)
+/// when they are older.
+pub const USAGE_TTL: core::time::Duration = core::time::Duration::from_secs(2);
+/// How long `status` waits for the driver to measure what a task uses; past it, the answer
+/// gives the last measurement (or none).
+pub const INSPECT_TIMEOUT: core::time::Duration = core::time::Duration::from_secs(1);
+
 /// Largest `wait.timeout_ms` and `start.wait_timeout_ms` accepted (5 minutes).
 pub const MAX_WAIT_MS: u64 = 300_000;
 
