@@ -18,6 +18,11 @@
 //!   the server's cgroup and every process tagged by the server; at its start it also kills what
 //!   servers that died before left behind.
 //!
+//! Finding a run's processes that left its process group (a *sweep*) reads `/proc` or a
+//! cgroup: [`Containment::sweep`] does it at once, on the driver's loop, for the core's
+//! `Sweep`; [`Containment::sweep_plan`] says what to look for, so that it can be done later on
+//! another thread ([`SweepPlan::run`], as an inspection of what runs use does).
+//!
 //! Library users get the tag only ([`ContainOptions::default`]); the `proc-mcp` binary turns
 //! everything on. Subreaping in particular is process-wide: only a process that is nothing but
 //! a server should ask for it (it would reap children that other code in the process waits
@@ -52,7 +57,7 @@ impl ContainOptions {
 }
 
 #[cfg(target_os = "linux")]
-pub use linux::Containment;
+pub use linux::{Containment, SweepPlan};
 
 #[cfg(target_os = "linux")]
 mod linux {
@@ -283,42 +288,40 @@ mod linux {
         /// Every process of one of `runs` (with its process group) that is not in that run's
         /// process group: the members of the run's cgroup where it has one (which finds even
         /// processes that cleared their environment, and costs a read of one file), else the
-        /// processes carrying the run's tag (one scan of `/proc` for all such runs).
+        /// processes carrying the run's tag (one scan of `/proc` for all such runs). This is
+        /// [`Containment::sweep_plan`] carried out with the containment's own scanner.
         pub fn sweep(&mut self, runs: &BTreeMap<RunId, u32>) -> Vec<(RunId, TaggedProcess)> {
-            let (Some(instance), Some(scanner)) = (self.instance, &mut self.scanner) else {
+            let Some(plan) = self.sweep_plan(runs) else {
                 return Vec::new();
             };
-            let mut found = Vec::new();
-            let mut by_tag: BTreeMap<u64, (RunId, u32)> = BTreeMap::new();
-            for (&run, &pgid) in runs {
-                let tag_run =
-                    (self.session << SESSION_SHIFT) | (run.0 & ((1 << SESSION_SHIFT) - 1));
-                match self.run_cgroups.get(&run).map(|slot| slot.cgroup.procs()) {
-                    Some(Ok(pids)) => found.extend(
-                        pids.into_iter()
-                            .filter_map(|pid| scanner.describe(pid, instance, tag_run))
-                            .map(|process| (run, process)),
-                    ),
-                    _ => {
-                        by_tag.insert(tag_run, (run, pgid));
+            let Some(scanner) = &mut self.scanner else {
+                return Vec::new();
+            };
+            plan.run(scanner, |_| true)
+        }
+
+        /// What a sweep of `runs` (with their process groups) needs to know, to be carried out
+        /// later, elsewhere, with a [`Scanner`] of the caller's (the driver's inspections run
+        /// off its loop): the instance, and each run's cgroup or tag. `None` when nothing can
+        /// be found (this process's identity, hence the tag, is unknown).
+        pub fn sweep_plan(&self, runs: &BTreeMap<RunId, u32>) -> Option<SweepPlan> {
+            let instance = self.instance?;
+            let mut plan = SweepPlan {
+                instance,
+                runs: runs.clone(),
+                cgroups: Vec::new(),
+                by_tag: BTreeMap::new(),
+            };
+            for &run in runs.keys() {
+                let tag_run = self.tag_run(run);
+                match self.run_cgroups.get(&run) {
+                    Some(slot) => plan.cgroups.push((run, tag_run, slot.cgroup.clone())),
+                    None => {
+                        plan.by_tag.insert(tag_run, run);
                     }
                 }
             }
-            if !by_tag.is_empty() {
-                found.extend(
-                    scanner
-                        .scan(|theirs, tag_run| {
-                            *theirs == instance && by_tag.contains_key(&tag_run)
-                        })
-                        .into_iter()
-                        .filter_map(|process| Some((by_tag.get(&process.run)?.0, process))),
-                );
-            }
-            found.retain(|(run, process)| {
-                runs.get(run)
-                    .is_some_and(|&pgid| i64::from(process.pgid) != i64::from(pgid))
-            });
-            found
+            Some(plan)
         }
 
         /// `SIGKILL` for everything in `run`'s cgroup, if it has one.
@@ -395,6 +398,68 @@ mod linux {
             {
                 eprintln!("proc-mcp: the watchdog did not take its leave: {err}");
             }
+        }
+    }
+
+    /// A sweep to carry out later ([`Containment::sweep_plan`]): which runs, with their
+    /// process groups, and where their escaped processes are looked for (a cgroup's
+    /// `cgroup.procs`, or the tag through `/proc`). It holds paths and numbers only, so it can
+    /// be sent to another thread; a run released meanwhile is looked for all the same (its
+    /// cgroup may hold another run by then), so what is found is only as current as the run.
+    #[derive(Clone, Debug)]
+    pub struct SweepPlan {
+        instance: Instance,
+        /// Every run, with its process group.
+        runs: BTreeMap<RunId, u32>,
+        /// The runs that have a cgroup: their tag run id and their cgroup.
+        cgroups: Vec<(RunId, u64, Cgroup)>,
+        /// The others, by tag run id.
+        by_tag: BTreeMap<u64, RunId>,
+    }
+
+    impl SweepPlan {
+        /// Carries out the sweep with `scanner` (see [`Containment::sweep`]): every process of
+        /// a run that is not in the run's process group, described as [`Scanner`] describes
+        /// it. `consider(pid)` is asked first about each candidate: a process it rejects is
+        /// not read at all (a caller that knows it is in a run's group saves the reads).
+        /// A run whose cgroup cannot be read (removed meanwhile) is looked for by its tag.
+        pub fn run(
+            &self,
+            scanner: &mut Scanner,
+            mut consider: impl FnMut(i32) -> bool,
+        ) -> Vec<(RunId, TaggedProcess)> {
+            let mut found = Vec::new();
+            let mut by_tag = self.by_tag.clone();
+            for (run, tag_run, cgroup) in &self.cgroups {
+                match cgroup.procs() {
+                    Ok(pids) => found.extend(
+                        pids.into_iter()
+                            .filter(|&pid| consider(pid))
+                            .filter_map(|pid| scanner.describe(pid, self.instance, *tag_run))
+                            .map(|process| (*run, process)),
+                    ),
+                    Err(_) => {
+                        by_tag.insert(*tag_run, *run);
+                    }
+                }
+            }
+            if !by_tag.is_empty() {
+                let instance = self.instance;
+                found.extend(
+                    scanner
+                        .scan_where(&mut consider, |theirs, tag_run| {
+                            *theirs == instance && by_tag.contains_key(&tag_run)
+                        })
+                        .into_iter()
+                        .filter_map(|process| Some((*by_tag.get(&process.run)?, process))),
+                );
+            }
+            found.retain(|(run, process)| {
+                self.runs
+                    .get(run)
+                    .is_some_and(|&pgid| i64::from(process.pgid) != i64::from(pgid))
+            });
+            found
         }
     }
 }

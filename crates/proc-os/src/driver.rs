@@ -13,8 +13,13 @@
 //! A due deadline is handled before anything else is waited for, so timers fire on time however
 //! busy the event sources are; and the event sources are polled in random order, so none can
 //! starve another. The loop never blocks: client stdin and stdout each have a thread
-//! ([`crate::stdio`]), pipes are non-blocking, and a stdin write takes only what the pipe holds
-//! now.
+//! ([`crate::stdio`]), pipes are non-blocking, a stdin write takes only what the pipe holds
+//! now, and what can only block runs on the blocking thread pool ([`blocking`]) and comes back
+//! as an [`Event`]: HTTP probes ([`crate::probe`]), and inspections ([`crate::inspect`]), which
+//! one task carries out one after the other, so that each `Inspect` is answered by one
+//! `Inspected`, in the order they were asked for. Probes and inspections under way are
+//! dropped with the loop (an inspection or request already on a thread finishes there,
+//! unheard).
 //!
 //! The loop runs on the thread that awaits [`Session::serve`] (spawning happens there). The event channel is bounded, and output bytes travel
 //! in pooled buffers ([`crate::pipes`]), so the memory in flight is fixed however fast the tasks
@@ -34,15 +39,16 @@ use async_channel::{Receiver, Sender};
 use async_signal::{Signal as OsSignal, Signals};
 use futures_lite::StreamExt as _;
 use proc_state::{
-    Config, EscapedProcess, Input, Instant, Now, Output, PROBE_TIMEOUT, ProbeId, ProbeOutcome,
-    ProbeTarget, RunId, Server, Signal, Stream,
+    Config, EscapedProcess, Input, Instant, Now, Output, ProbeId, ProbeOutcome, RunId, Server,
+    Signal, Stream, Usage,
 };
 
 use crate::contain::{ContainOptions, Containment};
+use crate::inspect::{self, Inspector};
 use crate::tree::{PidFd, TaggedProcess};
 
 use crate::pipes::{self, Chunk, Pool};
-use crate::probe::probe_port;
+use crate::probe;
 use crate::rlimit;
 use crate::runs::RunTable;
 use crate::stdio::{self, ClientInput, ClientWriter};
@@ -164,6 +170,11 @@ pub enum Event {
         /// What it found.
         outcome: ProbeOutcome,
     },
+    /// An inspection answered (the next one in the order they were asked for).
+    Inspected {
+        /// What each run measured uses.
+        usage: Vec<(RunId, Usage)>,
+    },
     /// The writer thread wrote and flushed one line of this many bytes to the client.
     Transmitted {
         /// The line's length.
@@ -277,6 +288,7 @@ impl Session {
             pending: VecDeque::new(),
             client_eof: false,
             probes: BTreeMap::new(),
+            inspections: None,
             contain: containment,
             escaped: BTreeMap::new(),
             sweeps: BTreeMap::new(),
@@ -365,8 +377,11 @@ struct Driver<Rt: Runtime> {
     pending: VecDeque<Input<'static>>,
     /// `ClientEof` was fed: client input is over.
     client_eof: bool,
-    /// Port probes under way.
+    /// Probes under way (dropped, hence cancelled, with the driver).
     probes: BTreeMap<ProbeId, Rt::Task>,
+    /// The inspections' queue and the task that carries them out one after the other, started
+    /// at the first `Inspect` (dropped, hence cancelled, with the driver).
+    inspections: Option<(Sender<inspect::Request>, Rt::Task)>,
     contain: Containment,
     /// The escaped processes found, by run and pid: a pidfd on each, and the task that waits
     /// for it to exit.
@@ -494,6 +509,9 @@ impl<Rt: Runtime> Driver<Rt> {
                 self.server
                     .handle_input(now, Input::Probed { probe, outcome });
             }
+            Event::Inspected { usage } => {
+                self.server.handle_input(now, Input::Inspected { usage });
+            }
             Event::Transmitted { bytes } => {
                 self.server.handle_input(now, Input::Transmitted { bytes });
             }
@@ -584,24 +602,12 @@ impl<Rt: Runtime> Driver<Rt> {
                 Output::Probe { probe, target } => {
                     let events = self.events.clone();
                     let task = self.runtime.spawn(async move {
-                        let outcome = match target {
-                            ProbeTarget::Port(port) => {
-                                if probe_port(port, PROBE_TIMEOUT).await {
-                                    ProbeOutcome::Open
-                                } else {
-                                    ProbeOutcome::Failed("closed".into())
-                                }
-                            }
-                            ProbeTarget::Http(_) => ProbeOutcome::Failed("not yet".into()),
-                        };
+                        let outcome = probe::probe(target).await;
                         let _ = events.send(Event::Probed { probe, outcome }).await;
                     });
                     self.probes.insert(probe, task);
                 }
-                Output::Inspect { .. } => {
-                    self.pending
-                        .push_back(Input::Inspected { usage: Vec::new() });
-                }
+                Output::Inspect { runs } => self.inspect(runs),
                 Output::Sweep { run, pgid } => {
                     self.sweeps.insert(run, pgid);
                 }
@@ -621,6 +627,28 @@ impl<Rt: Runtime> Driver<Rt> {
 }
 
 impl<Rt: Runtime> Driver<Rt> {
+    /// Queues an inspection of `runs` (with their process groups) for the inspections' task,
+    /// started now if this is the first; its answer comes back as [`Event::Inspected`], after
+    /// those of the inspections queued before it. The escaped processes are looked for as a
+    /// sweep would ([`Containment::sweep_plan`]), off the loop.
+    fn inspect(&mut self, runs: Vec<(RunId, u32)>) {
+        let escaped = self.contain.sweep_plan(&runs.iter().copied().collect());
+        let request = inspect::Request { runs, escaped };
+        let (queue, _) = self.inspections.get_or_insert_with(|| {
+            let (queue, requests) = async_channel::unbounded();
+            let task = self
+                .runtime
+                .spawn(serve_inspections(requests, self.events.clone()));
+            (queue, task)
+        });
+        if queue.try_send(request).is_err() {
+            // Only once the task is gone, which it is not while the loop runs: every
+            // inspection is answered all the same.
+            self.pending
+                .push_back(Input::Inspected { usage: Vec::new() });
+        }
+    }
+
     /// Carries out the sweeps of this drain with one scan of `/proc`, takes a pidfd on every
     /// escaped process not known yet (and starts waiting for its exit), and queues one
     /// `Escaped` input per sweep.
@@ -683,6 +711,26 @@ impl<Rt: Runtime> Driver<Rt> {
         }
         if signal == Signal::Kill {
             self.contain.kill_cgroup(run);
+        }
+    }
+}
+
+/// Carries out the inspections `requests` brings, one at a time and in order, each on the
+/// blocking thread pool ([`blocking::unblock`]) with one [`Inspector`] passed from one to the
+/// next, and sends each answer as an [`Event::Inspected`]. Ends when either channel closes;
+/// dropped (with the driver), it stops waiting, and an inspection under way finishes on its
+/// thread unheard.
+async fn serve_inspections(requests: Receiver<inspect::Request>, events: Sender<Event>) {
+    let mut inspector = Inspector::new();
+    while let Ok(request) = requests.recv().await {
+        let (kept, usage) = blocking::unblock(move || {
+            let usage = inspector.inspect(&request);
+            (inspector, usage)
+        })
+        .await;
+        inspector = kept;
+        if events.send(Event::Inspected { usage }).await.is_err() {
+            return;
         }
     }
 }
@@ -753,6 +801,47 @@ mod tests {
     }
 
     crate::driver_tests!(Reference::default);
+
+    #[test]
+    fn inspections_are_answered_one_each_in_the_order_asked() {
+        use proc_state::RunId;
+
+        use super::{Event, serve_inspections};
+        use crate::inspect::Request;
+
+        // Our own process group: it has a live process, this one.
+        let ours = nix::unistd::getpgrp().as_raw().unsigned_abs();
+        let (queue, requests) = async_channel::unbounded();
+        let (events, answers) = async_channel::unbounded();
+        let asked = [
+            vec![(RunId(1), ours)],
+            vec![],
+            // No process group has that id: left out.
+            vec![(RunId(3), ours), (RunId(2), i32::MAX.unsigned_abs())],
+        ];
+        for runs in asked {
+            queue
+                .try_send(Request {
+                    runs,
+                    escaped: None,
+                })
+                .expect("queued");
+        }
+        // With the queue closed, the task ends once every inspection is answered.
+        drop(queue);
+        crate::testutil::within(
+            crate::testutil::CHILD_TIMEOUT,
+            "the inspections",
+            move || async_io::block_on(serve_inspections(requests, events)),
+        );
+        let answered: Vec<Vec<RunId>> = std::iter::from_fn(|| answers.try_recv().ok())
+            .map(|event| match event {
+                Event::Inspected { usage } => usage.into_iter().map(|(run, _)| run).collect(),
+                other => panic!("not an inspection: {other:?}"),
+            })
+            .collect();
+        assert_eq!(answered, vec![vec![RunId(1)], vec![], vec![RunId(3)]]);
+    }
 
     #[test]
     fn abort_on_drop_ends_the_future_and_drops_what_it_holds() {

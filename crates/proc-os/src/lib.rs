@@ -21,6 +21,13 @@
 //! - [`input`]: whether a run's foreground process waits for input (the core's
 //!   `QueryInput`): on Linux, the system calls its threads are blocked in, through `/proc`
 //!   (proc(5)), and the terminal's foreground process group (tcgetpgrp(3)).
+//! - [`probe`]: the core's `Probe`s: a TCP connection to a local port on the reactor, or an
+//!   HTTP/1.1 `GET` of an `http://` URL (RFC 9110) with [`ureq`] on the blocking thread pool
+//!   ([`blocking`]), no proxy, no redirect followed, the status code as the answer.
+//! - `inspect` (Linux): the core's `Inspect`: what each run's processes (its process group and
+//!   those that left it, found as sweeps find them) use now: how many, CPU time, resident
+//!   memory, listening TCP and UDP sockets, read from `/proc` (proc(5)) with [`procfs`], once
+//!   per inspection for all the runs asked about, off the loop.
 //! - [`pipes`]: reading tasks' pipes (and terminals' master sides, where `EIO` is
 //!   end-of-file) with bounded memory (a pool of 64 KiB buffers).
 //! - [`stdio`]: the client's side: stdin read by one blocking thread, stdout written with
@@ -37,9 +44,10 @@
 //!   future) and calls [`driver::serve_stdio`] with it.
 //!
 //! The async parts use [`async_io`] for pipes (the reactor under both smol and async-std),
-//! [`async_channel`] for channels and [`async_signal`] for signals, none of which ties them to
-//! an executor. Diagnostics go to stderr, prefixed `proc-mcp:`; nothing here writes to stdout
-//! except [`stdio::ClientWriter`].
+//! [`async_channel`] for channels, [`async_signal`] for signals and [`blocking`] for the work
+//! that can only block (HTTP probes, inspections), none of which ties them to an executor.
+//! Diagnostics go to stderr, prefixed `proc-mcp:`; nothing here writes to stdout except
+//! [`stdio::ClientWriter`].
 //!
 //! Linux with glibc 2.34 or later (posix_spawn's `POSIX_SPAWN_SETSID`, `addchdir_np` and
 //! `addclosefrom_np`).
@@ -54,6 +62,8 @@ pub mod contain;
 pub mod driver;
 pub mod fd;
 pub mod input;
+#[cfg(target_os = "linux")]
+pub mod inspect;
 pub mod pipes;
 pub mod probe;
 pub mod process;

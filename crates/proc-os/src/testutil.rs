@@ -17,7 +17,7 @@ use crate::process;
 
 pub use proc_testkit::{
     Lines, Stat, cmdline, group_members, is_alive, open_fds, proc_entry_exists, recv_within, stat,
-    tag, wait_child, wait_for, wait_terminated, wait_until, within,
+    tag, vm_kib, wait_child, wait_for, wait_terminated, wait_until, within,
 };
 
 /// A spec for `program args...` with stdin `/dev/null`, no cwd, no env.

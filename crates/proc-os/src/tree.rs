@@ -235,14 +235,26 @@ impl Scanner {
     /// Every tagged process of ours (see [`Scanner`]) whose tag `want(instance, run)` accepts,
     /// in pid order. `want` is asked before anything else is read about the process, so a
     /// narrow filter keeps the scan cheap.
-    pub fn scan(&mut self, mut want: impl FnMut(&Instance, u64) -> bool) -> Vec<TaggedProcess> {
+    pub fn scan(&mut self, want: impl FnMut(&Instance, u64) -> bool) -> Vec<TaggedProcess> {
+        self.scan_where(|_| true, want)
+    }
+
+    /// [`Scanner::scan`] of only the processes `consider(pid)` accepts: the others are not
+    /// read at all (a caller that knows some processes cannot be of interest, such as an
+    /// inspection that has already placed them in a run's process group, saves reading their
+    /// environment).
+    pub fn scan_where(
+        &mut self,
+        mut consider: impl FnMut(i32) -> bool,
+        mut want: impl FnMut(&Instance, u64) -> bool,
+    ) -> Vec<TaggedProcess> {
         let mut found = Vec::new();
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return found;
         };
         let mut pids: Vec<i32> = entries
             .filter_map(|entry| decimal(entry.ok()?.file_name().to_str()?))
-            .filter(|&pid| pid != self.own_pid)
+            .filter(|&pid| pid != self.own_pid && consider(pid))
             .collect();
         pids.sort_unstable();
         for pid in pids {
