@@ -175,6 +175,9 @@
 //! - The process prints or exits before the driver has fed `Spawned`: hold those events until
 //!   after it (both drivers spawn in the loop and feed `Spawned` before any new event).
 //! - A timer that fires early (timer slack) or twice: `handle_timeout` is then a no-op.
+//! - A run released between an `Inspect` and its answer: the driver may have measured its old
+//!   group id (free for reuse once reaped); the core drops what the answer says of a run it
+//!   released.
 //! - `StdinReady` after `CloseStdin` or a failed write; `Probed` for a `wait` that was
 //!   cancelled or timed out; `Escaped` after `Release` (sweeps outlive their run): ignored or
 //!   handled as usual.

@@ -52,8 +52,25 @@ impl Now {
 /// Formats wall-clock milliseconds as an RFC 3339 UTC timestamp with millisecond precision,
 /// e.g. `2026-11-22T04:21:12.345Z`.
 pub fn rfc3339(unix_ms: u64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
-    humantime::format_rfc3339_millis(t).to_string()
+    Rfc3339(unix_ms).to_string()
+}
+
+/// Wall-clock milliseconds that display (and serialize) as [`rfc3339`] does, without an
+/// allocation of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rfc3339(pub u64);
+
+impl core::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(self.0);
+        humantime::format_rfc3339_millis(t).fmt(f)
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[cfg(test)]

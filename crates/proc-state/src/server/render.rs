@@ -1,6 +1,7 @@
 //! How tasks look to a client: the structured fields of results and the compact text a model
 //! reads at a glance.
 
+use core::fmt::Write as _;
 use core::time::Duration;
 
 use crate::log::Line;
@@ -72,98 +73,138 @@ pub(super) fn state_phrase(t: &Task) -> String {
 
 /// [`state_phrase`] with the runtime and, while it runs, the pid.
 pub(super) fn state_phrase_at(t: &Task, now: Now) -> String {
-    let runtime = seconds(t.runtime(now));
+    let mut text = String::new();
+    push_state_phrase_at(&mut text, t, now);
+    text
+}
+
+/// [`state_phrase_at`], written into `text`.
+pub(super) fn push_state_phrase_at(text: &mut String, t: &Task, now: Now) {
     match t.state() {
-        State::Failed => state_phrase(t),
-        State::Exited => format!("{} after {runtime}", state_phrase(t)),
-        _ => format!(
-            "{} for {runtime} (pid {})",
-            state_phrase(t),
-            t.pid().map_or_else(|| "?".to_owned(), |p| p.to_string())
-        ),
+        State::Failed => text.push_str(&state_phrase(t)),
+        State::Exited => {
+            text.push_str(&state_phrase(t));
+            text.push_str(" after ");
+            push_seconds(text, t.runtime(now));
+        }
+        state => {
+            text.push_str(state.as_str());
+            text.push_str(" for ");
+            push_seconds(text, t.runtime(now));
+            let _ = match t.pid() {
+                Some(pid) => write!(text, " (pid {pid})"),
+                None => write!(text, " (pid ?)"),
+            };
+        }
+    }
+}
+
+/// [`display_command`] and [`name_suffix`], written into `text`.
+pub(super) fn push_name_suffix(text: &mut String, t: &Task) {
+    if let Some(name) = &t.name {
+        let _ = write!(text, " \"{name}\"");
+    }
+}
+
+/// The command as a person would type it, written into `text`.
+pub(super) fn push_command(text: &mut String, t: &Task) {
+    text.push_str(&t.command.command);
+    for arg in t.command.args.iter().flatten() {
+        text.push(' ');
+        text.push_str(arg);
     }
 }
 
 /// What the task's processes use, as last measured, for a dashboard line: ` · :5173 ·
 /// 21.5 MB · cpu 0.4s` (with `listeners`: each socket as `127.0.0.1:5173/tcp`, and the
-/// process count). Empty when nothing was measured.
-pub(super) fn usage_brief(t: &Task, listeners: bool) -> String {
+/// process count). Nothing when nothing was measured.
+pub(super) fn push_usage_brief(text: &mut String, t: &Task, listeners: bool) {
     let Some(usage) = t.usage.usage() else {
-        return String::new();
+        return;
     };
-    let mut text = String::new();
     if listeners {
         for l in &usage.listening {
-            let address = match l.address {
-                core::net::IpAddr::V6(v6) => format!("[{v6}]"),
-                v4 => v4.to_string(),
+            let _ = match l.address {
+                core::net::IpAddr::V6(v6) => write!(text, " · [{v6}]"),
+                v4 => write!(text, " · {v4}"),
             };
-            text.push_str(&format!(" · {address}:{}/{}", l.port, l.protocol.as_str()));
+            let _ = write!(text, ":{}/{}", l.port, l.protocol.as_str());
         }
     } else {
-        let mut ports: Vec<u16> = usage.listening.iter().map(|l| l.port).collect();
-        ports.dedup();
-        for port in ports {
-            text.push_str(&format!(" · :{port}"));
+        let mut last = None;
+        for l in &usage.listening {
+            if last != Some(l.port) {
+                let _ = write!(text, " · :{}", l.port);
+                last = Some(l.port);
+            }
         }
     }
-    text.push_str(&format!(
-        " · {} · cpu {}",
-        megabytes(usage.rss_bytes),
-        seconds(Duration::from_millis(usage.cpu_ms))
-    ));
+    text.push_str(" · ");
+    push_megabytes(text, usage.rss_bytes);
+    text.push_str(" · cpu ");
+    push_seconds(text, Duration::from_millis(usage.cpu_ms));
     if listeners {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             " · {} process{}",
             usage.processes,
             if usage.processes == 1 { "" } else { "es" }
-        ));
+        );
     }
-    text
 }
 
 /// What keeps the task going or ends it, for a dashboard line: ` · restarts 3 (crash loop,
-/// next in 4.0s) · idle stop in 9.5s · stopped: max_memory`. Empty when none applies.
-pub(super) fn lifecycle_brief(t: &Task, now: Now) -> String {
-    let mut text = String::new();
+/// next in 4.0s) · idle stop in 9.5s · stopped: max_memory`. Nothing when none applies.
+pub(super) fn push_lifecycle_brief(text: &mut String, t: &Task, now: Now) {
     let policy = t.command.options.restart.mode != crate::task::RestartMode::No;
     if t.restarts() > 0 || policy {
-        let mut notes = Vec::new();
+        let _ = write!(text, " · restarts {}", t.restarts());
+        let mut open = " (";
         if t.supervision.crash_loop() {
-            notes.push("crash loop".to_owned());
+            text.push_str(open);
+            text.push_str("crash loop");
+            open = ", ";
         }
         if let Some(at) = t.next_attempt() {
-            notes.push(format!(
-                "next in {}",
-                seconds(at.saturating_duration_since(now.instant))
-            ));
+            text.push_str(open);
+            text.push_str("next in ");
+            push_seconds(text, at.saturating_duration_since(now.instant));
+            open = ", ";
         }
         if t.supervision.exhausted {
-            notes.push("max_restarts reached".to_owned());
+            text.push_str(open);
+            text.push_str("max_restarts reached");
+            open = ", ";
         }
-        text.push_str(&format!(" · restarts {}", t.restarts()));
-        if !notes.is_empty() {
-            text.push_str(&format!(" ({})", notes.join(", ")));
+        if open == ", " {
+            text.push(')');
         }
     }
     if let Some(at) = t.idle_deadline() {
-        text.push_str(&format!(
-            " · idle stop in {}",
-            seconds(at.saturating_duration_since(now.instant))
-        ));
+        text.push_str(" · idle stop in ");
+        push_seconds(text, at.saturating_duration_since(now.instant));
     }
     if let Some(cause) = t.stop_cause() {
-        text.push_str(&format!(" · stopped: {}", cause.as_str()));
+        text.push_str(" · stopped: ");
+        text.push_str(cause.as_str());
     }
-    text
 }
 
-/// `21.5 MB` (decimal megabytes).
-pub(super) fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+/// `21.5 MB` (decimal megabytes, rounded down to a tenth).
+pub(super) fn push_megabytes(text: &mut String, bytes: u64) {
+    let tenths = bytes / 100_000;
+    let _ = write!(text, "{}.{} MB", tenths / 10, tenths % 10);
 }
 
 /// `1.5s`.
 pub(super) fn seconds(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
+    let mut text = String::new();
+    push_seconds(&mut text, d);
+    text
+}
+
+/// `1.5s` (rounded to the nearest tenth), written into `text`.
+pub(super) fn push_seconds(text: &mut String, d: Duration) {
+    let tenths = (d.as_millis() + 50) / 100;
+    let _ = write!(text, "{}.{}s", tenths / 10, tenths % 10);
 }

@@ -84,15 +84,15 @@ fn list_text(tasks: &[&Task], now: Now) -> String {
         format!("{} task(s), oldest first:", tasks.len())
     };
     for t in tasks {
-        text.push_str(&format!(
-            "\n{}{}: {}{}{}: {}",
-            t.id,
-            render::name_suffix(t),
-            render::state_phrase_at(t, now),
-            render::usage_brief(t, false),
-            render::lifecycle_brief(t, now),
-            render::display_command(t)
-        ));
+        text.push('\n');
+        text.push_str(&t.id);
+        render::push_name_suffix(&mut text, t);
+        text.push_str(": ");
+        render::push_state_phrase_at(&mut text, t, now);
+        render::push_usage_brief(&mut text, t, false);
+        render::push_lifecycle_brief(&mut text, t, now);
+        text.push_str(": ");
+        render::push_command(&mut text, t);
     }
     text
 }

@@ -543,7 +543,8 @@ struct TaskSummary<'a> {
     signal: Option<String>,
     command: &'a str,
     #[schemars(extend("format" = "date-time"))]
-    started_at: String,
+    #[schemars(with = "String")]
+    started_at: time::Rfc3339,
     runtime_ms: u64,
     /// Ports its processes listen on (TCP and UDP).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -586,7 +587,7 @@ impl<'a> TaskSummary<'a> {
             exit_code: t.exit_code(),
             signal: t.exit_signal().map(crate::Signal::name),
             command: &t.command.command,
-            started_at: time::rfc3339(t.started().unix_ms),
+            started_at: time::Rfc3339(t.started().unix_ms),
             runtime_ms: super::millis(t.runtime(now)),
             ports,
             usage: usage.map(|u| UsageOut {

@@ -132,18 +132,17 @@ pub(in crate::server) fn status_result(
 }
 
 fn status_text(t: &Task, now: Now) -> String {
+    let mut head = format!("Task {}", t.id);
+    render::push_name_suffix(&mut head, t);
+    head.push_str(": ");
+    render::push_state_phrase_at(&mut head, t, now);
+    if t.stopped() && t.stop_cause().is_none() {
+        head.push_str(" (stopped)");
+    }
+    render::push_usage_brief(&mut head, t, true);
+    render::push_lifecycle_brief(&mut head, t, now);
     let mut text = format!(
-        "Task {}{}: {}{}{}{}\ncommand: {} (cwd {})\noutput: {} lines, {} bytes, {} dropped; next_cursor {}",
-        t.id,
-        render::name_suffix(t),
-        render::state_phrase_at(t, now),
-        if t.stopped() && t.stop_cause().is_none() {
-            " (stopped)"
-        } else {
-            ""
-        },
-        render::usage_brief(t, true),
-        render::lifecycle_brief(t, now),
+        "{head}\ncommand: {} (cwd {})\noutput: {} lines, {} bytes, {} dropped; next_cursor {}",
         render::display_command(t),
         t.command.cwd,
         t.log.total_lines(),
