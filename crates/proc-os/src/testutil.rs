@@ -38,6 +38,58 @@ pub fn sh(script: &str) -> SpawnSpec {
     spec("/bin/sh", &["-c", script])
 }
 
+/// A spawned task (the leader of its own process group) that kills its group and reaps its
+/// leader when dropped, and its stdout read line by line.
+pub struct Task {
+    /// Its pid, also its process group id.
+    pub pid: Pid,
+    /// Its stdout, line by line.
+    pub stdout: Lines,
+}
+
+impl Task {
+    /// Spawns `spec` (its stdout must be piped, as [`spec`] makes it).
+    pub fn spawn(spec: &SpawnSpec) -> Self {
+        Self::from(process::spawn(spec).expect("spawn"))
+    }
+
+    /// The next line of its stdout, without the newline (within `within`).
+    #[track_caller]
+    pub fn line(&mut self, within: Duration) -> String {
+        self.stdout.line(within)
+    }
+
+    /// The next line of its stdout, parsed as a `T` (a pid, a port).
+    #[track_caller]
+    pub fn parsed_line<T: core::str::FromStr>(&mut self, within: Duration) -> T {
+        let line = self.line(within);
+        line.parse()
+            .unwrap_or_else(|_| panic!("not a {}: {line:?}", core::any::type_name::<T>()))
+    }
+
+    /// Its process group id, as the core names it.
+    pub fn pgid(&self) -> u32 {
+        self.pid.as_raw().unsigned_abs()
+    }
+}
+
+impl From<process::Spawned> for Task {
+    fn from(spawned: process::Spawned) -> Self {
+        Self {
+            pid: spawned.pid,
+            stdout: Lines::new(spawned.stdout.expect("stdout piped"), "the task's stdout"),
+        }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        let _ = process::signal_group(self.pid, proc_state::Signal::Kill);
+        wait_exited(self.pid);
+        let _ = process::reap(self.pid);
+    }
+}
+
 /// Blocks until our child `pid` has exited (without reaping it) and returns how: its pidfd
 /// first (bounded by [`CHILD_TIMEOUT`]), then waitid(2) with `WEXITED | WNOWAIT`, which then
 /// returns at once.

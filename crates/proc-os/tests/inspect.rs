@@ -11,67 +11,16 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use nix::unistd::Pid;
 use proc_os::contain::{ContainOptions, Containment};
 use proc_os::inspect::{Inspector, Request};
-use proc_os::process::{self, Spawned};
-use proc_os::testutil::{Lines, sh, spec, wait_exited, wait_until};
-use proc_state::{Listener, Protocol, RunId, Signal, SpawnSpec, Usage};
+use proc_os::testutil::{Task, sh, spec, wait_exited, wait_until};
+use proc_state::{Listener, Protocol, RunId, Signal, Usage};
 
 const LONG: Duration = Duration::from_secs(20);
 
-/// A spawned task (the leader of its own process group) that kills its group and reaps its
-/// leader when dropped, and its stdout read line by line.
-struct Task {
-    pid: Pid,
-    stdout: Lines,
-}
-
-impl Task {
-    fn spawn(spec: &SpawnSpec) -> Self {
-        Self::from(process::spawn(spec).expect("spawn"))
-    }
-
-    /// `python3 -c program`.
-    fn python(program: &str) -> Self {
-        Self::spawn(&spec("python3", &["-c", program]))
-    }
-
-    /// The next line of its stdout, without the newline (within [`LONG`]).
-    #[track_caller]
-    fn line(&mut self) -> String {
-        self.stdout.line(LONG)
-    }
-
-    /// The next line of its stdout, as a port number.
-    #[track_caller]
-    fn port_line(&mut self) -> u16 {
-        let line = self.line();
-        line.parse()
-            .unwrap_or_else(|_| panic!("not a port: {line:?}"))
-    }
-
-    /// Its process group id, as the core names it.
-    fn pgid(&self) -> u32 {
-        self.pid.as_raw().unsigned_abs()
-    }
-}
-
-impl From<Spawned> for Task {
-    fn from(spawned: Spawned) -> Self {
-        Self {
-            pid: spawned.pid,
-            stdout: Lines::new(spawned.stdout.expect("stdout piped"), "the task's stdout"),
-        }
-    }
-}
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        let _ = process::signal_group(self.pid, Signal::Kill);
-        wait_exited(self.pid);
-        let _ = process::reap(self.pid);
-    }
+/// `python3 -c program`.
+fn python(program: &str) -> Task {
+    Task::spawn(&spec("python3", &["-c", program]))
 }
 
 /// Inspects `runs` (with their process groups) without looking for escaped processes.
@@ -122,8 +71,8 @@ fn listen(kind: &str, family: &str, host: &str) -> String {
 
 #[test]
 fn a_tcp_listener_is_reported_with_its_address_and_port() {
-    let mut task = Task::python(&listen("tcp", "AF_INET", "127.0.0.1"));
-    let port = task.port_line();
+    let mut task = python(&listen("tcp", "AF_INET", "127.0.0.1"));
+    let port = task.parsed_line::<u16>(LONG);
     let usage = usage_of(&task);
     assert_eq!(usage.processes, 1, "{usage:?}");
     assert_eq!(
@@ -139,8 +88,8 @@ fn a_tcp_listener_is_reported_with_its_address_and_port() {
 
 #[test]
 fn a_bound_udp_socket_and_an_ipv6_listener_are_reported() {
-    let mut udp = Task::python(&listen("udp", "AF_INET", "0.0.0.0"));
-    let udp_port = udp.port_line();
+    let mut udp = python(&listen("udp", "AF_INET", "0.0.0.0"));
+    let udp_port = udp.parsed_line::<u16>(LONG);
     let usage = usage_of(&udp);
     assert_eq!(
         usage.listening,
@@ -156,8 +105,8 @@ fn a_bound_udp_socket_and_an_ipv6_listener_are_reported() {
         println!("no IPv6 loopback here: the IPv6 part is skipped");
         return;
     }
-    let mut tcp6 = Task::python(&listen("tcp", "AF_INET6", "::1"));
-    let tcp6_port = tcp6.port_line();
+    let mut tcp6 = python(&listen("tcp", "AF_INET6", "::1"));
+    let tcp6_port = tcp6.parsed_line::<u16>(LONG);
     let usage = usage_of(&tcp6);
     assert_eq!(
         usage.listening,
@@ -175,7 +124,7 @@ fn a_connected_socket_does_not_listen() {
     // A client connected to a server of ours: its socket is established, not listening.
     let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = server.local_addr().expect("addr").port();
-    let mut task = Task::python(&format!(
+    let mut task = python(&format!(
         "import socket, time\n\
          s = socket.create_connection(('127.0.0.1', {port}))\n\
          u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
@@ -184,7 +133,7 @@ fn a_connected_socket_does_not_listen() {
          time.sleep(1000)\n"
     ));
     let (_accepted, _) = server.accept().expect("accept");
-    assert_eq!(task.line(), "connected");
+    assert_eq!(task.line(LONG), "connected");
     let usage = usage_of(&task);
     assert_eq!(usage.processes, 1);
     assert_eq!(usage.listening, vec![], "{usage:?}");
@@ -196,7 +145,7 @@ fn two_processes_of_a_group_with_a_port_each_report_both_sorted() {
     let mut task = Task::spawn(&sh(&format!(
         "python3 -c \"{program}\" & python3 -c \"{program}\" & wait"
     )));
-    let mut ports = [task.port_line(), task.port_line()];
+    let mut ports = [task.parsed_line::<u16>(LONG), task.parsed_line::<u16>(LONG)];
     ports.sort_unstable();
     let usage = usage_of(&task);
     // The shell and its two Pythons.
@@ -210,7 +159,7 @@ fn two_processes_of_a_group_with_a_port_each_report_both_sorted() {
 
 #[test]
 fn forked_workers_sharing_a_socket_report_it_once() {
-    let mut task = Task::python(
+    let mut task = python(
         "import os, socket, time\n\
          s = socket.socket()\n\
          s.bind(('127.0.0.1', 0))\n\
@@ -221,7 +170,7 @@ fn forked_workers_sharing_a_socket_report_it_once() {
          print(s.getsockname()[1], flush=True)\n\
          time.sleep(1000)\n",
     );
-    let port = task.port_line();
+    let port = task.parsed_line::<u16>(LONG);
     let usage = usage_of(&task);
     assert_eq!(usage.processes, 4, "{usage:?}");
     assert_eq!(
@@ -233,13 +182,13 @@ fn forked_workers_sharing_a_socket_report_it_once() {
 
 #[test]
 fn resident_memory_is_counted() {
-    let mut task = Task::python(
+    let mut task = python(
         "import time\n\
          x = bytearray(50_000_000)\n\
          print('allocated', flush=True)\n\
          time.sleep(1000)\n",
     );
-    assert_eq!(task.line(), "allocated");
+    assert_eq!(task.line(LONG), "allocated");
     let usage = usage_of(&task);
     let vm_rss = proc_os::testutil::vm_kib(task.pgid(), "VmRSS") * 1024;
     assert!(usage.rss_bytes >= 45_000_000, "{usage:?}");
@@ -254,8 +203,8 @@ fn resident_memory_is_counted() {
 
 #[test]
 fn cpu_time_grows_while_a_process_is_busy() {
-    let mut task = Task::python("print('busy', flush=True)\nwhile True: pass\n");
-    assert_eq!(task.line(), "busy");
+    let mut task = python("print('busy', flush=True)\nwhile True: pass\n");
+    assert_eq!(task.line(LONG), "busy");
     let first = usage_of(&task).cpu_ms;
     let mut last = first;
     assert!(
@@ -311,7 +260,7 @@ fn processes_that_left_the_group_count_for_their_run() {
         .push(containment.tag(run).expect("this process's instance"));
     let mut task = Task::spawn(&task_spec);
     // The shell's line and the daemon's port, in either order.
-    let lines = [task.line(), task.line()];
+    let lines = [task.line(LONG), task.line(LONG)];
     assert!(lines.contains(&"started".to_owned()), "{lines:?}");
     let port: u16 = lines
         .iter()

@@ -12,9 +12,9 @@ use std::io::BufReader;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
-use proc_os::process::{self, Spawned};
+use proc_os::process;
 use proc_os::testutil::{
-    Lines, cmdline, is_alive, pipe, recv_within, sh, spec, stat, wait_exited, wait_terminated,
+    Task, cmdline, is_alive, pipe, recv_within, sh, spec, stat, wait_exited, wait_terminated,
     wait_until, within,
 };
 use proc_os::tree::{Instance, PidFd, TAG_VAR};
@@ -56,49 +56,6 @@ impl FakeServer {
 }
 
 impl Drop for FakeServer {
-    fn drop(&mut self) {
-        let _ = process::signal_group(self.pid, Signal::Kill);
-        wait_exited(self.pid);
-        let _ = process::reap(self.pid);
-    }
-}
-
-/// A spawned task that kills its process group and reaps its leader when dropped, and its
-/// stdout read line by line.
-struct Task {
-    pid: Pid,
-    stdout: Lines,
-}
-
-impl Task {
-    fn spawn(spec: &SpawnSpec) -> Self {
-        Self::from(process::spawn(spec).expect("spawn"))
-    }
-
-    /// The next line of its stdout, without the newline (within [`LONG`]).
-    #[track_caller]
-    fn line(&mut self) -> String {
-        self.stdout.line(LONG)
-    }
-
-    /// The next line of its stdout, as a pid.
-    fn pid_line(&mut self) -> i32 {
-        let line = self.line();
-        line.parse()
-            .unwrap_or_else(|_| panic!("not a pid: {line:?}"))
-    }
-}
-
-impl From<Spawned> for Task {
-    fn from(spawned: Spawned) -> Self {
-        Self {
-            pid: spawned.pid,
-            stdout: Lines::new(spawned.stdout.expect("stdout piped"), "the task's stdout"),
-        }
-    }
-}
-
-impl Drop for Task {
     fn drop(&mut self) {
         let _ = process::signal_group(self.pid, Signal::Kill);
         wait_exited(self.pid);
@@ -178,8 +135,8 @@ mod tree {
             7,
             "setsid sh -c 'sleep 1000 & echo $!'; echo started; exec sleep 1000",
         ));
-        let daemon_pid = task.pid_line();
-        assert_eq!(task.line(), "started");
+        let daemon_pid = task.parsed_line::<i32>(LONG);
+        assert_eq!(task.line(LONG), "started");
         let leader = task.pid.as_raw();
         // While a process is inside execve(2) its environment cannot be read; scan once the
         // daemon runs `sleep`.
@@ -309,7 +266,7 @@ mod tree {
         assert_eq!(wait_exited(kept), ExitStatus::Code(3));
         // A task that leaves an orphan behind: re-parented to us, not to init.
         let mut task = Task::spawn(&sh("sleep 1000 & echo $!"));
-        let orphan = task.pid_line();
+        let orphan = task.parsed_line::<i32>(LONG);
         let task_pid = task.pid;
         assert_eq!(wait_exited(task_pid), ExitStatus::Code(0));
         std::mem::forget(task);
@@ -450,8 +407,8 @@ mod cgroup {
         )
         .expect("spawn into the cgroup");
         let mut task = Task::from(spawned);
-        let daemon = task.pid_line();
-        assert_eq!(task.line(), "started");
+        let daemon = task.parsed_line::<i32>(LONG);
+        assert_eq!(task.line(LONG), "started");
         let leader = task.pid.as_raw();
         let mut members = run.procs().expect("procs");
         members.sort_unstable();
@@ -504,7 +461,7 @@ mod cgroup {
             )
             .expect("spawn into the cgroup");
             let mut task = Task::from(spawned);
-            assert_eq!(task.line(), "started", "round {round}");
+            assert_eq!(task.line(LONG), "started", "round {round}");
             let leader = task.pid.as_raw();
             assert_eq!(slot.procs().expect("procs"), [leader], "round {round}");
             // Not cgroup.kill: a child created with CLONE_INTO_CGROUP in a cgroup killed
@@ -547,7 +504,7 @@ mod cgroup {
             process::spawn_placed(&sh("echo started; exec sleep 1000"), placement())
                 .expect("spawn after a kill"),
         );
-        assert_eq!(task.line(), "started");
+        assert_eq!(task.line(LONG), "started");
         assert_eq!(slot.procs().expect("procs"), [task.pid.as_raw()]);
         process::signal_group(task.pid, Signal::Kill).expect("killpg");
         assert_eq!(wait_exited(task.pid), ExitStatus::Signaled(Signal::Kill));
@@ -694,9 +651,9 @@ mod watchdog {
             "env -u PROC_MCP_TAG sleep 1000 & echo $!; \
              setsid sh -c 'sleep 1000 & echo $!'; echo started; exec sleep 1000",
         ));
-        let untagged = task.pid_line();
-        let daemon = task.pid_line();
-        assert_eq!(task.line(), "started");
+        let untagged = task.parsed_line::<i32>(LONG);
+        let daemon = task.parsed_line::<i32>(LONG);
+        assert_eq!(task.line(LONG), "started");
         let (mut input, watchdog) = serve_on_thread(Config::new(server.instance, None));
         send(&mut input, &Message::WatchGroup(task.pid.as_raw()));
         // A group that was released is not killed.
@@ -732,7 +689,7 @@ mod watchdog {
             2,
             "setsid sh -c 'sleep 1000 & echo $!'; exec sleep 1000",
         ));
-        let daemon = task.pid_line();
+        let daemon = task.parsed_line::<i32>(LONG);
         let (mut input, watchdog) = serve_on_thread(Config::new(server.instance, None));
         send(&mut input, &Message::WatchGroup(task.pid.as_raw()));
         send(&mut input, &Message::Disarm);
@@ -759,7 +716,7 @@ mod watchdog {
             5,
             "setsid sh -c 'sleep 1000 & echo $!'; exec sleep 1000",
         ));
-        let stale_daemon = stale_task.pid_line();
+        let stale_daemon = stale_task.parsed_line::<i32>(LONG);
         let live_task = Task::spawn(&tagged_sh(&live.instance, 5, "exec sleep 1000"));
         // The watchdog of yet another server, disarmed at once: only the startup cleanup runs.
         let own = FakeServer::start();
@@ -802,7 +759,7 @@ mod watchdog {
             )
             .expect("spawn"),
         );
-        let daemon = task.pid_line();
+        let daemon = task.parsed_line::<i32>(LONG);
         let config = Config::new(server.instance, Some(parent.path().to_path_buf()));
         let (input, watchdog) = serve_on_thread(config);
         drop(input);

@@ -900,15 +900,7 @@ impl Task {
             } => *runtime_limit_at,
             Phase::Stopping { kill_at, .. } => *kill_at,
             Phase::Draining { until, .. } => Some(*until),
-            Phase::Exited {
-                then: Then::Retry { at },
-                ..
-            }
-            | Phase::Failed {
-                then: Then::Retry { at },
-                ..
-            } => Some(*at),
-            _ => None,
+            _ => self.next_attempt(),
         };
         own.into_iter()
             .chain(self.idle_deadline())
