@@ -356,6 +356,37 @@ fn exit_within(server: &mut RawServer, timeout: Duration) -> ExitStatus {
 // 1. The server dies, or is told to end
 // ---------------------------------------------------------------------------------------------
 
+/// A run the restart policy started is contained like the first: it dies with the server.
+#[test]
+fn a_run_started_by_the_restart_policy_dies_with_the_server() {
+    let _serial = serial();
+    let mut cleanup = Cleanup::default();
+    let mut server = RawServer::initialized(LATEST);
+    cleanup.server(server.pid);
+    let task = server.call(
+        "start",
+        json!({"command": "sleep", "args": ["1000"], "restart": "on-failure"}),
+    );
+    let first = pid_of(&task);
+    kill(Pid::from_raw(first), Signal::SIGKILL).expect("kill the first run");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let status = server.poll(
+        "status",
+        json!({"id": id, "tail": 0}),
+        Duration::from_secs(10),
+        |s| s["restarts"] == 1 && s["state"] == "running",
+    );
+    let second = pid_of(&status);
+    assert_ne!(first, second);
+    let procs: BTreeSet<Proc> = Proc::of(second).into_iter().collect();
+    cleanup.track(procs.iter().copied());
+    let killed = Instant::now();
+    kill(Pid::from_raw(server.pid as i32), Signal::SIGKILL).expect("kill -9 the server");
+    wait_gone(&procs, killed, Duration::from_secs(3))
+        .unwrap_or_else(|alive| panic!("after kill -9 of the server, {alive}"));
+    exit_within(&mut server, Duration::from_secs(5));
+}
+
 #[test]
 fn a_server_killed_with_sigkill_leaves_no_process_behind() {
     let _serial = serial();
