@@ -3,8 +3,8 @@
 //! - time from spawning `proc-mcp` to its `initialize` reply (median of 20 runs);
 //! - round trip of `tools/call start` with command `true` (median of 200 calls);
 //! - time until a 2,000,000-line `seq` flood is seen as exited, and the server's peak RSS;
-//! - the server's RSS with 300 running `sleep 1000` tasks, the round trip and size of a `list`
-//!   of them with their ports and resource use (median of 100 calls, once every task has been
+//! - the server's RSS with 300 running tasks that each listen on a TCP port (a small Perl
+//!   program), the round trip and size of a `list` of them with their ports and resource use (median of 100 calls, once every task has been
 //!   measured), how long the first measurement of all 300 took, and how many
 //!   `notifications/resources/list_changed` the 300 back-to-back starts caused;
 //! - the round trip of `status` of a task that floods its output (`yes`), each answer with a
@@ -29,6 +29,8 @@ const SLEEPERS: usize = 300;
 const LIST_CALLS: usize = 100;
 const TTY_BYTES: u64 = 50_000_000;
 const TTY_TASKS: usize = 50;
+/// Listens on a free port of 127.0.0.1, prints it, sleeps.
+const LISTENER: &str = "my $s = IO::Socket::INET->new(Listen => 5, LocalAddr => '127.0.0.1', LocalPort => 0) or die; print $s->sockport, \"\\n\"; sleep 1000";
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -153,7 +155,10 @@ struct Sleepers {
 fn sleepers() -> Sleepers {
     let mut server = RawServer::initialized(LATEST);
     for _ in 0..SLEEPERS {
-        server.call("start", json!({"command": "sleep 1000"}));
+        server.call(
+            "start",
+            json!({"command": "perl", "args": ["-MIO::Socket::INET", "-e", LISTENER]}),
+        );
     }
     let listed = server.call("list", json!({"state": "running"}));
     let running = listed["tasks"].as_array().map_or(0, Vec::len);
@@ -167,7 +172,7 @@ fn sleepers() -> Sleepers {
         |listed| {
             listed["tasks"]
                 .as_array()
-                .is_some_and(|tasks| tasks.iter().all(|t| t.get("usage").is_some()))
+                .is_some_and(|tasks| tasks.iter().all(|t| t.get("ports").is_some()))
         },
     );
     let measured_all = measuring.elapsed();
@@ -271,13 +276,13 @@ fn main() {
             goal: Some(20.0),
         },
         Figure {
-            name: "server RSS (VmRSS) with 300 running tasks",
+            name: "server RSS (VmRSS) with 300 running listening tasks",
             value: mb(sleepers.rss_kib),
             unit: "MB",
             goal: Some(15.0),
         },
         Figure {
-            name: "`list` of 300 measured tasks round trip (median of 100)",
+            name: "`list` of 300 measured listening tasks round trip (median of 100)",
             value: ms(sleepers.list),
             unit: "ms",
             goal: Some(0.5),
