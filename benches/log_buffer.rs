@@ -2,14 +2,16 @@
 //!
 //! - `ingest/*`: raw output pushed in 64 KiB chunks (a pipe read's size) into a buffer that is
 //!   already full, so every push also evicts (the steady state of a chatty task). Throughput is
-//!   in bytes of output. `yes_2B_lines` is `yes`: one-byte lines, the most index per byte.
+//!   in bytes of output. `yes_2B_lines` is `yes`: one-byte lines, the most index per byte. Each
+//!   push comes at a new millisecond, so each stores a time entry (and evicts one).
 //! - `ingest_baseline/*`: `memchr`'s newline count over the same chunks, the least any
 //!   line-splitting ingest must do: compare each `ingest/*` case to its baseline.
 //! - `ingest_copy/*`: the same chunks copied (`copy_from_slice`, the C library's `memcpy`) into
 //!   a ring as large as the buffer's budget, the least any ingest that keeps the bytes must do.
 //!   With a budget larger than the CPU's L2 cache, the ring's lines are cold when written again,
 //!   and this bounds every `ingest/*` case from above.
-//! - `read/*`: the `logs` tool's typical reads of a full 4 MiB buffer of ~80-byte lines.
+//! - `read/*`: the `logs` tool's typical reads of a full 4 MiB buffer of ~80-byte lines;
+//!   `tail_100_timestamps` is `tail_100` with the lines' times.
 //!
 //! Run with `cargo bench --bench log_buffer` (about 40 s).
 
@@ -73,8 +75,8 @@ fn chunks(output: &[u8]) -> Vec<&[u8]> {
 /// A buffer that has evicted at least once, filled with `output`.
 fn full_buffer(output: &[u8]) -> LogBuffer {
     let mut log = LogBuffer::new(limits());
-    for chunk in output.chunks(CHUNK) {
-        log.push(Stream::Stdout, chunk);
+    for (ms, chunk) in (0..).zip(output.chunks(CHUNK)) {
+        log.push(Stream::Stdout, chunk, ms);
     }
     assert!(log.dropped_lines() > 0, "fill more than the budget");
     log
@@ -102,9 +104,10 @@ fn ingest(c: &mut Criterion) {
                 b.iter(|| {
                     let chunk = black_box(chunks[next % chunks.len()]);
                     let at = next * CHUNK % BUDGET;
+                    let ms = (1 << 20) + next as u64;
                     next += 1;
                     match task {
-                        Task::Push => black_box(log.push(Stream::Stdout, chunk).end as usize),
+                        Task::Push => black_box(log.push(Stream::Stdout, chunk, ms).end as usize),
                         Task::CountNewlines => memchr::memchr_iter(b'\n', chunk).count(),
                         Task::Copy => {
                             ring[at..at + CHUNK].copy_from_slice(chunk);
@@ -137,6 +140,14 @@ fn read(c: &mut Criterion) {
 
     group.bench_function("tail_100", |b| {
         b.iter(|| black_box(log.read(black_box(&Query::default()))))
+    });
+
+    let timestamps = Query {
+        timestamps: true,
+        ..Query::default()
+    };
+    group.bench_function("tail_100_timestamps", |b| {
+        b.iter(|| black_box(log.read(black_box(&timestamps))))
     });
 
     let forward = Query {

@@ -2,9 +2,11 @@
 //! evictions on demand and reads, and checks its invariants after every step: the budget holds,
 //! the heap stays within the bound of the module docs, cursors only move forward and stay
 //! consistent, `evict_to` evicts down to its cost and counts what it evicted, and reads never
-//! panic and return strictly increasing lines within `max_bytes`. A twin buffer is fed the same
-//! output one byte at a time, which takes the per-line path where the first takes the bulk one:
-//! the two must agree on every line, cursor and cost (lines do not depend on chunking).
+//! panic and return strictly increasing lines within `max_bytes`, with times exactly when asked.
+//! A twin buffer is fed the same output one byte at a time, each byte at the time of the push it
+//! came with, which takes the per-line path where the first takes the bulk one: the two must
+//! agree on every line, time, cursor and cost (lines and their times do not depend on
+//! chunking).
 
 #![no_main]
 
@@ -40,11 +42,14 @@ struct Read {
     max_bytes: u8,
     line_overhead: u8,
     raw: bool,
+    timestamps: bool,
 }
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Push(Which, Vec<u8>),
+    /// Output, and its time: milliseconds after [`EPOCH_MS`], so that pushes often share a
+    /// time (and share its time entry), and times go back now and then.
+    Push(Which, Vec<u8>, u8),
     Close(Which),
     EvictTo(u16),
     Read(Read),
@@ -59,16 +64,22 @@ struct Input {
     ops: Vec<Op>,
 }
 
+/// The wall-clock time of the first pushes (2025-01-01T00:00:00Z).
+const EPOCH_MS: u64 = 1_735_689_600_000;
+
 /// The most heap a buffer with these limits holds beyond its retained cost, per the module
 /// docs: two pending partial lines of capacity at most `max(max_line_bytes, 1) + 2`, and per
-/// ring (text, index) less than 3 blocks of `B` bytes plus a block table of at most
-/// `⌈budget / B⌉ + 2` pointers.
+/// ring (text, index, times) less than 3 blocks plus a block table of at most
+/// `⌈budget / block⌉ + 2` pointers, where the text and index blocks are `B` bytes and the time
+/// blocks `max(B / 4, 64)`.
 fn documented_overhead(limits: LogLimits) -> usize {
     let budget = limits.budget_bytes;
     let block = 1 << (budget / 8).clamp(64, 16 << 10).ilog2();
+    let time_block = (block / 4).max(64);
     let pointer = size_of::<Box<[u8]>>();
     let pending = 2 * (limits.max_line_bytes.max(1) + 2);
-    pending + 2 * (3 * block + pointer * (budget.div_ceil(block) + 2))
+    let ring = |block: usize| 3 * block + pointer * (budget.div_ceil(block) + 2);
+    pending + 2 * ring(block) + ring(time_block)
 }
 
 /// A few patterns, so that the fuzzer can find matches without writing regexes (compiled once:
@@ -92,12 +103,17 @@ fuzz_target!(|input: Input| {
     for op in &input.ops {
         let before = (log.next_cursor(), log.first_retained());
         match op {
-            Op::Push(which, bytes) => {
+            Op::Push(which, bytes, ms) => {
                 pushed += bytes.len() as u64;
-                let done = log.push(which.stream(), bytes);
+                let ms = EPOCH_MS + u64::from(*ms);
+                let done = log.push(which.stream(), bytes, ms);
                 assert_eq!(done, before.0..log.next_cursor());
+                // The lines this push completed have its time.
+                for n in done.start.max(log.first_retained())..done.end {
+                    assert_eq!(log.time_ms(n), Some(ms), "time of line {n}");
+                }
                 for byte in bytes.chunks(1) {
-                    twin.push(which.stream(), byte);
+                    twin.push(which.stream(), byte, ms);
                 }
             }
             Op::Close(which) => {
@@ -127,6 +143,7 @@ fuzz_target!(|input: Input| {
                     max_bytes: usize::from(read.max_bytes),
                     line_overhead: usize::from(read.line_overhead % 64),
                     raw: read.raw,
+                    timestamps: read.timestamps,
                 };
                 let page = log.read(&query);
                 let n: Vec<u64> = page.lines.iter().map(|l| l.n).collect();
@@ -153,6 +170,17 @@ fuzz_target!(|input: Input| {
                 }
                 if let Some(stream) = query.stream {
                     assert!(page.lines.iter().all(|l| l.stream == stream));
+                }
+                assert!(
+                    page.lines
+                        .iter()
+                        .all(|l| l.time_ms.is_some() == query.timestamps),
+                    "times exactly when asked"
+                );
+                if query.timestamps {
+                    for line in page.lines.iter().filter(|l| !l.partial) {
+                        assert_eq!(line.time_ms, log.time_ms(line.n), "time of line {}", line.n);
+                    }
                 }
                 if let Some(re) = grep {
                     // A cut line may have lost its match; every other line matches.
@@ -188,12 +216,13 @@ fuzz_target!(|input: Input| {
             since: Some(0),
             max_bytes: usize::MAX,
             raw: true,
+            timestamps: true,
             ..Query::default()
         };
         assert_eq!(
             twin.read(&everything),
             log.read(&everything),
-            "chunking changed a line"
+            "chunking changed a line or its time"
         );
         assert_eq!(log.dropped_lines(), first);
         assert_eq!(log.total_lines(), next);

@@ -21,44 +21,70 @@
 //! - The bytes after a stream's last `\n` are its *pending partial line*. It has no number yet;
 //!   [`LogBuffer::read`] shows it flagged `partial`, numbered as if it completed next.
 //!
+//! # Timestamps
+//! Every line has a *time*: the wall-clock time (milliseconds since the Unix epoch) given with
+//! the [`LogBuffer::push`] that completed it (that delivered its `\n`, or the byte that forced a
+//! long line's split), so a line completed by a later push takes that push's time. A pending
+//! partial line has the time of the push that delivered its latest bytes, and a line ended by
+//! [`LogBuffer::close`] keeps it. So a line's time does not depend on how the output was
+//! chunked either, as long as each byte comes with the same time. Times are stored as given:
+//! one earlier than the one before (a clock stepped back) is kept, and so reads may show times
+//! that decrease. [`LogBuffer::read`] returns them with [`Query::timestamps`].
+//!
+//! They are stored run-length encoded: one *time entry* of [`TIME_ENTRY_BYTES`] (16) bytes per
+//! run of consecutive lines with the same time, holding the run's first line number and its
+//! time. So a flood of 64 KiB pushes of many lines each costs an entry per push (a few hundred
+//! bytes per MiB of output), pushes within the same millisecond share one, and output that
+//! comes a line per push costs an entry per line. A read finds the entry of its first line by
+//! binary search and walks forward from there.
+//!
 //! # Memory
 //! The retained complete lines cost the output bytes they took (their text, and the `\n` and
-//! `\r` that ended them) plus [`INDEX_ENTRY_BYTES`] each (the line index); that cost never
+//! `\r` that ended them) plus [`INDEX_ENTRY_BYTES`] each (the line index), plus
+//! [`TIME_ENTRY_BYTES`] per time entry that covers one of them (see above); that cost never
 //! exceeds [`LogLimits::budget_bytes`]: the oldest lines are evicted to make room and counted
-//! in [`LogBuffer::dropped_lines`]. A line whose cost alone exceeds the budget is dropped as
-//! soon as it completes (with every older line, so that retained lines stay contiguous).
-//! [`LogBuffer::evict_to`] evicts the same way, on demand, to a lower cost. The pending
-//! partial lines (one per stream) are *not* part of the budget; each holds at most `max_line_bytes + 1` bytes
-//! between calls (`+ 2` while a push is split), its capacity is at most
-//! `max(max_line_bytes, 1) + 2` bytes, and its allocation is freed by [`LogBuffer::close`].
+//! in [`LogBuffer::dropped_lines`], and a time entry is freed once every line it covers is
+//! evicted. A line whose cost alone (its bytes, its index entry and a time entry) exceeds the
+//! budget is dropped as soon as it completes (with every older line, so that retained lines
+//! stay contiguous). [`LogBuffer::evict_to`] evicts the same way, on demand, to a lower cost.
+//! The pending partial lines (one per stream) are *not* part of the budget; each holds at most
+//! `max_line_bytes + 1` bytes between calls (`+ 2` while a push is split), its capacity is at
+//! most `max(max_line_bytes, 1) + 2` bytes, and its allocation is freed by
+//! [`LogBuffer::close`].
 //!
 //! Lines are stored as they arrived, endings included, back to back, and each index entry
 //! records where its line ends, how (so that a read can drop the ending) and on which stream.
 //! So the complete lines of a chunk are stored by copying the chunk, in one pass that also
 //! finds the `\n`s 16 bytes at a time and writes an entry for each: a line costs no call, no
-//! allocation and no check of its own (see `LogBuffer::store_run`).
+//! allocation and no check of its own (see `LogBuffer::store_run`), and a push at most one
+//! time entry.
 //!
-//! The bytes and the index are each stored in a ring of fixed-size blocks of `B` bytes (an
-//! index block holds `B / INDEX_ENTRY_BYTES` entries), where `B` is `budget_bytes / 8` rounded
-//! down to a power of two, but at least 64 bytes and at most 16 KiB (so 16 KiB for every budget
-//! from 128 KiB on, the default's included). A block is allocated when the first byte (or entry)
-//! is written into it and freed as soon as eviction passes its last one; each ring keeps at
-//! most one freed block as a spare for its next allocation. A ring's first block starts at 256
-//! bytes and doubles as it fills, and each later block starts as long as the one before, so a
-//! task that prints a few lines holds about a kilobyte while a flood gets whole blocks. Nothing
-//! is allocated until output arrives. Hence the heap a buffer holds, [`LogBuffer::allocated_bytes`], is always at most
+//! The bytes, the index and the time entries are each stored in a ring of fixed-size blocks.
+//! The bytes' and the index's blocks are `B` bytes (an index block holds
+//! `B / INDEX_ENTRY_BYTES` entries), where `B` is `budget_bytes / 8` rounded down to a power of
+//! two, but at least 64 bytes and at most 16 KiB (so 16 KiB for every budget from 128 KiB on,
+//! the default's included); the time entries' blocks are `T = max(B / 4, 64)` bytes (4 KiB, or
+//! 256 entries, with the default budget), as they are usually few. A block is allocated when
+//! the first byte (or entry) is written into it and freed as soon as eviction passes its last
+//! one; each ring keeps at most one freed block as a spare for its next allocation. A ring's
+//! first block starts at 256 bytes and doubles as it fills, and each later block starts as long
+//! as the one before, so a task that prints a few lines holds about a kilobyte while a flood
+//! gets whole blocks. Nothing is allocated until output arrives. Hence the heap a buffer holds,
+//! [`LogBuffer::allocated_bytes`], is always at most
 //!
 //! ```text
-//! retained_cost() + C_stdout + C_stderr + C_tty + 2 × (3 × B + P × (⌈budget_bytes / B⌉ + 2))
+//! retained_cost() + C_stdout + C_stderr + C_tty
+//!     + 2 × (3 × B + P × (⌈budget_bytes / B⌉ + 2)) + 3 × T + P × (⌈budget_bytes / T⌉ + 2)
 //! ```
 //!
 //! where `C_*` are the capacities of the pending partial lines and `P` is the size of a block
-//! pointer (`size_of::<Box<[u8]>>()`, 16 bytes on 64-bit targets). Per ring: less than `B`
-//! unused in its oldest block and less than `B` in its newest, one spare block, and a block
+//! pointer (`size_of::<Box<[u8]>>()`, 16 bytes on 64-bit targets). Per ring: less than a block
+//! unused in its oldest block and less than a block in its newest, one spare block, and a block
 //! table that never has more slots than the ring can need at once (eviction is batched, so a
-//! call may go one block over the budget before it returns). With the default limits the
-//! constant is about 104 KiB (2.5% of the budget). [`LogBuffer::evict_to`] also frees the spare
-//! blocks, and shrinks the block tables and the pending partial lines to what is in use.
+//! call may go one block over the budget before it returns; time entries are at most 16/25 of
+//! the cost, as every line costs at least 9 bytes). With the default limits the constant is
+//! about 132 KiB (3.2% of the budget). [`LogBuffer::evict_to`] also frees the spare blocks, and
+//! shrinks the block tables and the pending partial lines to what is in use.
 
 use core::ops::Range;
 use std::borrow::Cow;
@@ -82,12 +108,18 @@ pub const DEFAULT_MAX_BYTES: usize = 32 << 10;
 /// Bytes one retained line costs on top of its text: the size of its line-index entry.
 pub const INDEX_ENTRY_BYTES: usize = size_of::<IndexEntry>();
 
+/// Bytes one time entry costs: one per run of consecutive retained lines with the same time
+/// (see the [module docs](self#timestamps)).
+pub const TIME_ENTRY_BYTES: usize = size_of::<TimeEntry>();
+
 /// The two bounds of one buffer. Both in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogLimits {
     /// Most bytes the retained complete lines may cost: the output bytes they took (line
-    /// endings included) plus [`INDEX_ENTRY_BYTES`] per line. Older lines are evicted to stay within it.
-    /// Should be well above `max_line_bytes`; a line that cannot fit is dropped at once.
+    /// endings included) plus [`INDEX_ENTRY_BYTES`] per line, plus [`TIME_ENTRY_BYTES`] per
+    /// time entry (one per run of lines with the same time: per push for a flood, per line for
+    /// output that comes a line at a time). Older lines are evicted to stay within it. Should
+    /// be well above `max_line_bytes`; a line that cannot fit is dropped at once.
     pub budget_bytes: usize,
     /// Longest line stored as one line (not counting the `\n` and a CRLF's `\r`); longer
     /// output is split into several lines. 0 is treated as 1.
@@ -116,12 +148,28 @@ pub struct LogBuffer {
     /// One entry per retained complete line, oldest first; the entry at position
     /// `index.start() + i` is line `first_retained() + i`.
     index: Ring<IndexEntry>,
+    /// The times of the retained lines, run-length encoded: one entry per run of consecutive
+    /// lines with the same time, oldest first. Every retained line is covered by one (the
+    /// newest entry whose `first` is at most its number), and every entry by a retained line,
+    /// so it is empty exactly when `index` is.
+    times: Ring<TimeEntry>,
     /// Number the next complete line gets; also the count of complete lines so far.
     next_cursor: u64,
     /// Raw bytes ever pushed, newlines included.
     total_bytes: u64,
     /// Bytes after the last `\n` of each stream, at its [`slot`].
     pending: [Vec<u8>; 3],
+    /// The time of the push that delivered the latest bytes of each pending partial line (of
+    /// the last one, when the stream has none now).
+    pending_ms: [u64; 3],
+}
+
+/// A time entry: the lines numbered from `first` up to the next entry's `first` (or to the
+/// newest line) have time `ms` (see the [module docs](self#timestamps)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TimeEntry {
+    first: u64,
+    ms: u64,
 }
 
 /// A line-index entry: the offset one past the line's last stored byte in the stream of all
@@ -210,6 +258,9 @@ pub struct Query<'a> {
     pub line_overhead: usize,
     /// Keep ANSI escape sequences and carriage returns (see [`render`]).
     pub raw: bool,
+    /// Give every returned line its time ([`Line::time_ms`], see the
+    /// [module docs](self#timestamps)).
+    pub timestamps: bool,
 }
 
 impl Default for Query<'_> {
@@ -224,6 +275,7 @@ impl Default for Query<'_> {
             max_bytes: DEFAULT_MAX_BYTES,
             line_overhead: 0,
             raw: false,
+            timestamps: false,
         }
     }
 }
@@ -239,6 +291,11 @@ pub struct Line {
     pub text: String,
     /// The stream's pending partial line: no `\n` yet, may still grow.
     pub partial: bool,
+    /// With [`Query::timestamps`], the wall-clock time (milliseconds since the Unix epoch)
+    /// given with the push that completed the line (a partial line, or one ended by the end of
+    /// its stream: that delivered its latest bytes; see the [module docs](self#timestamps));
+    /// `None` when not asked for.
+    pub time_ms: Option<u64>,
 }
 
 /// The answer to one [`LogBuffer::read`].
@@ -262,15 +319,22 @@ pub struct Page {
 impl LogBuffer {
     /// An empty buffer. Allocates nothing until output arrives.
     pub fn new(limits: LogLimits) -> Self {
-        let block = block_bytes(limits.budget_bytes);
-        let max_blocks = max_blocks(limits.budget_bytes);
+        let budget = limits.budget_bytes;
+        let block = block_bytes(budget);
+        let time_block = time_block_bytes(budget);
+        let blocks = max_blocks(budget, block);
         Self {
             limits,
-            bytes: Ring::new(block.trailing_zeros(), max_blocks),
-            index: Ring::new((block / INDEX_ENTRY_BYTES).trailing_zeros(), max_blocks),
+            bytes: Ring::new(block.trailing_zeros(), blocks),
+            index: Ring::new((block / INDEX_ENTRY_BYTES).trailing_zeros(), blocks),
+            times: Ring::new(
+                (time_block / TIME_ENTRY_BYTES).trailing_zeros(),
+                max_blocks(budget, time_block),
+            ),
             next_cursor: 0,
             total_bytes: 0,
             pending: [Vec::new(), Vec::new(), Vec::new()],
+            pending_ms: [0; 3],
         }
     }
 
@@ -279,42 +343,45 @@ impl LogBuffer {
         self.limits
     }
 
-    /// Appends raw output of `stream`, in any chunking. Returns the numbers of the lines this
-    /// call completed (empty when it completed none); some of them may already be evicted if
-    /// the chunk was larger than the budget.
-    pub fn push(&mut self, stream: Stream, bytes: &[u8]) -> Range<u64> {
+    /// Appends raw output of `stream`, in any chunking, read at wall-clock time `at_ms`
+    /// (milliseconds since the Unix epoch: the time its lines get, see the
+    /// [module docs](self#timestamps); stored as given, even when earlier than the last).
+    /// Returns the numbers of the lines this call completed (empty when it completed none);
+    /// some of them may already be evicted if the chunk was larger than the budget.
+    pub fn push(&mut self, stream: Stream, bytes: &[u8], at_ms: u64) -> Range<u64> {
         let first = self.next_cursor;
         self.total_bytes = self.total_bytes.saturating_add(bytes.len() as u64);
         let mut rest = bytes;
         if !self.pending[slot(stream)].is_empty() {
             let Some(i) = memchr::memchr(b'\n', rest) else {
-                self.extend_pending(stream, rest);
+                self.extend_pending(stream, rest, at_ms);
                 self.enforce_budget();
                 return first..self.next_cursor;
             };
             let (line, after) = rest.split_at(i);
-            self.finish_pending(stream, line);
+            self.finish_pending(stream, line, at_ms);
             rest = after.get(1..).unwrap_or_default();
         }
         // The other complete lines lie whole in `rest`: store them straight from it.
         if let Some(last) = memchr::memrchr(b'\n', rest) {
             let (lines, after) = rest.split_at(last + 1);
-            self.store_lines(stream, lines);
+            self.store_lines(stream, lines, at_ms);
             rest = after;
         }
-        self.extend_pending(stream, rest);
+        self.extend_pending(stream, rest, at_ms);
         self.enforce_budget();
         first..self.next_cursor
     }
 
     /// End of `stream` (EOF on its pipe): its pending partial line, if any, becomes a complete
     /// line. Returns the numbers of the lines completed (at most one). Output pushed to the
-    /// stream later (a restarted task) starts a new line.
+    /// stream later (a restarted task) starts a new line. The line keeps the time of the push
+    /// that delivered its last bytes.
     pub fn close(&mut self, stream: Stream) -> Range<u64> {
         let first = self.next_cursor;
         let pending = core::mem::take(&mut self.pending[slot(stream)]);
         if !pending.is_empty() {
-            self.emit_split(stream, &pending, false);
+            self.emit_split(stream, &pending, false, self.pending_ms[slot(stream)]);
         }
         self.enforce_budget();
         first..self.next_cursor
@@ -348,19 +415,23 @@ impl LogBuffer {
     }
 
     /// Bytes counted against the budget now: the retained lines' output bytes (line endings
-    /// included) plus [`INDEX_ENTRY_BYTES`] per retained line. Never above
-    /// [`LogLimits::budget_bytes`].
+    /// included) plus [`INDEX_ENTRY_BYTES`] per retained line plus [`TIME_ENTRY_BYTES`] per
+    /// time entry (one per run of retained lines with the same time, see the
+    /// [module docs](self#timestamps)). Never above [`LogLimits::budget_bytes`].
     pub fn retained_cost(&self) -> usize {
-        self.bytes.len() + INDEX_ENTRY_BYTES * self.index.len()
+        self.bytes.len()
+            + INDEX_ENTRY_BYTES * self.index.len()
+            + TIME_ENTRY_BYTES * self.times.len()
     }
 
-    /// Heap bytes this buffer holds now: its byte and index blocks (spares included), their
-    /// block tables, and the capacities of the pending partial lines. Not the `LogBuffer` value
-    /// itself. At most `retained_cost()` plus the pending capacities plus a constant set by the
-    /// limits (see the [module docs](self#memory)).
+    /// Heap bytes this buffer holds now: its byte, index and time blocks (spares included),
+    /// their block tables, and the capacities of the pending partial lines. Not the `LogBuffer`
+    /// value itself. At most `retained_cost()` plus the pending capacities plus a constant set
+    /// by the limits (see the [module docs](self#memory)).
     pub fn allocated_bytes(&self) -> usize {
         self.bytes.allocated_bytes()
             + self.index.allocated_bytes()
+            + self.times.allocated_bytes()
             + self.pending.iter().map(Vec::capacity).sum::<usize>()
     }
 
@@ -374,14 +445,15 @@ impl LogBuffer {
         let evicted = self.evict(self.retained_cost().saturating_sub(max_cost));
         self.bytes.trim();
         self.index.trim();
+        self.times.trim();
         for pending in &mut self.pending {
             pending.shrink_to_fit();
         }
         evicted
     }
 
-    /// Retained complete line `n`, rendered as for a model (`raw: false`); `None` when it was
-    /// evicted or is not complete yet.
+    /// Retained complete line `n`, rendered as for a model (`raw: false`), without its time;
+    /// `None` when it was evicted or is not complete yet.
     pub fn line(&self, n: u64) -> Option<Line> {
         let (stream, bytes) = self.complete(n)?;
         Some(Line {
@@ -389,7 +461,18 @@ impl LogBuffer {
             stream,
             text: render(&bytes, false),
             partial: false,
+            time_ms: None,
         })
+    }
+
+    /// The time of retained complete line `n` (see the [module docs](self#timestamps)); `None`
+    /// when it was evicted or is not complete yet.
+    pub fn time_ms(&self, n: u64) -> Option<u64> {
+        if !(self.first_retained()..self.next_cursor).contains(&n) {
+            return None;
+        }
+        let pos = self.time_entry(self.times.start(), n)?;
+        self.times.get(pos).map(|entry| entry.ms)
     }
 
     /// Selects lines as described on [`Query`]. Never fails: out-of-range cursors select
@@ -407,7 +490,7 @@ impl LogBuffer {
             .chain(self.partials().filter(move |c| c.n() >= lo));
         let examine = |c: Candidate<'_>| self.examine(c, query);
 
-        let (lines, truncated, next_cursor) = match (tail, query.head) {
+        let (mut lines, truncated, next_cursor) = match (tail, query.head) {
             (Some(tail), None) => {
                 let (lines, truncated) = select_tail(
                     candidates.rev(),
@@ -441,6 +524,9 @@ impl LogBuffer {
                 self.next_cursor,
             ),
         };
+        if query.timestamps {
+            self.fill_times(&mut lines);
+        }
         Page {
             lines,
             next_cursor,
@@ -452,26 +538,32 @@ impl LogBuffer {
     // ---- ingest ----
 
     /// Ends the pending partial line of `stream` (not empty) with `tail`, the bytes before a
-    /// `\n`.
-    fn finish_pending(&mut self, stream: Stream, tail: &[u8]) {
-        self.extend_pending(stream, tail);
+    /// `\n`, pushed at `at_ms`.
+    fn finish_pending(&mut self, stream: Stream, tail: &[u8], at_ms: u64) {
+        self.extend_pending(stream, tail, at_ms);
         let pending = core::mem::take(&mut self.pending[slot(stream)]);
-        self.emit_split(stream, &pending, true);
+        // The `\n` of this push completes it.
+        self.emit_split(stream, &pending, true, at_ms);
         // Keep the allocation for the next partial line.
         self.pending[slot(stream)] = reuse(pending);
     }
 
-    /// Appends bytes without `\n` to the pending partial line of `stream`, completing every
-    /// forced split as soon as it is decidable (see [`must_split`]).
-    fn extend_pending(&mut self, stream: Stream, mut data: &[u8]) {
+    /// Appends bytes without `\n`, pushed at `at_ms`, to the pending partial line of `stream`,
+    /// completing every forced split as soon as it is decidable (see [`must_split`]): the
+    /// pieces split off get time `at_ms`, even those whose bytes all came earlier (the byte that
+    /// forced the split is of this push).
+    fn extend_pending(&mut self, stream: Stream, mut data: &[u8], at_ms: u64) {
         let max = self.max_line();
         let cap = max.saturating_add(2);
         let mut pending = core::mem::take(&mut self.pending[slot(stream)]);
+        if !data.is_empty() {
+            self.pending_ms[slot(stream)] = at_ms;
+        }
         loop {
             if pending.is_empty() {
                 while must_split(data, max) {
                     let (line, rest) = data.split_at(split_point(data, max));
-                    self.emit(stream, line, Ending::Split);
+                    self.emit(stream, line, Ending::Split, at_ms);
                     data = rest;
                 }
                 reserve_vec_capped(&mut pending, data.len(), cap);
@@ -489,21 +581,27 @@ impl LogBuffer {
                 break;
             }
             let at = split_point(&pending, max);
-            self.emit(stream, pending.get(..at).unwrap_or_default(), Ending::Split);
+            self.emit(
+                stream,
+                pending.get(..at).unwrap_or_default(),
+                Ending::Split,
+                at_ms,
+            );
             pending.drain(..at);
         }
         self.pending[slot(stream)] = pending;
     }
 
-    /// Stores one complete line: `line` is its bytes before the `\n` (`newline`) or before the
-    /// end of the stream; split into pieces of at most `max_line_bytes` of text if longer.
-    fn emit_split(&mut self, stream: Stream, mut line: &[u8], newline: bool) {
+    /// Stores one complete line at time `ms`: `line` is its bytes before the `\n` (`newline`)
+    /// or before the end of the stream; split into pieces of at most `max_line_bytes` of text
+    /// if longer.
+    fn emit_split(&mut self, stream: Stream, mut line: &[u8], newline: bool, ms: u64) {
         let max = self.max_line();
         let mut text = strip_cr(line).len();
         while text > max {
             let at = split_point(line.get(..text).unwrap_or_default(), max);
             let (head, rest) = line.split_at(at);
-            self.emit(stream, head, Ending::Split);
+            self.emit(stream, head, Ending::Split, ms);
             (line, text) = (rest, text - at);
         }
         let ending = if newline {
@@ -511,22 +609,22 @@ impl LogBuffer {
         } else {
             Ending::Eof
         };
-        self.emit(stream, line, ending);
+        self.emit(stream, line, ending, ms);
     }
 
     /// Stores `lines` (each ended by a `\n`, the last byte included; `stream` has no pending
-    /// partial line), as [`emit_split`](Self::emit_split) would one by one: in runs of
-    /// [`store_run`](Self::store_run), and one line through `emit_split` where a run cannot
-    /// take it.
-    fn store_lines(&mut self, stream: Stream, lines: &[u8]) {
+    /// partial line), pushed at `ms`, as [`emit_split`](Self::emit_split) would one by one: in
+    /// runs of [`store_run`](Self::store_run), and one line through `emit_split` where a run
+    /// cannot take it.
+    fn store_lines(&mut self, stream: Stream, lines: &[u8], ms: u64) {
         let mut rest = lines;
         while !rest.is_empty() {
-            let stored = self.store_run(stream, rest);
+            let stored = self.store_run(stream, rest, ms);
             let next = match stored {
                 0 => {
                     let newline = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
                     let (line, _) = rest.split_at(newline);
-                    self.emit_split(stream, line, true);
+                    self.emit_split(stream, line, true, ms);
                     newline + 1
                 }
                 stored => stored,
@@ -539,30 +637,39 @@ impl LogBuffer {
     /// [`store_lines`](Self::store_lines)) that needs no split, no eviction within it and no
     /// new block: one pass copies the bytes into the room left in the newest byte block while
     /// it finds the `\n`s, and an index entry is written per `\n`, with no per-line call or
-    /// check. Returns the bytes stored; 0 when the first line cannot be stored this way.
+    /// check; the run shares one time entry (a new one unless the newest has time `ms`).
+    /// Returns the bytes stored; 0 when the first line cannot be stored this way.
     ///
     /// A line of the run is at most `len` bytes long, with `len` within the line limit, the
-    /// budget less one entry, and what the budget allows now: so no line in it needs a split,
-    /// every line fits the budget, and the first line fits what is allowed. The run is then
-    /// cut to the most lines whose cost is allowed (see [`emit`](Self::emit)).
-    fn store_run(&mut self, stream: Stream, lines: &[u8]) -> usize {
+    /// budget less an index entry and a time entry, and what the budget allows now: so no line
+    /// in it needs a split, every line fits the budget, and the first line fits what is
+    /// allowed. The run is then cut to the most lines whose cost is allowed (see
+    /// [`emit`](Self::emit)).
+    fn store_run(&mut self, stream: Stream, lines: &[u8], ms: u64) -> usize {
         let budget = self.limits.budget_bytes;
         let room = self.bytes.writable().len();
         // The run stores at most `room` bytes of `lines`, and those will be stored whatever
-        // happens next: the lines still over the budget with them (their entries not counted)
-        // are evicted by the end of the call in any case, so evict them now, once for the run.
-        // That frees at most about the block the run fills, which the next run reuses.
+        // happens next (with a time entry, if a new one is needed): the lines still over the
+        // budget with them (their entries not counted) are evicted by the end of the call in
+        // any case, so evict them now, once for the run. That frees at most about the block
+        // the run fills, which the next run reuses.
         let incoming = lines.len().min(room);
-        let excess = (self.retained_cost().saturating_add(incoming)).saturating_sub(budget);
+        let needed = self
+            .retained_cost()
+            .saturating_add(incoming + self.stamp_cost(ms));
+        let excess = needed.saturating_sub(budget);
         if excess > 0 {
             self.evict(excess);
         }
+        // Eviction may have freed the newest time entry too.
+        let stamp = self.stamp_cost(ms);
         let allowed = budget
             .saturating_add(self.bytes.block_len())
             .saturating_sub(self.retained_cost());
         let len = incoming
             .min(self.max_line())
-            .min(allowed.min(budget).saturating_sub(INDEX_ENTRY_BYTES));
+            .min(budget.saturating_sub(INDEX_ENTRY_BYTES + TIME_ENTRY_BYTES))
+            .min(allowed.saturating_sub(INDEX_ENTRY_BYTES + stamp));
         if len == 0 {
             return 0;
         }
@@ -574,7 +681,7 @@ impl LogBuffer {
         let found = index.get(..found).unwrap_or_default();
         // The cost of the first `j` lines grows with `j`: keep the most that are allowed.
         let cost = |j: usize, entry: &IndexEntry| {
-            (entry.end() - start) as usize + INDEX_ENTRY_BYTES * (j + 1)
+            (entry.end() - start) as usize + INDEX_ENTRY_BYTES * (j + 1) + stamp
         };
         let (mut lo, mut hi) = (0, found.len());
         if found
@@ -597,33 +704,40 @@ impl LogBuffer {
         let stored = (last.end() - start) as usize;
         self.bytes.commit(stored);
         self.index.commit(lines);
+        self.stamp(self.next_cursor, ms);
         self.next_cursor += lines as u64;
         stored
     }
 
-    /// Numbers and stores one complete line, `bytes` of text (at most `max_line_bytes`, plus a
-    /// `\r` before an ending) followed by its ending.
+    /// Numbers and stores one complete line at time `ms`, `bytes` of text (at most
+    /// `max_line_bytes`, plus a `\r` before an ending) followed by its ending.
     ///
     /// Evicts in batches: while a call runs, the retained cost may exceed the budget by up to
     /// one block, and [`enforce_budget`](Self::enforce_budget) evicts the excess before the
     /// call returns. Since the retained lines are always the longest run of newest lines that
     /// fits, this retains the same lines as evicting for every line, for less work per line.
-    fn emit(&mut self, stream: Stream, bytes: &[u8], ending: Ending) {
-        self.next_cursor += 1;
+    fn emit(&mut self, stream: Stream, bytes: &[u8], ending: Ending, ms: u64) {
+        let n = self.next_cursor;
         let budget = self.limits.budget_bytes;
         let newline = matches!(ending, Ending::Newline);
         let stored = bytes.len() + usize::from(newline);
         let cost = stored.saturating_add(INDEX_ENTRY_BYTES);
-        if cost > budget {
-            // It can never fit: drop it, and everything older so retained lines stay contiguous.
+        if cost.saturating_add(TIME_ENTRY_BYTES) > budget {
+            // It can never fit (alone, it needs a time entry of its own): drop it, and
+            // everything older so retained lines stay contiguous.
             self.bytes.clear();
             self.index.clear();
+            self.times.clear();
+            self.next_cursor += 1;
             return;
         }
-        let after = self.retained_cost().saturating_add(cost);
+        let after = self
+            .retained_cost()
+            .saturating_add(cost + self.stamp_cost(ms));
         if after > budget.saturating_add(self.bytes.block_len()) {
             self.evict(after - budget);
         }
+        self.stamp(n, ms);
         self.bytes.extend_from_slice(bytes);
         if newline {
             self.bytes.push(b'\n');
@@ -631,6 +745,27 @@ impl LogBuffer {
         let ended = !matches!(ending, Ending::Split);
         self.index
             .push(IndexEntry::new(self.bytes.end(), stream, ended));
+        // Numbered last: `first_retained` (and so `evict`) counts the lines in the index.
+        self.next_cursor += 1;
+    }
+
+    /// What storing a line at time `ms` now adds in time entries: nothing when the newest entry
+    /// has that time (it then covers the line too), else one entry.
+    #[inline]
+    fn stamp_cost(&self, ms: u64) -> usize {
+        match self.times.last() {
+            Some(newest) if newest.ms == ms => 0,
+            _ => TIME_ENTRY_BYTES,
+        }
+    }
+
+    /// Records that line `n`, about to be stored, and the lines after it have time `ms`
+    /// (unless the newest entry says so already).
+    #[inline]
+    fn stamp(&mut self, n: u64, ms: u64) {
+        if self.stamp_cost(ms) > 0 {
+            self.times.push(TimeEntry { first: n, ms });
+        }
     }
 
     /// Evicts the lines over the budget (see [`emit`](Self::emit)).
@@ -644,26 +779,65 @@ impl LogBuffer {
     }
 
     /// Evicts the fewest oldest lines whose cost is at least `excess` bytes (all of them when
-    /// they cost less); returns how many.
-    fn evict(&mut self, mut excess: usize) -> u64 {
-        let mut pos = self.index.start();
-        let mut end = self.bytes.start();
-        while excess > 0 {
+    /// they cost less), with the time entries that cover only them; returns how many lines.
+    fn evict(&mut self, excess: usize) -> u64 {
+        let first = self.first_retained();
+        let next = self.next_cursor;
+        if excess == 0 || first == next {
+            return 0;
+        }
+        if excess >= self.retained_cost() {
+            self.index.clear();
+            self.bytes.clear();
+            self.times.clear();
+            return next - first;
+        }
+        let (index_start, bytes_start) = (self.index.start(), self.bytes.start());
+        // Walk the lines oldest first, in runs that lie in one index block and in one time
+        // entry's lines, to the run whose lines reach `excess`. Evicting lines up to one of a
+        // run frees their bytes and index entries, plus the time entries before the run's
+        // (`entries` of them), plus the run's own when that line is the last it covers
+        // (`end - 1`): increasing along the run, so the fewest lines are found by bisection.
+        // Only the evicted lines' entries are read, as they are stored.
+        let mut pos = index_start;
+        let mut entries = 0;
+        let mut end = self
+            .times
+            .get(self.times.start() + 1)
+            .map_or(next, |e| e.first);
+        let (lines, text_end, entries) = loop {
+            let passed = pos - index_start;
             let run = self.index.run_from(pos);
-            let Some(last) = run.last() else {
-                break;
+            let in_entry = usize::try_from(end - (first + passed)).unwrap_or(usize::MAX);
+            let run = run.get(..in_entry).unwrap_or(run);
+            let Some(newest) = run.last() else {
+                // Not reached: the lines cost more than `excess`.
+                break (next - first, self.bytes.end(), self.times.len());
             };
-            // Evicting `run[..=j]` costs its text, up to `run[j].end()`, plus an entry per
-            // line: increasing in `j`, so the fewest lines that cost `excess` are found by
-            // bisection.
+            // What the lines before the run cost but for their text (their index entries and
+            // the time entries freed with them), plus the first line's index entry; and where
+            // in the run the time entry's last line is, if it is.
+            let before = INDEX_ENTRY_BYTES * (passed as usize + 1) + TIME_ENTRY_BYTES * entries;
+            let entry_ends_at = if run.len() == in_entry {
+                run.len() - 1
+            } else {
+                usize::MAX
+            };
             let through = |j: usize, entry: &IndexEntry| {
-                (entry.end() - end) as usize + INDEX_ENTRY_BYTES * (j + 1)
+                let freed_entry = if j == entry_ends_at {
+                    TIME_ENTRY_BYTES
+                } else {
+                    0
+                };
+                (entry.end() - bytes_start) as usize + INDEX_ENTRY_BYTES * j + before + freed_entry
             };
-            let whole = through(run.len() - 1, last);
-            if whole < excess {
-                excess -= whole;
-                end = last.end();
+            if through(run.len() - 1, newest) < excess {
                 pos += run.len() as u64;
+                if entry_ends_at != usize::MAX {
+                    entries += 1;
+                    let entry = self.times.start() + entries as u64;
+                    end = self.times.get(entry + 1).map_or(next, |e| e.first);
+                }
                 continue;
             }
             let (mut lo, mut hi) = (0, run.len() - 1);
@@ -674,13 +848,13 @@ impl LogBuffer {
                     _ => hi = mid,
                 }
             }
-            end = run.get(lo).map_or(end, |entry| entry.end());
-            pos += lo as u64 + 1;
-            break;
-        }
-        let lines = pos - self.index.start();
-        self.index.advance_to(pos);
-        self.bytes.advance_to(end);
+            let text_end = run.get(lo).map_or(self.bytes.end(), |e| e.end());
+            let freed = entries + usize::from(lo == entry_ends_at);
+            break (passed + lo as u64 + 1, text_end, freed);
+        };
+        self.index.advance_to(index_start + lines);
+        self.bytes.advance_to(text_end);
+        self.times.advance_to(self.times.start() + entries as u64);
         lines
     }
 
@@ -749,7 +923,53 @@ impl LogBuffer {
             stream,
             text: text.into_owned(),
             partial,
+            time_ms: None,
         })
+    }
+
+    /// Sets the time of each of `lines` (retained complete lines, then partial ones, in
+    /// increasing `n`): one search for the first complete line's time entry, then a walk
+    /// forward from it.
+    fn fill_times(&self, lines: &mut [Line]) {
+        let mut entry = self.times.start();
+        for line in lines {
+            line.time_ms = if line.partial {
+                Some(self.pending_ms[slot(line.stream)])
+            } else {
+                self.time_entry(entry, line.n).and_then(|found| {
+                    entry = found;
+                    self.times.get(found).map(|e| e.ms)
+                })
+            };
+        }
+    }
+
+    /// The position of the time entry of retained line `n`, searched from position `from` on
+    /// (an entry of a line at or before `n`): a few steps forward, then a binary search (so a
+    /// read of lines close together walks, and one of lines far apart, as `grep` may select,
+    /// still takes a logarithmic time per line).
+    fn time_entry(&self, from: u64, n: u64) -> Option<u64> {
+        let mut pos = from.max(self.times.start());
+        if self.times.get(pos)?.first > n {
+            return None;
+        }
+        for _ in 0..8 {
+            match self.times.get(pos + 1) {
+                Some(next) if next.first <= n => pos += 1,
+                _ => return Some(pos),
+            }
+        }
+        // The entry at `lo` starts at most at `n`; those from `hi` on start after it.
+        let (mut lo, mut hi) = (pos, self.times.end());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.times.get(mid).is_some_and(|e| e.first <= n) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(lo)
     }
 }
 
@@ -938,7 +1158,11 @@ enum Ending {
 /// One pass, 64 bytes at a time: a group is copied in registers and its `\n`s found by
 /// comparing 16 bytes at once ([`newline_bits`]), so a short line costs an entry and a few
 /// instructions, and a long one the copy of its bytes.
-#[inline]
+///
+/// Never inlined (it is called once per run of up to an index block of lines): so that the
+/// registers of its loop do not depend on the code around it. Inlined into `push`, a change
+/// there once cost its loop an instruction per line (10-30% of the ingest of short lines).
+#[inline(never)]
 fn copy_and_index(src: &[u8], dst: &mut [u8], ends: &mut [IndexEntry], first: IndexEntry) -> usize {
     let Some(dst) = dst.get_mut(..src.len()) else {
         return 0;
@@ -1092,12 +1316,21 @@ fn block_bytes(budget_bytes: usize) -> usize {
     1 << bytes.ilog2()
 }
 
-/// Most blocks either ring of a buffer with this budget holds at once (spare not included):
-/// `n` bytes of text or of index entries, starting anywhere in a block, span at most
-/// `⌈n / B⌉ + 1` blocks, and `n ≤ budget_bytes + B` (the budget is exceeded by up to a block
-/// while a call runs, see [`LogBuffer::emit`]).
-fn max_blocks(budget_bytes: usize) -> usize {
-    budget_bytes.div_ceil(block_bytes(budget_bytes)) + 2
+/// The block size `T` of the time entries of a buffer with this budget, in bytes:
+/// `max(B / 4, 64)` where `B` is [`block_bytes`]. Smaller than `B` because a flood has few time
+/// entries (one per push), whose blocks would otherwise be mostly empty.
+fn time_block_bytes(budget_bytes: usize) -> usize {
+    (block_bytes(budget_bytes) / 4).max(MIN_BLOCK_BYTES)
+}
+
+/// Most blocks of `block` bytes a ring of a buffer with this budget holds at once (spare not
+/// included): `n` bytes of text or of entries, starting anywhere in a block, span at most
+/// `⌈n / block⌉ + 1` blocks, and `n ≤ budget_bytes + B` (the budget is exceeded by up to a
+/// block of text while a call runs, see [`LogBuffer::emit`]). For the time entries `n` is less:
+/// at most 16/25 of the cost (an entry covers at least a line, which costs at least 9 bytes),
+/// and `B ≤ budget_bytes / 8` whenever `T < B`, so `n < budget_bytes` then.
+fn max_blocks(budget_bytes: usize, block: usize) -> usize {
+    budget_bytes.div_ceil(block) + 2
 }
 
 /// A queue of `T`s stored in blocks of `1 << shift` elements. Each element ever pushed has a
@@ -1198,6 +1431,12 @@ impl<T: Copy + Default> Ring<T> {
         let run = block.get(offset..).unwrap_or_default();
         let live = usize::try_from(self.end - pos).unwrap_or(usize::MAX);
         run.get(..live).unwrap_or(run)
+    }
+
+    /// The newest live element.
+    #[inline]
+    fn last(&self) -> Option<T> {
+        self.get(self.end.checked_sub(1)?)
     }
 
     /// The live element at `pos`.
@@ -1427,7 +1666,7 @@ mod tests {
 
     fn buffer_with(bytes: &[u8]) -> LogBuffer {
         let mut log = LogBuffer::new(BIG);
-        log.push(Stdout, bytes);
+        log.push(Stdout, bytes, 0);
         log
     }
 
@@ -1452,7 +1691,7 @@ mod tests {
     fn numbered(count: usize) -> LogBuffer {
         let mut log = LogBuffer::new(BIG);
         for i in 0..count {
-            log.push(Stdout, format!("{i}\n").as_bytes());
+            log.push(Stdout, format!("{i}\n").as_bytes(), 0);
         }
         log
     }
@@ -1464,6 +1703,7 @@ mod tests {
         let log = LogBuffer::new(LogLimits::default());
         assert_eq!(log.bytes.capacity(), 0);
         assert_eq!(log.index.capacity(), 0);
+        assert_eq!(log.times.capacity(), 0);
         assert!(log.pending.iter().all(|p| p.capacity() == 0));
         assert_eq!(log.retained_cost(), 0);
         assert_eq!((log.next_cursor(), log.first_retained()), (0, 0));
@@ -1472,9 +1712,9 @@ mod tests {
     #[test]
     fn lines_are_numbered_from_zero_across_streams_in_arrival_order() {
         let mut log = LogBuffer::new(BIG);
-        log.push(Stdout, b"out 0\n");
-        log.push(Stderr, b"err 1\n");
-        log.push(Stdout, b"out 2\n");
+        log.push(Stdout, b"out 0\n", 0);
+        log.push(Stderr, b"err 1\n", 0);
+        log.push(Stdout, b"out 2\n", 0);
         let page = log.read(&everything());
         assert_eq!(numbers(&page), [0, 1, 2]);
         let streams: Vec<_> = page.lines.iter().map(|l| l.stream).collect();
@@ -1484,16 +1724,16 @@ mod tests {
     #[test]
     fn push_returns_the_lines_it_completed() {
         let mut log = LogBuffer::new(BIG);
-        assert_eq!(log.push(Stdout, b"a\nb\nc"), 0..2);
-        assert_eq!(log.push(Stdout, b"c"), 2..2);
-        assert_eq!(log.push(Stdout, b"\n"), 2..3);
+        assert_eq!(log.push(Stdout, b"a\nb\nc", 0), 0..2);
+        assert_eq!(log.push(Stdout, b"c", 0), 2..2);
+        assert_eq!(log.push(Stdout, b"\n", 0), 2..3);
     }
 
     #[test]
     fn line_split_across_chunks_is_one_line() {
         let mut log = LogBuffer::new(BIG);
         for chunk in [&b"hel"[..], b"lo wo", b"rld\nnext"] {
-            log.push(Stdout, chunk);
+            log.push(Stdout, chunk, 0);
         }
         assert_eq!(log.line(0).map(|l| l.text).as_deref(), Some("hello world"));
         assert_eq!(log.next_cursor(), 1);
@@ -1516,8 +1756,8 @@ mod tests {
             max_line_bytes: 3,
             ..BIG
         });
-        log.push(Stdout, b"abc\r");
-        log.push(Stdout, b"\n");
+        log.push(Stdout, b"abc\r", 0);
+        log.push(Stdout, b"\n", 0);
         assert_eq!(texts(&log.read(&everything())), ["abc"]);
     }
 
@@ -1534,11 +1774,11 @@ mod tests {
             ..BIG
         });
         assert_eq!(
-            log.push(Stdout, b"abcdefghij"),
+            log.push(Stdout, b"abcdefghij", 0),
             0..2,
             "splits as soon as known"
         );
-        log.push(Stdout, b"\n");
+        log.push(Stdout, b"\n", 0);
         assert_eq!(texts(&log.read(&everything())), ["abcd", "efgh", "ij"]);
     }
 
@@ -1548,8 +1788,8 @@ mod tests {
             max_line_bytes: 4,
             ..BIG
         });
-        log.push(Stdout, b"abcd");
-        log.push(Stdout, b"\n");
+        log.push(Stdout, b"abcd", 0);
+        log.push(Stdout, b"\n", 0);
         assert_eq!(texts(&log.read(&everything())), ["abcd"]);
     }
 
@@ -1560,7 +1800,7 @@ mod tests {
             ..BIG
         });
         // "ab€" is 5 bytes; a cut at 4 would fall inside the 3-byte "€".
-        log.push(Stdout, "ab€cd\n".as_bytes());
+        log.push(Stdout, "ab€cd\n".as_bytes(), 0);
         assert_eq!(texts(&log.read(&everything())), ["ab", "€c", "d"]);
     }
 
@@ -1587,14 +1827,14 @@ mod tests {
             max_line_bytes: 0,
             ..BIG
         });
-        log.push(Stdout, b"ab\n");
+        log.push(Stdout, b"ab\n", 0);
         assert_eq!(texts(&log.read(&everything())), ["a", "b"]);
     }
 
     #[test]
     fn partial_line_is_flushed_on_close() {
         let mut log = LogBuffer::new(BIG);
-        log.push(Stdout, b"done\nno newline");
+        log.push(Stdout, b"done\nno newline", 0);
         assert_eq!(log.close(Stdout), 1..2);
         assert_eq!(log.line(1).map(|l| l.text).as_deref(), Some("no newline"));
     }
@@ -1617,8 +1857,8 @@ mod tests {
     #[test]
     fn close_flushes_only_its_stream() {
         let mut log = LogBuffer::new(BIG);
-        log.push(Stdout, b"out");
-        log.push(Stderr, b"err");
+        log.push(Stdout, b"out", 0);
+        log.push(Stderr, b"err", 0);
         log.close(Stderr);
         assert_eq!(
             log.line(0).map(|l| (l.stream, l.text)),
@@ -1630,14 +1870,15 @@ mod tests {
     #[test]
     fn counters_count_everything_pushed() {
         let mut log = LogBuffer::new(LogLimits {
-            // Two lines: a line costs the bytes it took, its CRLF included.
-            budget_bytes: 2 * (INDEX_ENTRY_BYTES + "line\r\n".len()),
+            // Two lines: a line costs the bytes it took, its CRLF included; the lines share a
+            // time entry.
+            budget_bytes: 2 * (INDEX_ENTRY_BYTES + "line\r\n".len()) + TIME_ENTRY_BYTES,
             max_line_bytes: 5,
         });
         for _ in 0..10 {
-            log.push(Stdout, b"line\r\n");
+            log.push(Stdout, b"line\r\n", 0);
         }
-        log.push(Stderr, b"tail");
+        log.push(Stderr, b"tail", 0);
         assert_eq!(log.total_bytes(), 64);
         assert_eq!(log.total_lines(), 10);
         assert_eq!(log.dropped_lines(), 8);
@@ -1650,13 +1891,13 @@ mod tests {
     fn oldest_lines_are_evicted_to_stay_within_budget() {
         let line_cost = "100\n".len() + INDEX_ENTRY_BYTES;
         let mut log = LogBuffer::new(LogLimits {
-            budget_bytes: 3 * line_cost + 1,
+            budget_bytes: 3 * line_cost + TIME_ENTRY_BYTES + 1,
             max_line_bytes: 8,
         });
         for i in 100..105 {
-            log.push(Stdout, format!("{i}\n").as_bytes());
+            log.push(Stdout, format!("{i}\n").as_bytes(), 0);
         }
-        assert_eq!(log.retained_cost(), 3 * line_cost);
+        assert_eq!(log.retained_cost(), 3 * line_cost + TIME_ENTRY_BYTES);
         assert_eq!((log.first_retained(), log.dropped_lines()), (2, 2));
         assert_eq!(texts(&log.read(&everything())), ["102", "103", "104"]);
         assert_eq!(log.line(1), None);
@@ -1665,10 +1906,14 @@ mod tests {
     #[test]
     fn line_larger_than_budget_is_dropped_at_once() {
         let mut log = LogBuffer::new(LogLimits {
-            budget_bytes: 20,
+            budget_bytes: 20 + INDEX_ENTRY_BYTES + TIME_ENTRY_BYTES,
             max_line_bytes: 100,
         });
-        log.push(Stdout, b"a\nthis line is far too long for twenty bytes\n");
+        log.push(
+            Stdout,
+            b"a\nthis line is far too long for twenty bytes\n",
+            0,
+        );
         assert_eq!(log.next_cursor(), 2);
         assert_eq!(
             log.first_retained(),
@@ -1676,7 +1921,7 @@ mod tests {
             "older lines go too, keeping cursors contiguous"
         );
         assert_eq!(log.retained_cost(), 0);
-        log.push(Stdout, b"b\n");
+        log.push(Stdout, b"b\n", 0);
         assert_eq!(texts(&log.read(&everything())), ["b"]);
     }
 
@@ -1688,11 +1933,12 @@ mod tests {
             max_line_bytes: 100,
         });
         for i in 0..5_000 {
-            log.push(Stdout, format!("line {i}\n").as_bytes());
+            log.push(Stdout, format!("line {i}\n").as_bytes(), 0);
             assert!(log.retained_cost() <= budget);
         }
         assert!(log.bytes.capacity() <= budget, "{}", log.bytes.capacity());
         assert!(log.index.capacity() * INDEX_ENTRY_BYTES <= budget);
+        assert!(log.times.capacity() * TIME_ENTRY_BYTES <= budget);
     }
 
     // ---- read ----
@@ -1710,7 +1956,7 @@ mod tests {
     fn since_returns_only_new_lines() {
         let mut log = numbered(3);
         let first = log.read(&Query::default());
-        log.push(Stdout, b"new\n");
+        log.push(Stdout, b"new\n", 0);
         let page = log.read(&Query {
             since: Some(first.next_cursor),
             ..Query::default()
@@ -1802,9 +2048,9 @@ mod tests {
     #[case::both(None, &["o1", "e1", "o2", "o-partial", "e-partial"])]
     fn stream_filter_keeps_one_stream(#[case] stream: Option<Stream>, #[case] expected: &[&str]) {
         let mut log = LogBuffer::new(BIG);
-        log.push(Stdout, b"o1\n");
-        log.push(Stderr, b"e1\ne-partial");
-        log.push(Stdout, b"o2\no-partial");
+        log.push(Stdout, b"o1\n", 0);
+        log.push(Stderr, b"e1\ne-partial", 0);
+        log.push(Stdout, b"o2\no-partial", 0);
         let page = log.read(&Query {
             stream,
             ..everything()
@@ -1823,7 +2069,8 @@ mod tests {
                 n: 1,
                 stream: Stdout,
                 text: "half".into(),
-                partial: true
+                partial: true,
+                time_ms: None,
             })
         );
         assert_eq!(
@@ -1836,8 +2083,8 @@ mod tests {
     #[test]
     fn partial_lines_are_numbered_after_complete_ones_stdout_first() {
         let mut log = LogBuffer::new(BIG);
-        log.push(Stderr, b"err");
-        log.push(Stdout, b"line\nout");
+        log.push(Stderr, b"err", 0);
+        log.push(Stdout, b"line\nout", 0);
         let page = log.read(&Query::default());
         let got: Vec<_> = page
             .lines
@@ -1865,10 +2112,10 @@ mod tests {
     #[test]
     fn skipped_counts_evicted_lines() {
         let mut log = LogBuffer::new(LogLimits {
-            budget_bytes: 3 * ("a\n".len() + INDEX_ENTRY_BYTES),
+            budget_bytes: 3 * ("a\n".len() + INDEX_ENTRY_BYTES) + TIME_ENTRY_BYTES,
             max_line_bytes: 1,
         });
-        log.push(Stdout, b"a\nb\nc\nd\ne\n");
+        log.push(Stdout, b"a\nb\nc\nd\ne\n", 0);
         let page = log.read(&Query {
             since: Some(1),
             ..Query::default()
@@ -1907,7 +2154,7 @@ mod tests {
     #[test]
     fn each_line_counts_its_overhead_toward_max_bytes() {
         let mut log = LogBuffer::new(LogLimits::default());
-        let _ = log.push(Stream::Stdout, b"a\nb\nc\n");
+        let _ = log.push(Stream::Stdout, b"a\nb\nc\n", 0);
         let page = log.read(&Query {
             since: Some(0),
             max_bytes: 10,
@@ -1952,14 +2199,331 @@ mod tests {
     #[test]
     fn line_that_wraps_the_ring_reads_whole() {
         let mut log = LogBuffer::new(LogLimits {
-            budget_bytes: 2 * ("line 00000\n".len() + INDEX_ENTRY_BYTES),
+            budget_bytes: 2 * ("line 00000\n".len() + INDEX_ENTRY_BYTES) + TIME_ENTRY_BYTES,
             max_line_bytes: 10,
         });
         for i in 0..50 {
-            log.push(Stdout, format!("line {i:05}\n").as_bytes());
+            log.push(Stdout, format!("line {i:05}\n").as_bytes(), 0);
         }
         let page = log.read(&everything());
         assert_eq!(texts(&page), ["line 00048", "line 00049"]);
+    }
+
+    // ---- timestamps ----
+
+    /// Reads everything retained with times, without a size bound.
+    fn timed() -> Query<'static> {
+        Query {
+            timestamps: true,
+            ..everything()
+        }
+    }
+
+    fn times(page: &Page) -> Vec<Option<u64>> {
+        page.lines.iter().map(|l| l.time_ms).collect()
+    }
+
+    #[test]
+    fn lines_have_the_time_of_their_push() {
+        let mut log = LogBuffer::new(BIG);
+        log.push(Stdout, b"a\nb\n", 1_000);
+        log.push(Stderr, b"c\n", 2_000);
+        log.push(Stdout, b"d\n", 2_000);
+        log.push(Stdout, b"e\n", 3_500);
+        let page = log.read(&timed());
+        assert_eq!(texts(&page), ["a", "b", "c", "d", "e"]);
+        assert_eq!(
+            times(&page),
+            [
+                Some(1_000),
+                Some(1_000),
+                Some(2_000),
+                Some(2_000),
+                Some(3_500)
+            ]
+        );
+        assert_eq!(log.time_ms(2), Some(2_000));
+        assert_eq!(log.time_ms(5), None);
+        // Three runs of equal times: three entries.
+        assert_eq!(log.times.len(), 3);
+    }
+
+    #[test]
+    fn times_are_left_out_unless_asked_for() {
+        let log = buffer_with(b"a\nhalf");
+        let page = log.read(&everything());
+        assert_eq!(times(&page), [None, None]);
+        assert_eq!(log.line(0).and_then(|l| l.time_ms), None);
+    }
+
+    #[test]
+    fn a_line_completed_by_a_later_push_takes_its_time() {
+        let mut log = LogBuffer::new(BIG);
+        log.push(Stdout, b"hel", 1);
+        log.push(Stdout, b"lo wo", 2);
+        log.push(Stdout, b"rld\nnext", 3);
+        log.push(Stdout, b"\r", 4);
+        log.push(Stdout, b"\n", 5);
+        let page = log.read(&timed());
+        assert_eq!(texts(&page), ["hello world", "next"]);
+        assert_eq!(times(&page), [Some(3), Some(5)]);
+    }
+
+    #[test]
+    fn a_partial_line_has_the_time_of_its_latest_bytes() {
+        let mut log = LogBuffer::new(BIG);
+        log.push(Stdout, b"done\nhal", 10);
+        log.push(Stderr, b"err", 15);
+        log.push(Stdout, b"f", 20);
+        log.push(Stdout, b"", 30);
+        let page = log.read(&timed());
+        let got: Vec<_> = page
+            .lines
+            .iter()
+            .map(|l| (l.text.as_str(), l.partial, l.time_ms))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("done", false, Some(10)),
+                ("half", true, Some(20)),
+                ("err", true, Some(15))
+            ]
+        );
+        // An empty push delivers nothing; closing keeps the time of the last bytes.
+        log.close(Stdout);
+        assert_eq!(log.time_ms(1), Some(20));
+        log.push(Stderr, b"\n", 40);
+        assert_eq!(log.time_ms(2), Some(40));
+    }
+
+    #[test]
+    fn a_split_piece_has_the_time_of_the_push_that_split_it_off() {
+        let mut log = LogBuffer::new(LogLimits {
+            max_line_bytes: 4,
+            ..BIG
+        });
+        // "abcd" may still end with a CRLF: it is split off only when "e" comes.
+        log.push(Stdout, b"abcd", 1);
+        assert_eq!(times(&log.read(&timed())), [Some(1)], "partial");
+        log.push(Stdout, b"ef", 2);
+        log.push(Stdout, b"ghijk\n", 3);
+        let page = log.read(&timed());
+        assert_eq!(texts(&page), ["abcd", "efgh", "ijk"]);
+        assert_eq!(times(&page), [Some(2), Some(3), Some(3)]);
+        let mut fresh = LogBuffer::new(LogLimits {
+            max_line_bytes: 4,
+            ..BIG
+        });
+        fresh.push(Stdout, b"abcdefghij", 7);
+        assert_eq!(times(&fresh.read(&timed())), [Some(7), Some(7), Some(7)]);
+    }
+
+    #[test]
+    fn a_time_that_goes_back_is_stored_as_given() {
+        let mut log = LogBuffer::new(BIG);
+        log.push(Stdout, b"a\n", 500);
+        log.push(Stdout, b"b\n", 300);
+        log.push(Stdout, b"c\n", 300);
+        log.push(Stdout, b"d\n", 500);
+        assert_eq!(
+            times(&log.read(&timed())),
+            [Some(500), Some(300), Some(300), Some(500)]
+        );
+        assert_eq!(log.times.len(), 3);
+    }
+
+    #[test]
+    fn time_entries_count_in_the_cost() {
+        let mut log = LogBuffer::new(BIG);
+        log.push(Stdout, b"a\n", 1);
+        assert_eq!(
+            log.retained_cost(),
+            2 + INDEX_ENTRY_BYTES + TIME_ENTRY_BYTES
+        );
+        log.push(Stdout, b"b\nc\n", 1);
+        assert_eq!(
+            log.retained_cost(),
+            6 + 3 * INDEX_ENTRY_BYTES + TIME_ENTRY_BYTES,
+            "the same time shares the entry"
+        );
+        log.push(Stdout, b"d\n", 2);
+        assert_eq!(
+            log.retained_cost(),
+            8 + 4 * INDEX_ENTRY_BYTES + 2 * TIME_ENTRY_BYTES
+        );
+        assert_eq!(TIME_ENTRY_BYTES, 16);
+    }
+
+    #[test]
+    fn one_line_per_push_costs_an_entry_per_line() {
+        let mut log = LogBuffer::new(BIG);
+        for i in 0..1_000u64 {
+            log.push(Stdout, format!("line {i:04}\n").as_bytes(), 1_000 + i);
+        }
+        let line = "line 0000\n".len() + INDEX_ENTRY_BYTES + TIME_ENTRY_BYTES;
+        assert_eq!(log.retained_cost(), 1_000 * line);
+        assert_eq!(log.times.len(), 1_000);
+    }
+
+    #[test]
+    fn a_flood_of_big_pushes_costs_an_entry_per_push() {
+        let limits = LogLimits::default();
+        let mut log = LogBuffer::new(limits);
+        let chunk = b"0123456789abcdef\n".repeat((64 << 10) / 17);
+        for i in 0..200u64 {
+            log.push(Stdout, &chunk, 1_000 + i);
+        }
+        assert!(log.dropped_lines() > 0);
+        let lines = log.next_cursor() - log.first_retained();
+        let entries = log.times.len();
+        assert!(
+            entries <= limits.budget_bytes / chunk.len() + 2,
+            "{entries} entries"
+        );
+        let cost = log.bytes.len() + INDEX_ENTRY_BYTES * lines as usize;
+        assert_eq!(log.retained_cost(), cost + TIME_ENTRY_BYTES * entries);
+        assert!(TIME_ENTRY_BYTES * entries < log.retained_cost() / 1000);
+        // The time entries' blocks hold little more than the entries.
+        assert!(log.times.allocated_bytes() <= 3 * time_block_bytes(limits.budget_bytes));
+        let page = log.read(&Query {
+            since: Some(log.first_retained()),
+            head: Some(1),
+            timestamps: true,
+            ..Query::default()
+        });
+        // The oldest entry is that of the oldest push with a line left.
+        let pushes_gone = 200 - entries as u64;
+        assert_eq!(times(&page), [Some(1_000 + pushes_gone)]);
+        let newest = log.read(&Query {
+            tail: Some(1),
+            timestamps: true,
+            ..Query::default()
+        });
+        assert_eq!(newest.lines[0].time_ms, Some(1_199));
+    }
+
+    #[test]
+    fn pushes_in_the_same_millisecond_share_an_entry() {
+        let mut log = LogBuffer::new(BIG);
+        for _ in 0..100 {
+            log.push(Stdout, b"x\n", 42);
+        }
+        assert_eq!(log.times.len(), 1);
+        assert_eq!(
+            log.retained_cost(),
+            100 * (2 + INDEX_ENTRY_BYTES) + TIME_ENTRY_BYTES
+        );
+    }
+
+    #[test]
+    fn eviction_frees_the_entries_of_evicted_lines_only() {
+        let mut log = LogBuffer::new(BIG);
+        log.push(Stdout, b"a\nb\nc\n", 1);
+        log.push(Stdout, b"d\ne\n", 2);
+        log.push(Stdout, b"f\n", 3);
+        let line = 2 + INDEX_ENTRY_BYTES;
+        assert_eq!(log.retained_cost(), 6 * line + 3 * TIME_ENTRY_BYTES);
+        // Lines 0 and 1 go; the first entry still covers line 2.
+        assert_eq!(log.evict_to(4 * line + 3 * TIME_ENTRY_BYTES), 2);
+        assert_eq!(log.times.len(), 3);
+        assert_eq!(log.retained_cost(), 4 * line + 3 * TIME_ENTRY_BYTES);
+        assert_eq!(
+            times(&log.read(&timed())),
+            [Some(1), Some(2), Some(2), Some(3)]
+        );
+        // Evicting line 2 frees its entry with it: 3 lines and 2 entries are left.
+        assert_eq!(log.evict_to(3 * line + 2 * TIME_ENTRY_BYTES), 1);
+        assert_eq!(log.times.len(), 2);
+        assert_eq!(log.retained_cost(), 3 * line + 2 * TIME_ENTRY_BYTES);
+        // One byte over: line 3 goes, and its entry stays for line 4.
+        assert_eq!(log.evict_to(3 * line + 2 * TIME_ENTRY_BYTES - 1), 1);
+        assert_eq!(times(&log.read(&timed())), [Some(2), Some(3)]);
+        assert_eq!(log.evict_to(0), 2);
+        assert_eq!((log.times.len(), log.retained_cost()), (0, 0));
+        log.push(Stdout, b"g\n", 3);
+        assert_eq!(
+            log.times.len(),
+            1,
+            "a new entry, though the time is the same"
+        );
+        assert_eq!(log.time_ms(6), Some(3));
+    }
+
+    #[test]
+    fn the_budget_evicts_for_time_entries_too() {
+        let line = "ab\n".len() + INDEX_ENTRY_BYTES;
+        let mut log = LogBuffer::new(LogLimits {
+            budget_bytes: 3 * (line + TIME_ENTRY_BYTES),
+            max_line_bytes: 8,
+        });
+        for ms in 0..3 {
+            log.push(Stdout, b"ab\n", ms);
+        }
+        assert_eq!(
+            (log.first_retained(), log.retained_cost()),
+            (0, log.limits().budget_bytes)
+        );
+        // A fourth line at a new time needs a line and an entry: one line and its entry go.
+        log.push(Stdout, b"cd\n", 3);
+        assert_eq!(log.first_retained(), 1);
+        assert_eq!(log.retained_cost(), 3 * (line + TIME_ENTRY_BYTES));
+        // At the time of the newest line it needs no entry of its own, but still room for a
+        // line: the oldest line goes, with its entry.
+        log.push(Stdout, b"ef\n", 3);
+        assert_eq!(log.first_retained(), 2);
+        assert_eq!(log.retained_cost(), 3 * line + 2 * TIME_ENTRY_BYTES);
+        assert_eq!(times(&log.read(&timed())), [Some(2), Some(3), Some(3)]);
+    }
+
+    #[test]
+    fn a_line_that_fits_only_without_its_time_entry_is_dropped() {
+        let mut log = LogBuffer::new(LogLimits {
+            budget_bytes: 10 + INDEX_ENTRY_BYTES + TIME_ENTRY_BYTES,
+            max_line_bytes: 100,
+        });
+        log.push(Stdout, b"123456789\n", 1);
+        assert_eq!(log.first_retained(), 0);
+        log.push(Stdout, b"1234567890\n", 1);
+        assert_eq!((log.first_retained(), log.next_cursor()), (2, 2));
+        assert_eq!((log.retained_cost(), log.times.len()), (0, 0));
+        log.push(Stdout, b"ok\n", 1);
+        assert_eq!(times(&log.read(&timed())), [Some(1)]);
+    }
+
+    #[test]
+    fn reading_many_lines_finds_each_time() {
+        let mut log = LogBuffer::new(BIG);
+        // Runs of 1 to 7 lines per push, so entries cover various numbers of lines.
+        let mut expected = Vec::new();
+        for push in 0..1_000u64 {
+            let lines = 1 + push % 7;
+            let chunk: String = (0..lines).map(|i| format!("{push}.{i}\n")).collect();
+            log.push(Stdout, chunk.as_bytes(), 10 * push);
+            expected.extend(core::iter::repeat_n(Some(10 * push), lines as usize));
+        }
+        let page = log.read(&timed());
+        assert_eq!(times(&page), expected);
+        let tail = log.read(&Query {
+            tail: Some(1_000),
+            timestamps: true,
+            ..everything()
+        });
+        assert_eq!(times(&tail), expected[expected.len() - 1_000..]);
+        // Lines far apart, each in an entry of its own.
+        let rare = Regex::new(r"^\d*[05]\.3$").unwrap();
+        let page = log.read(&Query {
+            grep: Some(&rare),
+            timestamps: true,
+            ..everything()
+        });
+        assert!(page.lines.len() > 50);
+        for line in &page.lines {
+            assert_eq!(line.time_ms, expected[line.n as usize], "line {}", line.n);
+        }
+        for n in [0, 1, 2, 500, 3_000, log.next_cursor() - 1] {
+            assert_eq!(log.time_ms(n), expected[n as usize], "line {n}");
+        }
     }
 
     // ---- memory ----
@@ -1970,8 +2534,10 @@ mod tests {
         while block * 2 <= (budget / 8).min(16 << 10) {
             block *= 2;
         }
+        let time_block = (block / 4).max(64);
         let pointer = size_of::<Box<[u8]>>();
-        2 * (3 * block + pointer * (budget.div_ceil(block) + 2))
+        let ring = |block: usize| 3 * block + pointer * (budget.div_ceil(block) + 2);
+        2 * ring(block) + ring(time_block)
     }
 
     fn pending_capacity(log: &LogBuffer) -> usize {
@@ -2000,10 +2566,10 @@ mod tests {
 
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn default_overhead_is_104_kib() {
+    fn default_overhead_is_132_kib() {
         assert_eq!(
             documented_overhead(LogLimits::default().budget_bytes),
-            106_560
+            135_264
         );
     }
 
@@ -2011,23 +2577,25 @@ mod tests {
     fn allocated_bytes_counts_blocks_and_partial_lines() {
         let mut log = LogBuffer::new(LogLimits::default());
         assert_eq!(log.allocated_bytes(), 0);
-        log.push(Stdout, b"partial");
+        log.push(Stdout, b"partial", 0);
         assert_eq!(log.allocated_bytes(), pending_capacity(&log));
-        log.push(Stdout, b"\n");
-        let tables =
-            (log.bytes.blocks.capacity() + log.index.blocks.capacity()) * size_of::<Box<[u8]>>();
-        assert_eq!(log.allocated_bytes(), 64 + 2 * FIRST_BLOCK_BYTES + tables);
+        log.push(Stdout, b"\n", 0);
+        let tables = (log.bytes.blocks.capacity()
+            + log.index.blocks.capacity()
+            + log.times.blocks.capacity())
+            * size_of::<Box<[u8]>>();
+        assert_eq!(log.allocated_bytes(), 64 + 3 * FIRST_BLOCK_BYTES + tables);
     }
 
     #[test]
     fn a_first_block_grows_as_it_fills_and_later_blocks_are_whole() {
         let mut log = LogBuffer::new(LogLimits::default());
         let line = [b"x".repeat(99).as_slice(), b"\n"].concat();
-        log.push(Stdout, &line);
+        log.push(Stdout, &line, 0);
         assert_eq!(log.bytes.capacity(), FIRST_BLOCK_BYTES);
-        log.push(Stdout, &line.repeat(3));
+        log.push(Stdout, &line.repeat(3), 0);
         assert_eq!(log.bytes.capacity(), 2 * FIRST_BLOCK_BYTES, "doubled");
-        log.push(Stdout, &line.repeat(200));
+        log.push(Stdout, &line.repeat(200), 0);
         let lengths: Vec<usize> = log.bytes.blocks.iter().map(|b| b.len()).collect();
         assert_eq!(
             lengths,
@@ -2045,7 +2613,7 @@ mod tests {
         let mut log = LogBuffer::new(limits);
         let yes = b"y\n".repeat(32 << 10);
         for _ in 0..64 {
-            log.push(Stdout, &yes);
+            log.push(Stdout, &yes, 0);
         }
         assert!(log.dropped_lines() > 0);
         let allocated = log.allocated_bytes();
@@ -2056,13 +2624,14 @@ mod tests {
             log.retained_cost()
         );
         assert!(idle_blocks(&log.bytes) <= 1 && idle_blocks(&log.index) <= 1);
+        assert!(idle_blocks(&log.times) <= 1);
     }
 
     #[test]
     fn eviction_frees_the_blocks_it_passes() {
         let mut log = LogBuffer::new(LogLimits::default());
         for _ in 0..20_000 {
-            log.push(Stdout, b"a line of about forty bytes of output\n");
+            log.push(Stdout, b"a line of about forty bytes of output\n", 0);
         }
         let full = log.allocated_bytes();
         let evicted = log.evict_to(log.retained_cost() / 4);
@@ -2078,8 +2647,8 @@ mod tests {
     #[test]
     fn evict_to_frees_what_is_kept_for_reuse() {
         let mut log = LogBuffer::new(LogLimits::default());
-        log.push(Stdout, &[b'x'; 40_000]);
-        log.push(Stdout, b"\nshort");
+        log.push(Stdout, &[b'x'; 40_000], 0);
+        log.push(Stdout, b"\nshort", 0);
         assert!(
             pending_capacity(&log) >= 40_000,
             "kept for the next partial line"
@@ -2090,8 +2659,12 @@ mod tests {
         let lengths: Vec<usize> = page.lines.iter().map(|l| l.text.len()).collect();
         assert_eq!(lengths, [40_000, "short".len()], "the lines stay");
         assert!(log.bytes.spare.is_none() && log.index.spare.is_none());
-        let tables = (log.bytes.blocks.len() + log.index.blocks.len()) * size_of::<Box<[u8]>>();
-        let blocks = log.bytes.capacity() + log.index.capacity() * INDEX_ENTRY_BYTES;
+        assert!(log.times.spare.is_none());
+        let tables = (log.bytes.blocks.len() + log.index.blocks.len() + log.times.blocks.len())
+            * size_of::<Box<[u8]>>();
+        let blocks = log.bytes.capacity()
+            + log.index.capacity() * INDEX_ENTRY_BYTES
+            + log.times.capacity() * TIME_ENTRY_BYTES;
         assert_eq!(log.allocated_bytes(), blocks + tables + "short".len());
     }
 
@@ -2099,9 +2672,9 @@ mod tests {
     fn evict_to_counts_evicted_lines_as_dropped() {
         let mut log = numbered(10);
         let line_cost = "0\n".len() + INDEX_ENTRY_BYTES;
-        assert_eq!(log.evict_to(3 * line_cost + 1), 7);
+        assert_eq!(log.evict_to(3 * line_cost + TIME_ENTRY_BYTES + 1), 7);
         assert_eq!((log.dropped_lines(), log.first_retained()), (7, 7));
-        assert_eq!(log.retained_cost(), 3 * line_cost);
+        assert_eq!(log.retained_cost(), 3 * line_cost + TIME_ENTRY_BYTES);
         assert_eq!(texts(&log.read(&everything())), ["7", "8", "9"]);
         let page = log.read(&Query {
             since: Some(5),
@@ -2121,12 +2694,12 @@ mod tests {
     #[test]
     fn evict_to_zero_keeps_only_partial_lines() {
         let mut log = numbered(1000);
-        log.push(Stderr, b"half");
+        log.push(Stderr, b"half", 0);
         assert_eq!(log.evict_to(0), 1000);
         assert_eq!(log.retained_cost(), 0);
         assert_eq!(log.allocated_bytes(), pending_capacity(&log));
         assert_eq!(texts(&log.read(&Query::default())), ["half"]);
-        log.push(Stdout, b"next\n");
+        log.push(Stdout, b"next\n", 0);
         assert_eq!(log.line(1000).map(|l| l.text).as_deref(), Some("next"));
     }
 
@@ -2134,9 +2707,9 @@ mod tests {
     fn line_spanning_several_blocks_reads_whole() {
         let mut log = LogBuffer::new(LogLimits::default());
         let long: Vec<u8> = (0..50_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-        log.push(Stdout, b"short\n");
-        log.push(Stdout, &long);
-        log.push(Stdout, b"\n");
+        log.push(Stdout, b"short\n", 0);
+        log.push(Stdout, &long, 0);
+        log.push(Stdout, b"\n", 0);
         let line = log.line(1).map(|l| l.text.into_bytes());
         assert_eq!(line.as_deref(), Some(&long[..]));
     }
@@ -2185,10 +2758,10 @@ mod tests {
 
     // ---- properties against a model ----
 
-    /// One input to a buffer.
+    /// One input to a buffer: a push (at a time in milliseconds) or a close.
     #[derive(Clone, Debug)]
     enum Op {
-        Push(Stream, Vec<u8>),
+        Push(Stream, Vec<u8>, u64),
         Close(Stream),
     }
 
@@ -2225,14 +2798,15 @@ mod tests {
             for _ in 0..pieces {
                 chunk.extend_from_slice(g.choose(PIECES).copied().unwrap_or_default());
             }
-            Op::Push(stream, chunk)
+            // A few times, so that pushes often share one, and times go back now and then.
+            Op::Push(stream, chunk, u64::from(u8::arbitrary(g) % 3))
         }
 
         fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
             match self {
-                Op::Push(stream, chunk) => {
-                    let stream = *stream;
-                    Box::new(chunk.shrink().map(move |c| Op::Push(stream, c)))
+                Op::Push(stream, chunk, ms) => {
+                    let (stream, ms) = (*stream, *ms);
+                    Box::new(chunk.shrink().map(move |c| Op::Push(stream, c, ms)))
                 }
                 Op::Close(_) => Box::new(core::iter::empty()),
             }
@@ -2265,12 +2839,16 @@ mod tests {
     }
 
     /// The obvious implementation: every line ever completed, kept forever, built byte by byte.
-    /// A line is its stream, its text and the output bytes it took (its cost less the entry).
+    /// A line is its stream, its text, the output bytes it took (its cost less the entries) and
+    /// its time: that of the byte that completed it (its `\n`, the byte that forced its split,
+    /// or for a close, its last byte).
     #[derive(Default)]
     struct Model {
         max: usize,
-        lines: Vec<(Stream, Vec<u8>, usize)>,
+        lines: Vec<(Stream, Vec<u8>, usize, u64)>,
         pending: [Vec<u8>; 3],
+        /// The time of the latest pending byte.
+        pending_ms: [u64; 3],
         total_bytes: u64,
     }
 
@@ -2284,54 +2862,66 @@ mod tests {
 
         fn apply(&mut self, op: &Op) {
             match op {
-                Op::Push(stream, bytes) => {
+                Op::Push(stream, bytes, ms) => {
                     self.total_bytes += bytes.len() as u64;
+                    let slot = slot(*stream);
                     for &b in bytes {
                         if b == b'\n' {
-                            self.finish(*stream, 1);
+                            self.finish(*stream, 1, *ms);
                             continue;
                         }
-                        let pending = &mut self.pending[slot(*stream)];
-                        pending.push(b);
-                        while must_split(pending, self.max) {
-                            let at = split_point(pending, self.max);
-                            let head: Vec<u8> = pending.drain(..at).collect();
-                            self.lines.push((*stream, head.clone(), head.len()));
+                        self.pending[slot].push(b);
+                        self.pending_ms[slot] = *ms;
+                        while must_split(&self.pending[slot], self.max) {
+                            let at = split_point(&self.pending[slot], self.max);
+                            let head: Vec<u8> = self.pending[slot].drain(..at).collect();
+                            self.lines.push((*stream, head.clone(), head.len(), *ms));
                         }
                     }
                 }
                 Op::Close(stream) => {
                     if !self.pending[slot(*stream)].is_empty() {
-                        self.finish(*stream, 0);
+                        self.finish(*stream, 0, self.pending_ms[slot(*stream)]);
                     }
                 }
             }
         }
 
-        /// Ends the pending line of `stream` with `newline` (0 or 1) bytes of line ending.
-        fn finish(&mut self, stream: Stream, newline: usize) {
+        /// Ends the pending line of `stream` with `newline` (0 or 1) bytes of line ending, the
+        /// last of them at `ms`.
+        fn finish(&mut self, stream: Stream, newline: usize, ms: u64) {
             let pending = core::mem::take(&mut self.pending[slot(stream)]);
             let stored = pending.len() + newline;
             self.lines
-                .push((stream, strip_cr(&pending).to_vec(), stored));
+                .push((stream, strip_cr(&pending).to_vec(), stored, ms));
         }
 
+        /// What lines `from..` cost: their bytes, an index entry each, and a time entry per
+        /// run of lines with the same time.
         fn cost(&self, from: u64) -> usize {
-            self.lines[from as usize..]
+            let lines = &self.lines[from as usize..];
+            let runs = lines
                 .iter()
-                .map(|(_, _, stored)| stored + INDEX_ENTRY_BYTES)
-                .sum()
+                .enumerate()
+                .filter(|&(i, line)| i == 0 || lines[i - 1].3 != line.3)
+                .count();
+            lines
+                .iter()
+                .map(|(_, _, stored, _)| stored + INDEX_ENTRY_BYTES)
+                .sum::<usize>()
+                + TIME_ENTRY_BYTES * runs
         }
 
         /// What `read` should see, raw: retained complete lines from `first`, then partials.
         fn visible(&self, first: u64) -> Vec<Line> {
             let complete = self.lines.iter().enumerate().skip(first as usize);
             let mut out: Vec<Line> = complete
-                .map(|(n, (stream, bytes, _))| Line {
+                .map(|(n, (stream, bytes, _, ms))| Line {
                     n: n as u64,
                     stream: *stream,
                     text: render(bytes, true),
                     partial: false,
+                    time_ms: Some(*ms),
                 })
                 .collect();
             let mut n = self.lines.len() as u64;
@@ -2343,6 +2933,7 @@ mod tests {
                         stream,
                         text: render(strip_cr(pending), true),
                         partial: true,
+                        time_ms: Some(self.pending_ms[slot(stream)]),
                     });
                     n += 1;
                 }
@@ -2358,7 +2949,7 @@ mod tests {
         for (step, op) in ops.iter().enumerate() {
             let before = log.next_cursor();
             let completed = match op {
-                Op::Push(stream, bytes) => log.push(*stream, bytes),
+                Op::Push(stream, bytes, ms) => log.push(*stream, bytes, *ms),
                 Op::Close(stream) => log.close(*stream),
             };
             model.apply(op);
@@ -2404,11 +2995,22 @@ mod tests {
                 return Err(format!("{at}: line() outside {first}..{next}"));
             }
 
+            for n in first..next {
+                let expected = model.lines[n as usize].3;
+                if log.time_ms(n) != Some(expected) {
+                    return Err(format!("{at}: line {n} time {:?}", log.time_ms(n)));
+                }
+            }
+            if first > 0 && log.time_ms(first - 1).is_some() || log.time_ms(next).is_some() {
+                return Err(format!("{at}: time_ms() outside {first}..{next}"));
+            }
+
             let visible = model.visible(first);
             let page = log.read(&Query {
                 tail: Some(tail),
                 max_bytes: usize::MAX,
                 raw: true,
+                timestamps: true,
                 ..Query::default()
             });
             let expected = &visible[visible.len().saturating_sub(tail)..];
@@ -2422,6 +3024,7 @@ mod tests {
                 since: Some(since),
                 max_bytes: usize::MAX,
                 raw: true,
+                timestamps: true,
                 ..Query::default()
             });
             let expected: Vec<_> = visible.iter().filter(|l| l.n >= since).cloned().collect();
@@ -2471,9 +3074,11 @@ mod tests {
                 }
             }
             let size = bytes.len() / usize::from(pushes % 4 + 1) + 1;
+            // Two pushes in a row share a time: lines of both share a time entry.
             let mut ops: Vec<Op> = bytes
                 .chunks(size)
-                .map(|c| Op::Push(Stdout, c.to_vec()))
+                .enumerate()
+                .map(|(i, c)| Op::Push(Stdout, c.to_vec(), 1_000 + i as u64 / 2))
                 .collect();
             ops.push(Op::Close(Stdout));
             match check_against_model(limits, &ops, 50) {
@@ -2494,16 +3099,16 @@ mod tests {
                 ..limits.0
             };
             let mut whole = LogBuffer::new(limits);
-            whole.push(Stdout, &bytes);
+            whole.push(Stdout, &bytes, 0);
             whole.close(Stdout);
             let mut chunked = LogBuffer::new(limits);
             let mut rest = &bytes[..];
             for cut in cuts {
                 let (chunk, after) = rest.split_at(cut.min(rest.len()));
-                chunked.push(Stdout, chunk);
+                chunked.push(Stdout, chunk, 0);
                 rest = after;
             }
-            chunked.push(Stdout, rest);
+            chunked.push(Stdout, rest, 0);
             chunked.close(Stdout);
             let raw = Query {
                 raw: true,
@@ -2514,6 +3119,41 @@ mod tests {
         QuickCheck::new()
             .tests(2_000)
             .quickcheck(prop as fn(SmallLimits, Vec<u8>, Vec<usize>) -> bool);
+    }
+
+    /// Chunks pushed at times that go up, stay or go back, and the same bytes pushed one at a
+    /// time, each at the time of its chunk: the same lines, times, evictions and costs.
+    #[test]
+    fn times_do_not_depend_on_chunking() {
+        fn prop(limits: SmallLimits, bytes: Vec<u8>, cuts: Vec<(usize, u8)>) -> TestResult {
+            let mut chunked = LogBuffer::new(limits.0);
+            let mut bytewise = LogBuffer::new(limits.0);
+            let mut rest = &bytes[..];
+            let everything = Query {
+                raw: true,
+                timestamps: true,
+                ..everything()
+            };
+            for (cut, ms) in cuts.into_iter().chain([(usize::MAX, 9)]) {
+                let (chunk, after) = rest.split_at(cut.min(rest.len()));
+                let ms = u64::from(ms % 4);
+                chunked.push(Stdout, chunk, ms);
+                for byte in chunk.chunks(1) {
+                    bytewise.push(Stdout, byte, ms);
+                }
+                rest = after;
+                let (a, b) = (chunked.read(&everything), bytewise.read(&everything));
+                if a != b || chunked.retained_cost() != bytewise.retained_cost() {
+                    return TestResult::error(format!("{a:?} vs {b:?}"));
+                }
+            }
+            chunked.close(Stdout);
+            bytewise.close(Stdout);
+            TestResult::from_bool(chunked.read(&everything) == bytewise.read(&everything))
+        }
+        QuickCheck::new()
+            .tests(2_000)
+            .quickcheck(prop as fn(SmallLimits, Vec<u8>, Vec<(usize, u8)>) -> TestResult);
     }
 
     #[test]
@@ -2574,7 +3214,7 @@ mod tests {
             let mut log = LogBuffer::new(limits);
             for op in &ops {
                 match op {
-                    Op::Push(stream, bytes) => log.push(*stream, bytes),
+                    Op::Push(stream, bytes, ms) => log.push(*stream, bytes, *ms),
                     Op::Close(stream) => log.close(*stream),
                 };
             }
@@ -2678,7 +3318,7 @@ mod tests {
                 match op {
                     EvictOp::Op(op) => {
                         match op {
-                            Op::Push(stream, bytes) => log.push(*stream, bytes),
+                            Op::Push(stream, bytes, ms) => log.push(*stream, bytes, *ms),
                             Op::Close(stream) => log.close(*stream),
                         };
                         model.apply(op);
@@ -2706,6 +3346,9 @@ mod tests {
                     if got != Some(expected) {
                         return TestResult::error(format!("{at}: line {n} differs"));
                     }
+                    if log.time_ms(n) != Some(model.lines[n as usize].3) {
+                        return TestResult::error(format!("{at}: line {n} time differs"));
+                    }
                 }
             }
             TestResult::passed()
@@ -2716,11 +3359,12 @@ mod tests {
     }
 
     /// An input for the memory property: a chunk pushed many times over, so that budgets of
-    /// hundreds of KiB (and 16 KiB blocks) fill up, a close, or an eviction to a fraction of the
-    /// budget (in thousandths).
+    /// hundreds of KiB (and 16 KiB blocks) fill up, each push at a new time (a time entry per
+    /// push) or all at the same time, a close, or an eviction to a fraction of the budget (in
+    /// thousandths).
     #[derive(Clone, Debug)]
     enum MemOp {
-        Push(Stream, Vec<u8>, u16),
+        Push(Stream, Vec<u8>, u16, bool),
         Close(Stream),
         EvictTo(u16),
     }
@@ -2731,22 +3375,22 @@ mod tests {
                 0 => MemOp::Close(arbitrary_stream(g)),
                 1 => MemOp::EvictTo(u16::arbitrary(g) % 1200),
                 _ => {
-                    let Op::Push(stream, chunk) = Op::arbitrary(g) else {
+                    let Op::Push(stream, chunk, _) = Op::arbitrary(g) else {
                         return MemOp::Close(arbitrary_stream(g));
                     };
-                    MemOp::Push(stream, chunk, u16::arbitrary(g) % 500)
+                    MemOp::Push(stream, chunk, u16::arbitrary(g) % 500, bool::arbitrary(g))
                 }
             }
         }
 
         fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
             match self {
-                MemOp::Push(stream, chunk, times) => {
-                    let stream = *stream;
+                MemOp::Push(stream, chunk, times, tick) => {
+                    let (stream, tick) = (*stream, *tick);
                     Box::new(
                         (chunk.clone(), *times)
                             .shrink()
-                            .map(move |(c, t)| MemOp::Push(stream, c, t)),
+                            .map(move |(c, t)| MemOp::Push(stream, c, t, tick)),
                     )
                 }
                 MemOp::Close(_) => Box::new(core::iter::empty()),
@@ -2787,7 +3431,8 @@ mod tests {
         if log.pending.iter().any(|p| p.capacity() > max_pending) {
             return Err(format!("pending capacity over {max_pending}"));
         }
-        if idle_blocks(&log.bytes) > 1 || idle_blocks(&log.index) > 1 {
+        if idle_blocks(&log.bytes) > 1 || idle_blocks(&log.index) > 1 || idle_blocks(&log.times) > 1
+        {
             return Err("a block eviction passed is still held".into());
         }
         Ok(())
@@ -2797,11 +3442,13 @@ mod tests {
     fn memory_stays_within_the_documented_bound() {
         fn prop(limits: AnyLimits, ops: Vec<MemOp>) -> TestResult {
             let mut log = LogBuffer::new(limits.0);
+            let mut clock = 0;
             for (step, op) in ops.iter().enumerate() {
                 match op {
-                    MemOp::Push(stream, chunk, times) => {
+                    MemOp::Push(stream, chunk, times, tick) => {
                         for _ in 0..*times {
-                            log.push(*stream, chunk);
+                            clock += u64::from(*tick);
+                            log.push(*stream, chunk, clock);
                         }
                     }
                     MemOp::Close(stream) => {
@@ -2812,6 +3459,7 @@ mod tests {
                         log.evict_to(max_cost);
                         let spares = log.bytes.spare.is_some()
                             || log.index.spare.is_some()
+                            || log.times.spare.is_some()
                             || log.pending.iter().any(|p| p.capacity() > p.len());
                         if log.retained_cost() > max_cost || spares {
                             return TestResult::error(format!("after op {step}: {log:?}"));

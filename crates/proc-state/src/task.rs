@@ -656,10 +656,10 @@ impl Task {
     }
 
     /// Output from one of the pipes.
-    pub fn on_output(&mut self, stream: Stream, bytes: &[u8], at: Instant) {
+    pub fn on_output(&mut self, stream: Stream, bytes: &[u8], now: Now) {
         if self.spawned().is_some() {
-            self.last_output = Some(at);
-            let _ = self.log.push(stream, bytes);
+            self.last_output = Some(now.instant);
+            let _ = self.log.push(stream, bytes, now.unix_ms);
             self.urls.observe(bytes, &self.log);
             if let (Stream::Tty, Some(screen)) = (stream, &mut self.screen) {
                 screen.feed(bytes);
@@ -1305,7 +1305,7 @@ mod tests {
     fn task_ends_only_when_exit_and_both_streams_are_done() {
         let mut t = running();
         let mut out = Vec::new();
-        t.on_output(Stream::Stdout, b"last words\n", at(19).instant);
+        t.on_output(Stream::Stdout, b"last words\n", at(19));
         assert_eq!(
             t.on_exited(ExitStatus::Code(3), false, at(20), DRAIN, &mut out),
             Progress::Unchanged
@@ -1387,7 +1387,7 @@ mod tests {
     fn respawn_keeps_the_buffer_and_counts() {
         let mut t = running();
         let mut out = Vec::new();
-        t.on_output(Stream::Stdout, b"one\n", at(4).instant);
+        t.on_output(Stream::Stdout, b"one\n", at(4));
         let _ = t.on_exited(ExitStatus::Code(0), false, at(5), DRAIN, &mut out);
         let _ = close_both(&mut t, &mut out);
         assert!(!t.respawn(RunId(2), at(9)), "not before the sweep answered");
@@ -1399,7 +1399,7 @@ mod tests {
         );
         assert_eq!(t.exit(), None);
         let _ = t.on_spawned(43, at(11), &mut out);
-        t.on_output(Stream::Stdout, b"two\n", at(12).instant);
+        t.on_output(Stream::Stdout, b"two\n", at(12));
         assert_eq!(t.log.next_cursor(), 2, "cursors continue across runs");
         assert!(!t.respawn(RunId(3), at(12)), "only an ended task respawns");
     }

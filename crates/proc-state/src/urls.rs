@@ -84,6 +84,7 @@ impl Urls {
             max_bytes: usize::MAX,
             line_overhead: 0,
             raw: false,
+            timestamps: false,
         });
         self.pending = false;
         for line in &page.lines {
@@ -127,7 +128,7 @@ mod tests {
         });
         let mut urls = Urls::default();
         for chunk in chunks {
-            let _ = log.push(Stream::Stdout, chunk.as_bytes());
+            let _ = log.push(Stream::Stdout, chunk.as_bytes(), 0);
             urls.observe(chunk.as_bytes(), &log);
         }
         urls.iter().map(str::to_owned).collect()

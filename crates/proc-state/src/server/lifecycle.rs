@@ -20,7 +20,7 @@ impl Server {
     }
 
     pub(super) fn task_output(&mut self, now: Now, run: RunId, stream: Stream, bytes: &[u8]) {
-        if let Some(key) = self.tasks.ingest(run, stream, bytes, now.instant) {
+        if let Some(key) = self.tasks.ingest(run, stream, bytes, now) {
             self.output_arrived(now, key);
             self.progress_task_waiters(now, key);
         }

@@ -175,6 +175,7 @@ impl Server {
             max_bytes: DEFAULT_MAX_BYTES,
             line_overhead: LINE_OVERHEAD_BYTES,
             raw: false,
+            timestamps: false,
         });
         let mut text = String::new();
         for line in &page.lines {

@@ -233,12 +233,12 @@ impl Tasks {
         run: RunId,
         stream: Stream,
         bytes: &[u8],
-        at: Instant,
+        now: Now,
     ) -> Option<u64> {
         let key = self.of_run(run)?;
         let task = self.all.get_mut(&key)?;
         let before = task.log.allocated_bytes();
-        task.on_output(stream, bytes, at);
+        task.on_output(stream, bytes, now);
         let after = task.log.allocated_bytes();
         self.output_bytes = self.output_bytes + after - before;
         self.keep_total_budget();

@@ -388,6 +388,7 @@ impl Watch {
             max_bytes: super::tools::MAX_READ_BYTES,
             line_overhead: 0,
             raw: false,
+            timestamps: false,
         });
         match page.lines.into_iter().next() {
             Some(line) if line.partial => {

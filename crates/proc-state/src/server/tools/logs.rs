@@ -122,6 +122,7 @@ pub(super) fn call(
         max_bytes,
         line_overhead: LINE_OVERHEAD_BYTES,
         raw: args.raw,
+        timestamps: false,
     });
     let text = logs_text(t, &page, max_bytes);
     let structured = Structured {

@@ -111,6 +111,7 @@ pub(in crate::server) fn status_result(
         max_bytes: MAX_READ_BYTES,
         line_overhead: LINE_OVERHEAD_BYTES,
         raw: false,
+        timestamps: false,
     });
     let mut text = status_text(t, now);
     if input_wanted == Some(true) {
