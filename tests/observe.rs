@@ -272,3 +272,26 @@ fn the_idle_lease_stops_a_forgotten_task_and_keeps_a_polled_one() {
     assert_eq!(status["stop_reason"], "idle", "{status}");
     s.finish();
 }
+
+#[test]
+fn logs_with_timestamps_give_non_decreasing_times() {
+    let mut s = server();
+    let script = "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.05)";
+    let id = id_of(&s.call(
+        "start",
+        json!({"command": "python3", "args": ["-c", script]}),
+    ));
+    support::wait_exit(&mut s, &id);
+    let logs = s.call("logs", json!({"id": id, "timestamps": true}));
+    let times: Vec<&str> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["time"].as_str().unwrap())
+        .collect();
+    assert_eq!(times.len(), 5, "{logs}");
+    // RFC 3339 UTC with milliseconds, all of one length: text order is time order.
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(times[0] < times[4], "five reads 50 ms apart: {times:?}");
+    s.finish();
+}

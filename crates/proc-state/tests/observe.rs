@@ -438,3 +438,40 @@ fn a_task_whose_memory_stays_above_the_limit_is_stopped_and_says_why() {
     let text = result["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("stopped: max_memory"), "{text}");
 }
+
+#[test]
+fn logs_with_timestamps_give_each_line_the_time_of_the_read_that_completed_it() {
+    let mut h = Harness::initialized("2025-11-25");
+    let (run, _) = h.start(json!({"command": "server"}), 40);
+    let base = h.now().unix_ms;
+    let _ = print(&mut h, run, "a\n");
+    let _ = h.advance(250);
+    let _ = print(&mut h, run, "b\nhal");
+    let _ = h.advance(100);
+    let _ = print(&mut h, run, "f\nrest");
+    let result = h.call_now("logs", json!({"id": "t00001", "timestamps": true}));
+    let lines = result["structuredContent"]["lines"].as_array().unwrap();
+    let times: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["text"].as_str().unwrap(), l["time"].as_str().unwrap()))
+        .collect();
+    let at = |ms: u64| proc_state::time::rfc3339(base + ms);
+    assert_eq!(
+        times,
+        [
+            ("a", at(0).as_str()),
+            ("b", at(250).as_str()),
+            ("half", at(350).as_str()),
+            ("rest", at(350).as_str())
+        ]
+    );
+    let text = result["content"][0]["text"].as_str().unwrap();
+    let stamp = at(250);
+    assert!(
+        text.contains(&format!("[1 {}] b", &stamp[11..23])),
+        "{text}"
+    );
+    // Without `timestamps`, no times.
+    let plain = h.call_now("logs", json!({"id": "t00001"}));
+    assert!(plain["structuredContent"]["lines"][0].get("time").is_none());
+}

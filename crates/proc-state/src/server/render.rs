@@ -18,7 +18,13 @@ pub(super) fn push_line_text(text: &mut String, line: &Line) {
         (Stream::Stderr, false) => " stderr",
         (Stream::Stderr, true) => " stderr partial",
     };
-    text.push_str(&format!("[{}{marker}] {}", line.n, line.text));
+    let _ = write!(text, "[{}{marker}", line.n);
+    if let Some(ms) = line.time_ms {
+        // The time of day of RFC 3339 (`12:34:56.789`); the structured result has the date.
+        let stamp = crate::time::rfc3339(ms);
+        let _ = write!(text, " {}", stamp.get(11..23).unwrap_or(&stamp));
+    }
+    let _ = write!(text, "] {}", line.text);
 }
 
 /// The command as a person would type it.

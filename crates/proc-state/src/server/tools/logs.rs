@@ -52,6 +52,9 @@ pub(super) struct Args {
     /// Keep ANSI escape sequences.
     #[serde(default)]
     raw: bool,
+    /// Give each line the time it arrived (`time`).
+    #[serde(default)]
+    timestamps: bool,
 }
 
 /// Which streams `logs` returns.
@@ -122,7 +125,7 @@ pub(super) fn call(
         max_bytes,
         line_overhead: LINE_OVERHEAD_BYTES,
         raw: args.raw,
-        timestamps: false,
+        timestamps: args.timestamps,
     });
     let text = logs_text(t, &page, max_bytes);
     let structured = Structured {

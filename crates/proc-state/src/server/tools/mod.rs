@@ -514,6 +514,10 @@ struct LineOut<'a> {
     /// The line has no newline yet.
     #[serde(skip_serializing_if = "core::ops::Not::not")]
     partial: bool,
+    /// With `timestamps`: when the read that delivered its last bytes happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    time: Option<time::Rfc3339>,
 }
 
 impl<'a> From<&'a Line> for LineOut<'a> {
@@ -523,6 +527,7 @@ impl<'a> From<&'a Line> for LineOut<'a> {
             stream: line.stream,
             text: &line.text,
             partial: line.partial,
+            time: line.time_ms.map(time::Rfc3339),
         }
     }
 }
