@@ -172,7 +172,7 @@ fn sleepers() -> Sleepers {
         |listed| {
             listed["tasks"]
                 .as_array()
-                .is_some_and(|tasks| tasks.iter().all(|t| t.get("ports").is_some()))
+                .is_some_and(|tasks| tasks.iter().all(|t| t.get("listening").is_some()))
         },
     );
     let measured_all = measuring.elapsed();

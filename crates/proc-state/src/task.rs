@@ -286,7 +286,9 @@ pub struct Options {
     /// An `http://` URL that must answer (a status below 500) before `start`/`restart`
     /// answer.
     pub wait_url: Option<String>,
-    /// Bound for `wait_for` and `wait_url`.
+    /// Output must pause this long before `start`/`restart` answer.
+    pub wait_quiet: Option<Duration>,
+    /// Bound for `wait_for`, `wait_url` and `wait_quiet`.
     pub wait_timeout: Duration,
     /// Stop the task once it has run this long.
     pub max_runtime: Option<Duration>,
@@ -307,6 +309,7 @@ impl PartialEq for Options {
             && self.max_memory == other.max_memory
             && self.idle_timeout == other.idle_timeout
             && self.wait_url == other.wait_url
+            && self.wait_quiet == other.wait_quiet
             && self.notify_on_exit == other.notify_on_exit
             && self.wait_for.as_ref().map(regex::Regex::as_str)
                 == other.wait_for.as_ref().map(regex::Regex::as_str)

@@ -63,7 +63,6 @@ fn status_and_list_show_what_the_driver_measured_and_the_urls_printed() {
     h.usage.insert(run, usage(21_500_000, &[41234]));
     let result = status(&mut h, "t00001");
     let s = &result["structuredContent"];
-    assert_eq!(s["ports"], json!([41234]));
     assert_eq!(
         s["listening"],
         json!([{"protocol": "tcp", "address": "127.0.0.1", "port": 41234}])
@@ -84,8 +83,8 @@ fn status_and_list_show_what_the_driver_measured_and_the_urls_printed() {
 
     let list = h.call_now("list", json!({}));
     assert_eq!(
-        list["structuredContent"]["tasks"][0]["ports"],
-        json!([41234])
+        list["structuredContent"]["tasks"][0]["listening"][0]["port"],
+        41234
     );
     let text = list["content"][0]["text"].as_str().unwrap();
     assert!(
@@ -111,8 +110,8 @@ fn status_waits_for_the_measurement_and_list_does_not() {
     }));
     assert_eq!(replies[0]["id"], 5);
     assert_eq!(
-        replies[0]["result"]["structuredContent"]["ports"],
-        json!([8080])
+        replies[0]["result"]["structuredContent"]["listening"][0]["port"],
+        8080
     );
     // Fresh for 250 ms: a second status answers at once.
     let _ = status(&mut h, "t00001");
@@ -123,8 +122,7 @@ fn status_waits_for_the_measurement_and_list_does_not() {
     let replies = transmitted(&without_list_changed(h.advance(1000)));
     assert_eq!(replies[0]["id"], 6);
     assert_eq!(
-        replies[0]["result"]["structuredContent"]["ports"],
-        json!([8080]),
+        replies[0]["result"]["structuredContent"]["listening"][0]["port"], 8080,
         "the last measurement"
     );
 }
@@ -474,4 +472,26 @@ fn logs_with_timestamps_give_each_line_the_time_of_the_read_that_completed_it() 
     // Without `timestamps`, no times.
     let plain = h.call_now("logs", json!({"id": "t00001"}));
     assert!(plain["structuredContent"]["lines"][0].get("time").is_none());
+}
+
+#[test]
+fn start_with_wait_quiet_ms_answers_once_the_output_settles() {
+    let mut h = Harness::initialized("2025-11-25");
+    let outputs = h.call(
+        1,
+        "start",
+        json!({"command": "build", "wait_quiet_ms": 300}),
+    );
+    let (run, _) = spawned(&outputs).unwrap();
+    assert!(transmitted(&h.input(Input::Spawned { run, pid: 40 })).is_empty());
+    for _ in 0..2 {
+        let _ = h.advance(100);
+        assert!(transmitted(&print(&mut h, run, "compiling\n")).is_empty());
+    }
+    assert!(transmitted(&without_list_changed(h.advance(299))).is_empty());
+    let replies = transmitted(&h.advance(1));
+    assert_eq!(
+        replies[0]["result"]["structuredContent"]["ready"]["reason"],
+        "quiet"
+    );
 }

@@ -815,16 +815,18 @@ impl Server {
     pub(super) fn ready_watch(&self, key: u64, now: Now) -> Option<Watch> {
         let task = self.tasks.get(key)?;
         let options = &task.command.options;
-        if options.wait_for.is_none() && options.wait_url.is_none() {
+        if options.wait_for.is_none() && options.wait_url.is_none() && options.wait_quiet.is_none()
+        {
             return None;
         }
         let pattern = options
             .wait_for
             .clone()
             .map(|regex| (regex, task.log.next_cursor()));
-        Some(
-            Watch::new(pattern, None, now, options.wait_timeout).url(options.wait_url.clone(), now),
-        )
+        let watch = Watch::new(pattern, None, now, options.wait_timeout)
+            .url(options.wait_url.clone(), now)
+            .quiet(options.wait_quiet);
+        Some(watch)
     }
 
     /// Asks the driver for the watch's probes that are due.

@@ -551,9 +551,9 @@ struct TaskSummary<'a> {
     #[schemars(with = "String")]
     started_at: time::Rfc3339,
     runtime_ms: u64,
-    /// Ports its processes listen on (TCP and UDP).
+    /// Sockets its processes listen on (TCP, and UDP), as last measured.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    ports: Vec<u16>,
+    listening: Vec<ListenerOut>,
     /// What its live processes use, as last measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageOut>,
@@ -579,11 +579,6 @@ struct UsageOut {
 impl<'a> TaskSummary<'a> {
     fn of(t: &'a Task, now: Now) -> Self {
         let usage = t.usage.usage();
-        let mut ports: Vec<u16> = usage
-            .map(|u| u.listening.iter().map(|l| l.port).collect())
-            .unwrap_or_default();
-        ports.sort_unstable();
-        ports.dedup();
         Self {
             id: &t.id,
             name: t.name.as_deref(),
@@ -594,7 +589,9 @@ impl<'a> TaskSummary<'a> {
             command: &t.command.command,
             started_at: time::Rfc3339(t.started().unix_ms),
             runtime_ms: super::millis(t.runtime(now)),
-            ports,
+            listening: usage
+                .map(|u| u.listening.iter().map(ListenerOut::from).collect())
+                .unwrap_or_default(),
             usage: usage.map(|u| UsageOut {
                 processes: u.processes,
                 cpu_ms: u.cpu_ms,
@@ -626,9 +623,6 @@ struct TaskFields<'a> {
     ended_at: Option<String>,
     restarts: u32,
     output: OutputCounters,
-    /// Sockets its processes listen on.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    listening: Vec<ListenerOut>,
     /// URLs it printed, most recent last.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     urls: Vec<&'a str>,
@@ -649,6 +643,16 @@ struct ListenerOut {
     /// Local address (0.0.0.0 or :: for all interfaces).
     address: String,
     port: u16,
+}
+
+impl From<&crate::process::Listener> for ListenerOut {
+    fn from(l: &crate::process::Listener) -> Self {
+        Self {
+            protocol: l.protocol.as_str(),
+            address: l.address.to_string(),
+            port: l.port,
+        }
+    }
 }
 
 /// A task's restart policy at work.
@@ -729,20 +733,6 @@ impl<'a> TaskFields<'a> {
                 dropped_lines: t.log.dropped_lines(),
                 next_cursor: t.log.next_cursor(),
             },
-            listening: t
-                .usage
-                .usage()
-                .map(|u| {
-                    u.listening
-                        .iter()
-                        .map(|l| ListenerOut {
-                            protocol: l.protocol.as_str(),
-                            address: l.address.to_string(),
-                            port: l.port,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
             urls: t.urls.iter().collect(),
             stop_reason: t.stop_cause().map(StopCause::as_str),
             restart_policy: PolicyOut::of(t, now),

@@ -86,6 +86,9 @@ pub(super) struct Args {
     wait_timeout_ms: Option<u64>,
     /// Return once this http:// URL answers (status < 500).
     wait_url: Option<String>,
+    /// Return once output pauses this long.
+    #[schemars(range(min = 1, max = MAX_WAIT_MS))]
+    wait_quiet_ms: Option<u64>,
     /// Stop it after this long.
     #[schemars(range(min = 1))]
     max_runtime_ms: Option<u64>,
@@ -144,7 +147,7 @@ pub(in crate::server) struct Ready {
     /// The matching line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(in crate::server) line: Option<String>,
-    #[schemars(extend("enum" = ["matched", "url_ok", "exited", "timeout"]))]
+    #[schemars(extend("enum" = ["matched", "url_ok", "quiet", "exited", "timeout"]))]
     pub(in crate::server) reason: &'static str,
 }
 
@@ -197,6 +200,10 @@ pub(super) fn call(
             "needs `restart` (\"on-failure\" or \"always\")",
         ));
     }
+    let wait_quiet = args
+        .wait_quiet_ms
+        .map(|ms| millis_arg(Tool::Start, "wait_quiet_ms", Some(ms), ms, MAX_WAIT_MS))
+        .transpose()?;
     let wait_url = args
         .wait_url
         .as_deref()
@@ -248,6 +255,7 @@ pub(super) fn call(
             max_memory,
             idle_timeout,
             wait_url,
+            wait_quiet,
         },
     };
     let limits = LogLimits {
@@ -315,6 +323,7 @@ pub(in crate::server) fn start_result(
         text.push_str(&match ready.reason {
             "matched" => format!("\nReady: {}", ready.line.as_deref().unwrap_or_default()),
             "url_ok" => "\nReady: `wait_url` answered.".to_owned(),
+            "quiet" => "\nReady: the output settled.".to_owned(),
             "exited" => "\nNot ready: the process exited before `wait_for` matched.".to_owned(),
             _ => {
                 "\nNot ready yet: not ready before `wait_timeout_ms`; it keeps running.".to_owned()
