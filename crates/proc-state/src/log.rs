@@ -932,16 +932,25 @@ impl LogBuffer {
 
     /// Sets the time of each of `lines` (retained complete lines, then partial ones, in
     /// increasing `n`): one search for the first complete line's time entry, then a walk
-    /// forward from it.
+    /// forward from it, with the lines the current entry covers at hand (most lines of a
+    /// page share its entry).
     fn fill_times(&self, lines: &mut [Line]) {
-        let mut entry = self.times.start();
+        // The current entry's position, its lines and its time.
+        let mut entry = (self.times.start(), 0..0, 0);
         for line in lines {
             line.time_ms = if line.partial {
                 Some(self.pending_ms[slot(line.stream)])
+            } else if entry.1.contains(&line.n) {
+                Some(entry.2)
             } else {
-                self.time_entry(entry, line.n).and_then(|found| {
-                    entry = found;
-                    self.times.get(found).map(|e| e.ms)
+                self.time_entry(entry.0, line.n).and_then(|pos| {
+                    let found = self.times.get(pos)?;
+                    let end = self
+                        .times
+                        .get(pos + 1)
+                        .map_or(self.next_cursor, |e| e.first);
+                    entry = (pos, found.first..end, found.ms);
+                    Some(found.ms)
                 })
             };
         }
