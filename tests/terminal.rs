@@ -148,12 +148,16 @@ fn ctrl_c_interrupts_the_foreground_command_of_an_interactive_shell() {
         "write",
         json!({"id": id, "data": "sleep 30", "keys": ["Enter"]}),
     );
-    // `sleep` is the foreground process group once the shell has run it.
-    let running = wait(
-        &mut s,
-        json!({"id": id, "screen": "sleep 30", "timeout_ms": 20000}),
-    );
-    assert_eq!(running["reason"], "screen", "{running}");
+    // `sleep` is the foreground process group once it runs: the shell's child sets its group
+    // and the terminal's foreground group before it execs (the echo on the screen comes
+    // sooner, while the shell may not have forked yet).
+    let shell = s.call("status", json!({"id": id}))["pid"].as_i64().unwrap() as i32;
+    let running = proc_testkit::wait_until(Duration::from_secs(20), || {
+        proc_testkit::processes().iter().any(|p| {
+            p.session == shell && p.pgrp != shell && proc_testkit::cmdline(p.pid) == "sleep 30"
+        })
+    });
+    assert!(running, "`sleep 30` never ran in its own group");
     let started = std::time::Instant::now();
     let back = interact(
         &mut s,
