@@ -58,18 +58,14 @@ impl Urls {
 
     /// Looks at a chunk just pushed into `log` for URLs.
     pub fn observe(&mut self, chunk: &[u8], log: &LogBuffer) {
-        let joined = [
-            self.tail[0],
-            self.tail[1],
-            *chunk.first().unwrap_or(&0),
-            *chunk.get(1).unwrap_or(&0),
-        ];
+        // The seam: the last two bytes before this chunk and its first two.
+        let edge = chunk.len().min(2);
+        let mut seam = [self.tail[0], self.tail[1], 0, 0];
+        seam[2..2 + edge].copy_from_slice(&chunk[..edge]);
         let hit = memchr::memmem::find(chunk, b"://").is_some()
-            || memchr::memmem::find(&joined[..2 + chunk.len().min(2)], b"://").is_some();
-        if let [.., a, b] = chunk {
-            self.tail = [*a, *b];
-        } else if let [b] = chunk {
-            self.tail = [self.tail[1], *b];
+            || memchr::memmem::find(&seam[..2 + edge], b"://").is_some();
+        for &byte in &chunk[chunk.len() - edge..] {
+            self.tail = [self.tail[1], byte];
         }
         if !(hit || self.pending) {
             self.scanned = log.next_cursor();

@@ -21,8 +21,11 @@ pub(super) fn push_line_text(text: &mut String, line: &Line) {
     let _ = write!(text, "[{}{marker}", line.n);
     if let Some(ms) = line.time_ms {
         // The time of day of RFC 3339 (`12:34:56.789`); the structured result has the date.
-        let stamp = crate::time::rfc3339(ms);
-        let _ = write!(text, " {}", stamp.get(11..23).unwrap_or(&stamp));
+        // Written in place: `2026-11-28T12:34:56.789Z` loses its date and its `Z`.
+        let start = text.len() + 1;
+        let _ = write!(text, " {}", crate::time::Rfc3339(ms));
+        text.pop();
+        text.replace_range(start..start + 11, "");
     }
     let _ = write!(text, "] {}", line.text);
 }
